@@ -1,0 +1,149 @@
+//! Adapter configuration. Every choice the design marks *(ours)* is a field here.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// LoRA with a searchable cell of spatial ops between A and B.
+    NasLora,
+    /// NAS-LoRA whose mixed op runs on ceil(r/K) channels only (PC-DARTS style).
+    NasPcLora,
+    /// Plain LoRA.
+    Lora,
+    /// Conv-LoRA: a mixture of convolutional experts in the bottleneck.
+    ConvLora,
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::NasLora => "nas-lora",
+            Method::NasPcLora => "nas-pc-lora",
+            Method::Lora => "lora",
+            Method::ConvLora => "conv-lora",
+        }
+    }
+    pub fn has_cell(&self) -> bool {
+        matches!(self, Method::NasLora | Method::NasPcLora)
+    }
+}
+
+/// Where adapters go in the image encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// The fused qkv projection of every attention block (Conv-LoRA convention).
+    Qkv,
+    /// Separate adapters on the q and v slices of qkv (SAMed convention).
+    Qv,
+    /// qkv, the attention output projection and both MLP linears.
+    All,
+}
+
+/// Candidate operations of the NAS cell (stride 1, 'same' padding, r -> r channels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Identity,
+    Conv3x3,
+    Conv5x5,
+    DilConv3x3,
+    AvgPool3x3,
+    MaxPool3x3,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 6] = [
+        OpKind::Identity,
+        OpKind::Conv3x3,
+        OpKind::Conv5x5,
+        OpKind::DilConv3x3,
+        OpKind::AvgPool3x3,
+        OpKind::MaxPool3x3,
+    ];
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Identity => "identity",
+            OpKind::Conv3x3 => "conv3x3",
+            OpKind::Conv5x5 => "conv5x5",
+            OpKind::DilConv3x3 => "dil_conv3x3",
+            OpKind::AvgPool3x3 => "avg_pool3x3",
+            OpKind::MaxPool3x3 => "max_pool3x3",
+        }
+    }
+    pub fn parse(s: &str) -> Result<OpKind, String> {
+        OpKind::ALL
+            .into_iter()
+            .find(|o| o.name() == s.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = OpKind::ALL.iter().map(|o| o.name()).collect();
+                format!("unknown op '{s}' (known: {})", names.join(", "))
+            })
+    }
+    /// Multiply-accumulates per output element of an r-channel map (for overhead reports).
+    pub fn macs_per_elem(&self, r: usize) -> usize {
+        match self {
+            OpKind::Identity => 0,
+            OpKind::Conv3x3 | OpKind::DilConv3x3 => 9 * r,
+            OpKind::Conv5x5 => 25 * r,
+            OpKind::AvgPool3x3 | OpKind::MaxPool3x3 => 9,
+        }
+    }
+}
+
+/// How conv ops of the cell start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpInit {
+    /// Kaiming-uniform (DARTS default).
+    Random,
+    /// Dirac (identity) kernel plus small noise, so every op starts close to identity.
+    Dirac,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    pub method: Method,
+    pub placement: Placement,
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// Candidate ops of the NAS cell, by name.
+    pub ops: Vec<OpKind>,
+    /// Partial-channel factor K of NAS-PC-LoRA.
+    pub pc_k: usize,
+    /// Softmax temperature of the architecture weights.
+    pub alpha_temperature: f64,
+    pub op_init: OpInit,
+    /// Conv-LoRA experts.
+    pub conv_lora_experts: usize,
+    /// Adapt only these encoder stages (ViT blocks / TinyViT stages); empty = all.
+    pub blocks: Vec<usize>,
+    pub seed: u64,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::NasLora,
+            placement: Placement::Qkv,
+            rank: 4,
+            alpha: 16.0,
+            dropout: 0.0,
+            ops: OpKind::ALL.to_vec(),
+            pc_k: 2,
+            alpha_temperature: 1.0,
+            op_init: OpInit::Random,
+            conv_lora_experts: 8,
+            blocks: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+impl AdapterConfig {
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+}

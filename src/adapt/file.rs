@@ -1,0 +1,187 @@
+//! The adapter file: safetensors with the adapter tensors and α, and a JSON model card kept
+//! both in the safetensors metadata (so one file is enough) and beside it (for people).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+
+use super::{AdapterConfig, CellState, ParamCounts, apply_adapters, cells, for_each_slot, param_counts};
+use crate::fsutil::atomic_write;
+use crate::sam::checkpoint::official_key;
+use crate::sam::{CheckpointInfo, ModelType, Sam};
+
+pub const CARD_KEY: &str = "segadapt_card";
+const ADAPTER_REGEX: &str = r"_adapter\.";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BaseModel {
+    pub file_name: String,
+    pub sha256: String,
+    pub model_type: ModelType,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CellCard {
+    pub name: String,
+    pub ops: Vec<String>,
+    /// softmax(α / T) at save time.
+    pub weights: Vec<f32>,
+    pub state: CellState,
+    pub chosen: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdapterCard {
+    pub format: String,
+    pub version: u32,
+    pub segadapt_version: String,
+    pub base: BaseModel,
+    pub adapter: AdapterConfig,
+    pub cells: Vec<CellCard>,
+    pub params: ParamCounts,
+    /// Whether the mask decoder weights were trained (and are stored in the file).
+    pub decoder_trained: bool,
+    /// Training schedule, data manifest and validation scores, filled by the trainer.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+impl AdapterCard {
+    pub fn new(model: &Sam, base: &CheckpointInfo, cfg: &AdapterConfig, decoder_trained: bool) -> Self {
+        let cells = cells(model)
+            .into_iter()
+            .map(|(name, c)| CellCard {
+                name,
+                ops: c.ops.iter().map(|o| o.name().to_string()).collect(),
+                weights: c.weights(),
+                state: c.state,
+                chosen: c.chosen().map(|o| o.name().to_string()),
+            })
+            .collect();
+        Self {
+            format: "segadapt-adapter".into(),
+            version: 1,
+            segadapt_version: env!("CARGO_PKG_VERSION").into(),
+            base: BaseModel {
+                file_name: base.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+                sha256: base.sha256.clone(),
+                model_type: base.config.model_type,
+            },
+            adapter: cfg.clone(),
+            cells,
+            params: param_counts(model),
+            decoder_trained,
+            training: serde_json::Value::Null,
+        }
+    }
+}
+
+/// `adapter.safetensors` -> `adapter.json`
+pub fn card_path(path: &Path) -> PathBuf {
+    path.with_extension("json")
+}
+
+fn tensor_regex(decoder_trained: bool) -> String {
+    if decoder_trained { format!("({ADAPTER_REGEX})|(^mask_decoder\\.)") } else { ADAPTER_REGEX.to_string() }
+}
+
+/// Writes the adapter (and the decoder if trained) with its card, atomically.
+pub fn save_adapter(model: &Sam, card: &AdapterCard, path: &Path) -> Result<()> {
+    let json = serde_json::to_string_pretty(card)?;
+    let mut store = SafetensorsStore::from_bytes(None).with_regex(tensor_regex(card.decoder_trained)).metadata(CARD_KEY, json.clone());
+    model.save_into(&mut store).map_err(|e| anyhow::anyhow!("cannot serialise adapter: {e}"))?;
+    let bytes = store.get_bytes().map_err(|e| anyhow::anyhow!("cannot serialise adapter: {e}"))?;
+    atomic_write(path, &bytes)?;
+    atomic_write(&card_path(path), json.as_bytes())?;
+    Ok(())
+}
+
+/// Reads the card from an adapter file's metadata without loading tensors.
+pub fn read_card(path: &Path) -> Result<AdapterCard> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read adapter file {}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors adapter file ({e})", path.display()))?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CARD_KEY))
+        .with_context(|| format!("{}: safetensors file without a segadapt model card", path.display()))?;
+    serde_json::from_str(json).with_context(|| format!("{}: unreadable model card", path.display()))
+}
+
+/// Loads an adapter onto `model` after checking it was trained on this exact base checkpoint.
+pub fn load_adapter(model: &mut Sam, base: &CheckpointInfo, path: &Path, device: &Device) -> Result<AdapterCard> {
+    let card = read_card(path)?;
+    if card.base.sha256 != base.sha256 {
+        bail!(
+            "adapter {} was trained on base model '{}' (sha256 {}…), but the loaded model {} has sha256 {}…; \
+             load the matching base checkpoint",
+            path.display(),
+            card.base.file_name,
+            &card.base.sha256[..12.min(card.base.sha256.len())],
+            base.path.display(),
+            &base.sha256[..12]
+        );
+    }
+    apply_adapters(model, &card.adapter, device);
+    let mut store = SafetensorsStore::from_file(path).with_regex(tensor_regex(card.decoder_trained)).allow_partial(true);
+    let res = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if !res.errors.is_empty() || !res.missing.is_empty() {
+        bail!(
+            "{}: adapter tensors do not fit the model ({} missing, {} errors: {})",
+            path.display(),
+            res.missing.len(),
+            res.errors.len(),
+            res.errors.iter().take(3).map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+        );
+    }
+    // Restore each cell's search state (not a tensor).
+    let states: std::collections::HashMap<String, CellState> = card.cells.iter().map(|c| (c.name.clone(), c.state)).collect();
+    for_each_slot(model, |info, slot, _| {
+        if let Some(a) = slot {
+            let n = a.branches.len();
+            for (i, b) in a.branches.iter_mut().enumerate() {
+                let name = if n == 2 { format!("{}.{}", info.name, ["q", "v"][i]) } else { info.name.clone() };
+                if let (Some(c), Some(s)) = (&mut b.cell, states.get(&name)) {
+                    c.state = *s;
+                }
+            }
+        }
+    });
+    Ok(card)
+}
+
+/// Writes the whole model with official key names and PyTorch layouts as safetensors, so
+/// `model.load_state_dict(safetensors.torch.load_file(path))` works in the official code.
+/// Refuses when a side branch remains (the official modules have nowhere to put it).
+pub fn export_merged(model: &Sam, path: &Path) -> Result<()> {
+    let mut m = model.clone();
+    let mut remaining = Vec::new();
+    for_each_slot(&mut m, |info, slot, _| {
+        if slot.is_some() {
+            remaining.push(info.name.clone());
+        }
+    });
+    if !remaining.is_empty() {
+        bail!(
+            "{} projections keep spatial side branches (e.g. {}); the official code cannot hold them. \
+             Use the adapter file, or train with identity-only cells / plain LoRA for a fully merged export",
+            remaining.len(),
+            remaining[0]
+        );
+    }
+    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
+    m.save_into(&mut store).map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
+    let bytes = store.get_bytes().map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
+    // Rename to official keys by rewriting the safetensors header.
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut views = Vec::new();
+    for (name, view) in st.tensors() {
+        views.push((official_key(&name), view));
+    }
+    let out = safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    atomic_write(path, &out)
+}

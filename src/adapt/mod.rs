@@ -1,0 +1,191 @@
+//! Adapters on SAM's image encoder: NAS-LoRA, NAS-PC-LoRA, LoRA and Conv-LoRA, their
+//! placement, merge and the adapter file.
+
+pub mod config;
+pub mod conv_lora;
+pub mod file;
+pub mod lora;
+pub mod merge;
+pub mod nas_cell;
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+pub use config::{AdapterConfig, Method, OpInit, OpKind, Placement};
+pub use lora::{AdaptTarget, Adapter, Branch};
+pub use nas_cell::{CellState, NasCell};
+
+use crate::sam::Sam;
+use crate::sam::sam::ImageEncoder;
+use crate::sam::tiny_vit::TinyLayer;
+
+/// Which projection of a block a slot sits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    Qkv,
+    Proj,
+    Fc1,
+    Fc2,
+}
+
+/// An adapter position in the encoder.
+#[derive(Clone, Debug)]
+pub struct SlotInfo {
+    /// Parameter path of the host linear, e.g. `image_encoder.blocks.3.attn.qkv`.
+    pub name: String,
+    /// Attention block index over the whole encoder (the `blocks` filter uses it).
+    pub block: usize,
+    /// Encoder stage (ViT block / TinyViT layer), for prefix caching.
+    pub stage: usize,
+    pub kind: SlotKind,
+    pub target: AdaptTarget,
+}
+
+/// Calls `f` on every adaptable projection with its adapter slot and host linear.
+pub fn for_each_slot(model: &mut Sam, mut f: impl FnMut(&SlotInfo, &mut Option<Adapter>, &mut Linear)) {
+    match &mut model.image_encoder {
+        ImageEncoder::Vit(e) => {
+            for (i, blk) in e.blocks.iter_mut().enumerate() {
+                let nh = blk.attn.num_heads;
+                let p = format!("image_encoder.blocks.{i}");
+                let info = |kind, name: &str, target| SlotInfo { name: format!("{p}.{name}"), block: i, stage: i, kind, target };
+                f(&info(SlotKind::Qkv, "attn.qkv", AdaptTarget::VitQkv { num_heads: nh }), &mut blk.attn.qkv_adapter, &mut blk.attn.qkv);
+                f(&info(SlotKind::Proj, "attn.proj", AdaptTarget::Plain), &mut blk.attn.proj_adapter, &mut blk.attn.proj);
+                f(&info(SlotKind::Fc1, "mlp.lin1", AdaptTarget::Plain), &mut blk.mlp.lin1_adapter, &mut blk.mlp.lin1);
+                f(&info(SlotKind::Fc2, "mlp.lin2", AdaptTarget::Plain), &mut blk.mlp.lin2_adapter, &mut blk.mlp.lin2);
+            }
+        }
+        ImageEncoder::TinyVit(e) => {
+            let mut block = 0;
+            for (li, layer) in e.layers.iter_mut().enumerate() {
+                let TinyLayer::Basic(l) = layer else { continue };
+                for (bi, blk) in l.blocks.iter_mut().enumerate() {
+                    let nh = blk.attn.num_heads;
+                    let p = format!("image_encoder.layers.{li}.blocks.{bi}");
+                    let info = |kind, name: &str, target| SlotInfo { name: format!("{p}.{name}"), block, stage: li, kind, target };
+                    f(&info(SlotKind::Qkv, "attn.qkv", AdaptTarget::TinyVitQkv { num_heads: nh }), &mut blk.attn.qkv_adapter, &mut blk.attn.qkv);
+                    f(&info(SlotKind::Proj, "attn.proj", AdaptTarget::Plain), &mut blk.attn.proj_adapter, &mut blk.attn.proj);
+                    f(&info(SlotKind::Fc1, "mlp.fc1", AdaptTarget::Plain), &mut blk.mlp.fc1_adapter, &mut blk.mlp.fc1);
+                    f(&info(SlotKind::Fc2, "mlp.fc2", AdaptTarget::Plain), &mut blk.mlp.fc2_adapter, &mut blk.mlp.fc2);
+                    block += 1;
+                }
+            }
+        }
+    }
+}
+
+fn wanted(cfg: &AdapterConfig, info: &SlotInfo) -> bool {
+    let kind_ok = match cfg.placement {
+        Placement::Qkv | Placement::Qv => info.kind == SlotKind::Qkv,
+        Placement::All => true,
+    };
+    kind_ok && (cfg.blocks.is_empty() || cfg.blocks.contains(&info.block))
+}
+
+/// Injects adapters per `cfg` (replacing any present). Returns the number of adapted projections.
+pub fn apply_adapters(model: &mut Sam, cfg: &AdapterConfig, device: &Device) -> usize {
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut n = 0;
+    for_each_slot(model, |info, slot, lin| {
+        *slot = None;
+        if !wanted(cfg, info) {
+            return;
+        }
+        let [d_in, d_out] = lin.weight.dims();
+        let qv = cfg.placement == Placement::Qv && info.kind == SlotKind::Qkv;
+        let branches = if qv {
+            vec![Branch::new(d_in, d_out / 3, cfg, &mut rng, device), Branch::new(d_in, d_out / 3, cfg, &mut rng, device)]
+        } else {
+            vec![Branch::new(d_in, d_out, cfg, &mut rng, device)]
+        };
+        *slot = Some(Adapter { branches, qv });
+        n += 1;
+    });
+    n
+}
+
+/// Read-only list of (slot name, adapter).
+pub fn adapters(model: &Sam) -> Vec<(SlotInfo, Adapter)> {
+    let mut m = model.clone();
+    let mut out = Vec::new();
+    for_each_slot(&mut m, |info, slot, _| {
+        if let Some(a) = slot.take() {
+            out.push((info.clone(), a));
+        }
+    });
+    out
+}
+
+/// Every NAS cell with its slot name (q/v branches get a `.q` / `.v` suffix).
+pub fn cells(model: &Sam) -> Vec<(String, NasCell)> {
+    let mut out = Vec::new();
+    for (info, a) in adapters(model) {
+        let n = a.branches.len();
+        for (i, b) in a.branches.into_iter().enumerate() {
+            if let Some(c) = b.cell {
+                let name = if n == 2 { format!("{}.{}", info.name, ["q", "v"][i]) } else { info.name.clone() };
+                out.push((name, c));
+            }
+        }
+    }
+    out
+}
+
+/// Applies `f` to every branch of every adapter.
+pub fn for_each_branch(model: &mut Sam, mut f: impl FnMut(&mut Branch)) {
+    for_each_slot(model, |_, slot, _| {
+        if let Some(a) = slot {
+            a.branches.iter_mut().for_each(&mut f);
+        }
+    });
+}
+
+/// Sets every cell to `state`; `Discrete` picks each cell's own argmax.
+pub fn set_cell_states(model: &mut Sam, state: CellState) {
+    for_each_branch(model, |b| {
+        if let Some(c) = &mut b.cell {
+            c.state = match state {
+                CellState::Discrete(_) => CellState::Discrete(c.argmax()),
+                s => s,
+            };
+        }
+    });
+}
+
+/// Turns Conv-LoRA's noisy gating and auxiliary loss on or off.
+pub fn set_training(model: &mut Sam, training: bool) {
+    for_each_branch(model, |b| {
+        if let Some(m) = &mut b.moe {
+            m.training = training;
+        }
+    });
+}
+
+/// Lowest encoder stage that carries an adapter (everything before it is frozen).
+pub fn first_adapted_stage(model: &Sam) -> Option<usize> {
+    adapters(model).iter().map(|(i, _)| i.stage).min()
+}
+
+/// Parameter counts for reports.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ParamCounts {
+    pub total: usize,
+    pub adapter: usize,
+    pub alpha: usize,
+    pub mask_decoder: usize,
+}
+
+pub fn param_counts(model: &Sam) -> ParamCounts {
+    let ads = adapters(model);
+    let adapter: usize = ads.iter().map(|(_, a)| a.num_params()).sum();
+    let alpha: usize = ads
+        .iter()
+        .flat_map(|(_, a)| a.branches.iter())
+        .filter_map(|b| b.cell.as_ref())
+        .map(|c| c.ops.len())
+        .sum();
+    ParamCounts { total: model.num_params(), adapter, alpha, mask_decoder: model.mask_decoder.num_params() }
+}

@@ -1,0 +1,76 @@
+//! Command-line parsing helpers shared by the subcommands.
+
+use anyhow::{Result, bail};
+
+use crate::predict::Point;
+
+/// `x0,y0,x1,y1`
+pub fn parse_box(s: &str) -> Result<[f64; 4]> {
+    let v = parse_numbers(s, "--box")?;
+    if v.len() != 4 {
+        bail!("--box expects x0,y0,x1,y1 (4 numbers), got '{s}'");
+    }
+    if v[2] < v[0] || v[3] < v[1] {
+        bail!("--box '{s}': x1 must be ≥ x0 and y1 ≥ y0");
+    }
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+/// `x,y` or `x,y,label` with label 1 (foreground, default) or 0 (background).
+pub fn parse_point(s: &str) -> Result<Point> {
+    let v = parse_numbers(s, "--point")?;
+    let positive = match v.len() {
+        2 => true,
+        3 if v[2] == 1.0 => true,
+        3 if v[2] == 0.0 => false,
+        3 => bail!("--point '{s}': label must be 1 (foreground) or 0 (background)"),
+        _ => bail!("--point expects x,y or x,y,label, got '{s}'"),
+    };
+    Ok(Point { x: v[0], y: v[1], positive })
+}
+
+fn parse_numbers(s: &str, what: &str) -> Result<Vec<f64>> {
+    s.split(',')
+        .map(|p| {
+            let v: f64 = p.trim().parse().map_err(|_| anyhow::anyhow!("{what} '{s}': '{p}' is not a number"))?;
+            if !v.is_finite() {
+                bail!("{what} '{s}': '{p}' is not a finite number");
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Refuses prompts that lie outside the image.
+pub fn check_inside(points: &[Point], bbox: Option<[f64; 4]>, w: usize, h: usize) -> Result<()> {
+    let inside = |x: f64, y: f64| x >= 0.0 && y >= 0.0 && x <= (w as f64 - 1.0) && y <= (h as f64 - 1.0);
+    for p in points {
+        if !inside(p.x, p.y) {
+            bail!("point ({}, {}) lies outside the {w}×{h} image", p.x, p.y);
+        }
+    }
+    if let Some(b) = bbox
+        && (!inside(b[0], b[1]) || !inside(b[2], b[3]))
+    {
+        bail!("box {:?} lies outside the {w}×{h} image", b);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        assert_eq!(parse_box("1,2,30,40").unwrap(), [1.0, 2.0, 30.0, 40.0]);
+        assert!(parse_box("1,2,3").is_err());
+        assert!(parse_box("5,5,1,1").is_err());
+        assert!(parse_box("a,b,c,d").is_err());
+        let p = parse_point("3.5,4,0").unwrap();
+        assert_eq!((p.x, p.y, p.positive), (3.5, 4.0, false));
+        assert!(parse_point("1,2,7").is_err());
+        assert!(parse_point("nan,2").is_err());
+        assert!(check_inside(&[parse_point("10,10").unwrap()], None, 5, 5).is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! segadapt: adapt the Segment Anything Model to your image domain with NAS-LoRA.
+
+pub mod adapt;
+pub mod app;
+pub mod cli;
+pub mod device;
+pub mod engine;
+pub mod eval;
+pub mod fsutil;
+pub mod metrics;
+pub mod predict;
+pub mod project;
+pub mod sam;
+pub mod train;

@@ -1,0 +1,407 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use segadapt::adapt::{AdapterConfig, Method, OpInit, OpKind, Placement};
+use segadapt::cli::{check_inside, parse_box, parse_point};
+use segadapt::train::loss::LossKind;
+use segadapt::train::prompts::PromptMix;
+use segadapt::train::schedule::Schedule;
+use segadapt::train::{TrainConfig, TrainData, TrainEvent, train};
+use segadapt::device::{self, DeviceChoice};
+use segadapt::eval::{EvalPrompt, evaluate, list_pairs};
+use segadapt::fsutil::atomic_write;
+use segadapt::predict::PromptInput;
+use segadapt::project::export::write_mask_png;
+use segadapt::project::import::load_rgb;
+
+#[derive(Parser)]
+#[command(name = "segadapt", version, about = "Adapt Segment Anything to your images with NAS-LoRA")]
+struct Cli {
+    /// Compute device: a GPU when one exists (default), or force cpu / gpu.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Segment one object in one image from a box and/or points.
+    Segment {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        #[arg(long)]
+        image: PathBuf,
+        /// x0,y0,x1,y1 in image pixels
+        #[arg(long = "box")]
+        bbox: Option<String>,
+        /// x,y[,label] in image pixels; label 1 = foreground (default), 0 = background. Repeatable.
+        #[arg(long = "point")]
+        points: Vec<String>,
+        /// Return 3 candidate masks; the best-scoring goes to --out, all to --out with _0.._2.
+        #[arg(long)]
+        multimask: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluate on a data dir (images/ + masks/ label images) with box or point prompts.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value = "box")]
+        prompt: EvalPrompt,
+        /// Skip objects smaller than this many pixels.
+        #[arg(long, default_value_t = 0)]
+        min_area: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Fine-tune an adapter on a data dir (images/ + masks/ label images).
+    Train(TrainArgs),
+    /// Merge an adapter into its base model and export both.
+    Export {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Full merged model with official key names (safetensors), loadable by the official code.
+        #[arg(long)]
+        merged: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, value_enum, default_value = "nas-lora")]
+    method: Method,
+    /// Adapter file to write (.safetensors; the model card goes beside it as .json).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    #[arg(long, default_value_t = 4)]
+    rank: usize,
+    /// LoRA alpha (default 4·rank).
+    #[arg(long)]
+    alpha: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 0.2)]
+    val_split: f64,
+    /// e.g. box=0.5,points=0.3,boxpoints=0.2,none=0
+    #[arg(long)]
+    prompt_mix: Option<String>,
+    #[arg(long, value_enum, default_value = "qkv")]
+    placement: Placement,
+    /// Adapt only these attention blocks (comma-separated indices).
+    #[arg(long, value_delimiter = ',')]
+    blocks: Vec<usize>,
+    /// Candidate ops of the NAS cell (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    #[arg(long, default_value_t = 2)]
+    pc_k: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 3e-3)]
+    alpha_lr: f64,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, value_enum, default_value = "random")]
+    op_init: OpInit,
+    #[arg(long, default_value_t = 0.25)]
+    warmup_frac: f64,
+    #[arg(long, default_value_t = 0.5)]
+    search_frac: f64,
+    #[arg(long, default_value_t = 4)]
+    objects_per_step: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 0)]
+    val_every: usize,
+    /// Validations without improvement before stopping (0 = never).
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    #[arg(long, value_enum, default_value = "bce-dice")]
+    loss: LossKind,
+    /// Keep the mask decoder frozen (adapters only).
+    #[arg(long)]
+    freeze_decoder: bool,
+    #[arg(long)]
+    no_augment: bool,
+    #[arg(long, default_value_t = 0)]
+    min_area: usize,
+    /// Continue a cancelled run (same settings).
+    #[arg(long)]
+    resume: bool,
+}
+
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    if a.rank == 0 {
+        anyhow::bail!("--rank must be ≥ 1");
+    }
+    if !(0.0..1.0).contains(&a.val_split) || a.val_split == 0.0 {
+        anyhow::bail!("--val-split must be in (0, 1)");
+    }
+    if a.warmup_frac < 0.0 || a.search_frac < 0.0 || a.warmup_frac + a.search_frac > 1.0 {
+        anyhow::bail!("--warmup-frac and --search-frac must be ≥ 0 and sum to ≤ 1");
+    }
+    if a.steps == 0 {
+        anyhow::bail!("--steps must be ≥ 1");
+    }
+    let ops = if a.ops.is_empty() {
+        OpKind::ALL.to_vec()
+    } else {
+        a.ops.iter().map(|o| OpKind::parse(o).map_err(anyhow::Error::msg)).collect::<Result<Vec<_>>>()?
+    };
+    let adapter = AdapterConfig {
+        method: a.method,
+        placement: a.placement,
+        rank: a.rank,
+        alpha: a.alpha.unwrap_or(4.0 * a.rank as f64),
+        ops,
+        pc_k: a.pc_k.max(1),
+        alpha_temperature: a.temperature,
+        op_init: a.op_init,
+        blocks: a.blocks.clone(),
+        seed: a.seed,
+        ..Default::default()
+    };
+    Ok(TrainConfig {
+        adapter,
+        schedule: Schedule {
+            steps: a.steps,
+            warmup_frac: a.warmup_frac,
+            search_frac: a.search_frac,
+            lr: a.lr,
+            alpha_lr: a.alpha_lr,
+            ..Default::default()
+        },
+        objects_per_step: a.objects_per_step,
+        grad_accum: a.grad_accum.max(1),
+        val_split: a.val_split,
+        val_every: a.val_every,
+        early_stop_patience: a.patience,
+        train_decoder: !a.freeze_decoder,
+        prompt_mix: a.prompt_mix.as_deref().map(PromptMix::parse).transpose()?.unwrap_or_default(),
+        loss: a.loss,
+        augment: !a.no_augment,
+        seed: a.seed,
+        min_area: a.min_area,
+        ..Default::default()
+    })
+}
+
+fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
+    let cfg = train_config(&a)?;
+    let mut data = TrainData::from_dir(&a.data, cfg.min_area)?;
+    let split = data.split(cfg.val_split, cfg.seed);
+    eprintln!("device: {}", dev.description);
+    eprintln!("data: {} objects in {} images → {} train / {} validation, split {split}", data.objects.len(), data.images.len(), data.train.len(), data.val.len());
+    let (base, info) = segadapt::sam::load_sam(&a.model, None, &dev.device)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let c = cancel.clone();
+        let _ = ctrlc_hook(move || c.store(true, Ordering::Relaxed));
+    }
+    let pb = bar(cfg.schedule.steps as u64, "train");
+    let mut cells: Vec<String> = Vec::new();
+    let mut ops: Vec<String> = Vec::new();
+    let mut last_alpha: Vec<Vec<f32>> = Vec::new();
+    let mut emit = |ev: TrainEvent| match ev {
+        TrainEvent::Started { total_steps, start_step, trainable_params, total_params, stage_steps, op_names, cell_names, .. } => {
+            pb.set_length(total_steps as u64);
+            pb.set_position(start_step as u64);
+            pb.println(format!(
+                "method {}: {trainable_params} trainable of {total_params} parameters ({:.3}%); stages: warm-up 0..{}, search {}..{}, consolidate {}..{}",
+                a.method.name(),
+                100.0 * trainable_params as f64 / total_params as f64,
+                stage_steps.0, stage_steps.0, stage_steps.1, stage_steps.1, total_steps
+            ));
+            cells = cell_names;
+            ops = op_names;
+        }
+        TrainEvent::Step { step, loss, stage, lr, .. } => {
+            pb.set_position(step as u64);
+            pb.set_message(format!("{} loss {loss:.4} lr {lr:.1e}", stage.name()));
+        }
+        TrainEvent::Alpha { weights, .. } => last_alpha = weights,
+        TrainEvent::StageChanged { step, stage, chosen } => {
+            pb.println(format!("step {step}: stage → {}", stage.name()));
+            if !chosen.is_empty() {
+                let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+                for (_, o) in &chosen {
+                    *counts.entry(o.clone()).or_default() += 1;
+                }
+                pb.println(format!("  cells discretised: {counts:?}"));
+            }
+        }
+        TrainEvent::Validation { step, dice, iou, is_base, best } => {
+            pb.println(format!(
+                "step {step}: validation Dice {dice:.4} IoU {iou:.4}{}",
+                if is_base { " (base model)" } else if best { " (best so far, saved)" } else { "" }
+            ));
+        }
+        TrainEvent::Cancelled { step, resume_dir } => {
+            pb.println(format!("cancelled at step {step}; continue with --resume (state in {})", resume_dir.display()));
+        }
+        TrainEvent::Finished(_) | TrainEvent::Error(_) => {}
+    };
+    let outcome = train(&base, &info, &data, &cfg, &dev.device, &a.out, a.resume, &mut emit, &cancel)?;
+    pb.finish_and_clear();
+    let Some(o) = outcome else { return Ok(()) };
+    if !last_alpha.is_empty() {
+        println!("architecture weights softmax(α) at the end:");
+        print!("{:<44}", "cell");
+        for op in &ops {
+            print!(" {op:>11}");
+        }
+        println!("  chosen");
+        for (name, w) in cells.iter().zip(&last_alpha) {
+            print!("{name:<44}");
+            for v in w {
+                print!(" {v:>11.3}");
+            }
+            let chosen = o.chosen_ops.iter().find(|(n, _)| n == name).map(|(_, op)| op.as_str()).unwrap_or("-");
+            println!("  {chosen}");
+        }
+    }
+    println!("{:<12} {:>10} {:>10}", "", "val Dice", "val IoU");
+    println!("{:<12} {:>10.4} {:>10.4}", "base", o.base_dice, o.base_iou);
+    println!("{:<12} {:>10.4} {:>10.4}", "adapted", o.best_dice, o.best_iou);
+    println!("{}", o.message);
+    if o.improved {
+        println!("adapter: {} (card: {})", a.out.display(), segadapt::adapt::file::card_path(&a.out).display());
+    }
+    println!("{} steps in {:.1} s{}", o.steps_done, o.seconds, if o.stopped_early { " (stopped early)" } else { "" });
+    Ok(())
+}
+
+/// Ctrl-C requests a clean cancel (a resumable state is written) instead of killing the run.
+fn ctrlc_hook(f: impl Fn() + Send + 'static) -> Result<()> {
+    ctrlc::set_handler(f).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let Some(command) = cli.command else {
+        // No subcommand: the desktop app.
+        return segadapt::app::run(cli.device);
+    };
+    let dev = device::select(cli.device).map_err(anyhow::Error::msg)?;
+    match command {
+        Command::Segment { model, adapter, image, bbox, points, multimask, out } => {
+            let bbox = bbox.as_deref().map(parse_box).transpose()?;
+            let points = points.iter().map(|p| parse_point(p)).collect::<Result<Vec<_>>>()?;
+            if bbox.is_none() && points.is_empty() {
+                anyhow::bail!("give a prompt: --box x0,y0,x1,y1 and/or --point x,y[,label]");
+            }
+            let img = load_rgb(&image)?;
+            let (w, h) = (img.width() as usize, img.height() as usize);
+            check_inside(&points, bbox, w, h)?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                anyhow::bail!("output folder {} does not exist", dir.display());
+            }
+            eprintln!("device: {}", dev.description);
+            let m = segadapt::engine::load(&model, adapter.as_deref(), None, dev)?;
+            let t = std::time::Instant::now();
+            let emb = m.predictor.set_image(&img);
+            let t_emb = t.elapsed();
+            let t = std::time::Instant::now();
+            let pred = m.predictor.predict(&emb, &PromptInput { points, bbox, mask_input: None }, multimask);
+            let t_dec = t.elapsed();
+            let best = pred.best();
+            write_mask_png(&out, &pred.binary(best), w, h)?;
+            if multimask {
+                for i in 0..pred.masks.len() {
+                    let stem = out.file_stem().unwrap_or_default().to_string_lossy();
+                    let p = out.with_file_name(format!("{stem}_{i}.png"));
+                    write_mask_png(&p, &pred.binary(i), w, h)?;
+                }
+            }
+            for (i, s) in pred.iou.iter().enumerate() {
+                println!("mask {i}: predicted IoU {s:.4}{}", if i == best { "  (best, written)" } else { "" });
+            }
+            eprintln!("embedding {:.0} ms, decoder {:.0} ms; wrote {}", t_emb.as_secs_f64() * 1e3, t_dec.as_secs_f64() * 1e3, out.display());
+        }
+        Command::Eval { model, adapter, data, prompt, min_area, json } => {
+            let pairs = list_pairs(&data)?;
+            if let Some(j) = &json
+                && let Some(dir) = j.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                anyhow::bail!("output folder {} does not exist", dir.display());
+            }
+            eprintln!("device: {}", dev.description);
+            let m = segadapt::engine::load(&model, adapter.as_deref(), None, dev)?;
+            let pb = bar(0, "eval");
+            let report = evaluate(&m.predictor, &pairs, prompt, min_area, |done, total| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            })?;
+            pb.finish_and_clear();
+            println!("{:<30} {:>8} {:>9} {:>9}", "image", "objects", "mean IoU", "mean Dice");
+            for r in &report.per_image {
+                println!("{:<30} {:>8} {:>9.4} {:>9.4}", r.image, r.n_objects, r.mean_iou, r.mean_dice);
+            }
+            println!("{:<30} {:>8} {:>9.4} {:>9.4}", "ALL", report.n_objects, report.mean_iou, report.mean_dice);
+            if let Some(j) = json {
+                atomic_write(&j, serde_json::to_string_pretty(&report)?.as_bytes()).with_context(|| format!("cannot write {}", j.display()))?;
+            }
+        }
+        Command::Train(a) => run_train(a, dev)?,
+        Command::Export { model, adapter, merged } => {
+            let mut m = segadapt::engine::load(&model, Some(&adapter), None, dev)?;
+            let report = segadapt::adapt::merge::merge(&mut m.predictor.model);
+            println!("folded into the weights: {} projections", report.folded.len());
+            for (name, op) in &report.side_branches {
+                println!("side branch kept: {name} ({op})");
+            }
+            if !report.side_branches.is_empty() {
+                println!("side branches cost {} multiply-accumulates per token", report.side_macs_per_token);
+            }
+            segadapt::adapt::file::export_merged(&m.predictor.model, &merged)?;
+            println!("merged model: {}", merged.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Mirrors `segment_anything/predictor.py`: compute the image embedding once, then answer
+//! many prompts with the decoder only.
+
+use burn::prelude::*;
+use image::RgbImage;
+
+use super::transforms::{Preprocessed, apply_box, apply_coords, preprocess};
+use crate::sam::{Prompts, Sam};
+
+/// A click: image pixel coordinates (x right, y down) and its label.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub positive: bool,
+}
+
+/// Prompts in original image pixels.
+#[derive(Clone, Debug, Default)]
+pub struct PromptInput {
+    pub points: Vec<Point>,
+    /// x0, y0, x1, y1
+    pub bbox: Option<[f64; 4]>,
+    /// Low-resolution logits (1 × 4h × 4w) from an earlier prediction.
+    pub mask_input: Option<Vec<f32>>,
+}
+
+impl PromptInput {
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty() && self.bbox.is_none() && self.mask_input.is_none()
+    }
+}
+
+/// The embedding of one image plus the sizes post-processing needs.
+#[derive(Clone, Debug)]
+pub struct ImageEmbedding {
+    pub embedding: Tensor<4>,
+    pub input_size: [usize; 2],
+    pub original_size: [usize; 2],
+}
+
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    /// Mask logits at the original size, one `h·w` plane per mask.
+    pub masks: Vec<Vec<f32>>,
+    pub iou: Vec<f32>,
+    /// Low-resolution logits, one `lh·lw` plane per mask (feed back as `mask_input`).
+    pub low_res: Vec<Vec<f32>>,
+    /// (h, w) of `masks`.
+    pub size: [usize; 2],
+    /// (lh, lw) of `low_res`.
+    pub low_res_size: [usize; 2],
+}
+
+impl Prediction {
+    /// Index of the mask with the highest predicted IoU.
+    pub fn best(&self) -> usize {
+        (0..self.iou.len()).fold(0, |b, i| if self.iou[i] > self.iou[b] { i } else { b })
+    }
+    /// Mask `i` thresholded at logit 0.
+    pub fn binary(&self, i: usize) -> Vec<bool> {
+        self.masks[i].iter().map(|&v| v > 0.0).collect()
+    }
+}
+
+fn to_planes(t: Tensor<4>) -> (Vec<Vec<f32>>, [usize; 2]) {
+    let [_, m, h, w] = t.dims();
+    let v: Vec<f32> = t.into_data().convert::<f32>().to_vec().unwrap_or_default();
+    ((0..m).map(|i| v[i * h * w..(i + 1) * h * w].to_vec()).collect(), [h, w])
+}
+
+pub struct Predictor {
+    pub model: Sam,
+    pub device: Device,
+}
+
+impl Predictor {
+    pub fn new(model: Sam, device: Device) -> Self {
+        Self { model, device }
+    }
+
+    pub fn img_size(&self) -> usize {
+        self.model.img_size()
+    }
+
+    pub fn preprocess(&self, img: &RgbImage) -> Preprocessed {
+        let c = &self.model.config;
+        preprocess(img, self.img_size(), c.pixel_mean, c.pixel_std)
+    }
+
+    pub fn input_tensor(&self, p: &Preprocessed) -> Tensor<4> {
+        let s = self.img_size();
+        Tensor::from_data(TensorData::new(p.data.clone(), [1, 3, s, s]), &self.device)
+    }
+
+    /// `SamPredictor.set_image`.
+    pub fn set_image(&self, img: &RgbImage) -> ImageEmbedding {
+        let p = self.preprocess(img);
+        let embedding = self.model.embed_image(self.input_tensor(&p));
+        ImageEmbedding { embedding, input_size: p.input_size, original_size: p.original_size }
+    }
+
+    /// Prompts in the model input frame, as tensors.
+    pub fn prompt_tensors(&self, prompt: &PromptInput, original_size: [usize; 2]) -> Prompts {
+        let s = self.img_size();
+        let d = &self.device;
+        let points = (!prompt.points.is_empty()).then(|| {
+            let n = prompt.points.len();
+            let coords: Vec<f32> = prompt.points.iter().flat_map(|p| apply_coords([p.x, p.y], original_size, s)).collect();
+            let labels: Vec<f32> = prompt.points.iter().map(|p| if p.positive { 1.0 } else { 0.0 }).collect();
+            (
+                Tensor::<3>::from_data(TensorData::new(coords, [1, n, 2]), d),
+                Tensor::<2>::from_data(TensorData::new(labels, [1, n]), d),
+            )
+        });
+        let boxes = prompt.bbox.map(|b| Tensor::<2>::from_data(TensorData::new(apply_box(b, original_size, s).to_vec(), [1, 4]), d));
+        let masks = prompt.mask_input.as_ref().map(|m| {
+            let side = (m.len() as f64).sqrt() as usize;
+            Tensor::<4>::from_data(TensorData::new(m.clone(), [1, 1, side, side]), d)
+        });
+        Prompts { points, boxes, masks }
+    }
+
+    /// `SamPredictor.predict(..., return_logits=True)`.
+    pub fn predict(&self, emb: &ImageEmbedding, prompt: &PromptInput, multimask_output: bool) -> Prediction {
+        let prompts = self.prompt_tensors(prompt, emb.original_size);
+        let out = self.model.decode(emb.embedding.clone(), &prompts, multimask_output);
+        let masks = self.model.postprocess_masks(out.low_res_masks.clone(), emb.input_size, emb.original_size);
+        let iou: Vec<f32> = out.iou_predictions.into_data().convert::<f32>().to_vec().unwrap_or_default();
+        let (low_res, low_res_size) = to_planes(out.low_res_masks);
+        let (masks, size) = to_planes(masks);
+        Prediction { masks, iou, low_res, size, low_res_size }
+    }
+}

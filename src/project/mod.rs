@@ -1,0 +1,4 @@
+//! Project data: image import and mask export.
+
+pub mod export;
+pub mod import;

@@ -1,0 +1,215 @@
+//! Model configurations, mirroring `build_sam.py` of the official packages.
+
+use serde::{Deserialize, Serialize};
+
+/// Configuration of the ViT image encoder (`ImageEncoderViT`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    pub img_size: usize,
+    pub patch_size: usize,
+    pub in_chans: usize,
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub mlp_ratio: f64,
+    pub out_chans: usize,
+    pub qkv_bias: bool,
+    pub use_rel_pos: bool,
+    pub window_size: usize,
+    pub global_attn_indexes: Vec<usize>,
+}
+
+/// Configuration of MobileSAM's TinyViT image encoder (`tiny_vit_sam.TinyViT`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TinyVitConfig {
+    pub img_size: usize,
+    pub in_chans: usize,
+    pub embed_dims: Vec<usize>,
+    pub depths: Vec<usize>,
+    pub num_heads: Vec<usize>,
+    pub window_sizes: Vec<usize>,
+    pub mlp_ratio: f64,
+    pub mbconv_expand_ratio: f64,
+    pub local_conv_size: usize,
+    pub out_chans: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EncoderConfig {
+    Vit(VitConfig),
+    TinyVit(TinyVitConfig),
+}
+
+impl EncoderConfig {
+    pub fn img_size(&self) -> usize {
+        match self {
+            EncoderConfig::Vit(c) => c.img_size,
+            EncoderConfig::TinyVit(c) => c.img_size,
+        }
+    }
+    pub fn out_chans(&self) -> usize {
+        match self {
+            EncoderConfig::Vit(c) => c.out_chans,
+            EncoderConfig::TinyVit(c) => c.out_chans,
+        }
+    }
+    /// Side of the square image-embedding grid (img_size / 16 for every SAM encoder).
+    pub fn embedding_size(&self) -> usize {
+        self.img_size() / 16
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptEncoderConfig {
+    pub embed_dim: usize,
+    pub image_embedding_size: [usize; 2],
+    pub input_image_size: [usize; 2],
+    pub mask_in_chans: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwoWayTransformerConfig {
+    pub depth: usize,
+    pub embedding_dim: usize,
+    pub num_heads: usize,
+    pub mlp_dim: usize,
+    pub attention_downsample_rate: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaskDecoderConfig {
+    pub transformer_dim: usize,
+    pub transformer: TwoWayTransformerConfig,
+    pub num_multimask_outputs: usize,
+    pub iou_head_depth: usize,
+    pub iou_head_hidden_dim: usize,
+}
+
+/// Which family a checkpoint belongs to; used in model cards and the UI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelType {
+    VitB,
+    VitL,
+    VitH,
+    VitT,
+    /// Any other configuration (e.g. the tiny random-weight test models).
+    Custom,
+}
+
+impl ModelType {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelType::VitB => "vit_b",
+            ModelType::VitL => "vit_l",
+            ModelType::VitH => "vit_h",
+            ModelType::VitT => "vit_t (MobileSAM)",
+            ModelType::Custom => "custom",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamConfig {
+    pub model_type: ModelType,
+    pub encoder: EncoderConfig,
+    pub prompt_encoder: PromptEncoderConfig,
+    pub mask_decoder: MaskDecoderConfig,
+    pub pixel_mean: [f32; 3],
+    pub pixel_std: [f32; 3],
+}
+
+pub const PIXEL_MEAN: [f32; 3] = [123.675, 116.28, 103.53];
+pub const PIXEL_STD: [f32; 3] = [58.395, 57.12, 57.375];
+
+impl SamConfig {
+    /// The SAM prompt encoder and mask decoder shared by all official models.
+    fn with_encoder(model_type: ModelType, encoder: EncoderConfig) -> Self {
+        let img = encoder.img_size();
+        let emb = encoder.embedding_size();
+        SamConfig {
+            model_type,
+            encoder,
+            prompt_encoder: PromptEncoderConfig {
+                embed_dim: 256,
+                image_embedding_size: [emb, emb],
+                input_image_size: [img, img],
+                mask_in_chans: 16,
+            },
+            mask_decoder: MaskDecoderConfig {
+                transformer_dim: 256,
+                transformer: TwoWayTransformerConfig {
+                    depth: 2,
+                    embedding_dim: 256,
+                    num_heads: 8,
+                    mlp_dim: 2048,
+                    attention_downsample_rate: 2,
+                },
+                num_multimask_outputs: 3,
+                iou_head_depth: 3,
+                iou_head_hidden_dim: 256,
+            },
+            pixel_mean: PIXEL_MEAN,
+            pixel_std: PIXEL_STD,
+        }
+    }
+
+    fn vit(
+        model_type: ModelType,
+        embed_dim: usize,
+        depth: usize,
+        num_heads: usize,
+        global: [usize; 4],
+    ) -> Self {
+        Self::with_encoder(
+            model_type,
+            EncoderConfig::Vit(VitConfig {
+                img_size: 1024,
+                patch_size: 16,
+                in_chans: 3,
+                embed_dim,
+                depth,
+                num_heads,
+                mlp_ratio: 4.0,
+                out_chans: 256,
+                qkv_bias: true,
+                use_rel_pos: true,
+                window_size: 14,
+                global_attn_indexes: global.to_vec(),
+            }),
+        )
+    }
+
+    pub fn vit_b() -> Self {
+        Self::vit(ModelType::VitB, 768, 12, 12, [2, 5, 8, 11])
+    }
+    pub fn vit_l() -> Self {
+        Self::vit(ModelType::VitL, 1024, 24, 16, [5, 11, 17, 23])
+    }
+    pub fn vit_h() -> Self {
+        Self::vit(ModelType::VitH, 1280, 32, 16, [7, 15, 23, 31])
+    }
+    /// MobileSAM (`build_sam_vit_t`).
+    pub fn vit_t() -> Self {
+        Self::with_encoder(
+            ModelType::VitT,
+            EncoderConfig::TinyVit(TinyVitConfig {
+                img_size: 1024,
+                in_chans: 3,
+                embed_dims: vec![64, 128, 160, 320],
+                depths: vec![2, 2, 6, 2],
+                num_heads: vec![2, 4, 5, 10],
+                window_sizes: vec![7, 7, 14, 7],
+                mlp_ratio: 4.0,
+                mbconv_expand_ratio: 4.0,
+                local_conv_size: 3,
+                out_chans: 256,
+            }),
+        )
+    }
+
+    pub fn img_size(&self) -> usize {
+        self.encoder.img_size()
+    }
+}

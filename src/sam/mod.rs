@@ -1,0 +1,16 @@
+//! Segment Anything in Burn, file by file after `segment_anything/modeling`.
+
+pub mod checkpoint;
+pub mod common;
+pub mod config;
+pub mod image_encoder;
+pub mod mask_decoder;
+pub mod prompt_encoder;
+pub mod sam;
+pub mod tiny_vit;
+pub mod transformer;
+
+pub use checkpoint::{CheckpointError, CheckpointInfo, load_sam};
+pub use config::{ModelType, SamConfig};
+pub use prompt_encoder::Prompts;
+pub use sam::{DecoderOutput, Sam};

@@ -1,0 +1,12 @@
+//! Training: data, prompt sampling, losses, the stage-wise schedule and the trainer.
+
+pub mod dataset;
+pub mod events;
+pub mod loss;
+pub mod prompts;
+pub mod schedule;
+pub mod trainer;
+
+pub use dataset::TrainData;
+pub use events::{TrainEvent, TrainOutcome};
+pub use trainer::{TrainConfig, train};
