@@ -2,12 +2,15 @@
 
 pub mod adapt;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod eval;
 pub mod fsutil;
 pub mod metrics;
+pub mod parity;
+pub mod models;
 pub mod predict;
 pub mod project;
 pub mod sam;

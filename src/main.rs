@@ -71,6 +71,18 @@ enum Command {
     },
     /// Fine-tune an adapter on a data dir (images/ + masks/ label images).
     Train(TrainArgs),
+    /// Compare this port with reference outputs of the official code (tools/make_fixtures.py).
+    CheckParity {
+        #[arg(long)]
+        model: PathBuf,
+        /// Configuration json written with the reference (for non-official configs).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        refs: PathBuf,
+        #[arg(long, default_value_t = 1e-4)]
+        tol: f32,
+    },
     /// Merge an adapter into its base model and export both.
     Export {
         #[arg(long)]
@@ -216,6 +228,25 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     eprintln!("device: {}", dev.description);
     eprintln!("data: {} objects in {} images → {} train / {} validation, split {split}", data.objects.len(), data.images.len(), data.train.len(), data.val.len());
     let (base, info) = segadapt::sam::load_sam(&a.model, None, &dev.device)?;
+    {
+        let mut probe = base.clone();
+        segadapt::adapt::apply_adapters(&mut probe, &cfg.adapter, &dev.device);
+        let first = segadapt::adapt::first_adapted_stage(&probe).unwrap_or(0);
+        let budget = 8192.0; // MiB: the target for a batch-1 ViT-B step
+        let plan = segadapt::train::planner::plan(&info.config, &cfg, first, &dev.device, budget);
+        eprintln!(
+            "plan: ~{:.1} GMAC/step, ~{:.2} s/step (device ≈ {:.0} GFLOP/s), ~{:.0} MiB activations, ~{:.0} min for {} steps",
+            plan.gmacs_per_step,
+            plan.step_seconds,
+            plan.measured_gflops,
+            plan.activation_mib,
+            plan.step_seconds * cfg.schedule.steps as f64 / 60.0,
+            cfg.schedule.steps
+        );
+        for s in &plan.suggestions {
+            eprintln!("plan: {s}");
+        }
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let c = cancel.clone();
@@ -378,6 +409,29 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train(a) => run_train(a, dev)?,
+        Command::CheckParity { model, config, refs, tol } => {
+            let cfg = match config {
+                Some(c) => {
+                    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&c).with_context(|| format!("cannot read {}", c.display()))?)?;
+                    Some(segadapt::sam::SamConfig::from_reference_json(&j).map_err(anyhow::Error::msg)?)
+                }
+                None => None,
+            };
+            eprintln!("device: {}", dev.description);
+            let (sam, _) = segadapt::sam::load_sam(&model, cfg, &dev.device)?;
+            let refs = segadapt::parity::RefTensors::load(&refs)?;
+            let t = std::time::Instant::now();
+            let diffs = segadapt::parity::compare_all(&sam, &refs, &dev.device);
+            let mut worst = 0f32;
+            for d in &diffs {
+                println!("{:<28} max abs err {:.3e}  (max |ref| {:.3})", d.name, d.max_abs_err, d.max_abs_ref);
+                worst = worst.max(d.max_abs_err);
+            }
+            println!("worst {worst:.3e} (tolerance {tol:.0e}); {:.1} s", t.elapsed().as_secs_f64());
+            if !(worst <= tol) {
+                anyhow::bail!("parity check failed: max abs error {worst:.3e} > {tol:.0e}");
+            }
+        }
         Command::Export { model, adapter, merged } => {
             let mut m = segadapt::engine::load(&model, Some(&adapter), None, dev)?;
             let report = segadapt::adapt::merge::merge(&mut m.predictor.model);

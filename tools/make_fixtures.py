@@ -79,7 +79,10 @@ def f32(t) -> torch.Tensor:
 
 def save_st(tensors: dict, path: Path, meta: dict | None = None):
     tensors = {k: f32(v) for k, v in tensors.items()}
-    save_file(tensors, str(path), metadata={k: str(v) for k, v in (meta or {}).items()})
+    # one metadata entry only: safetensors keeps metadata in a hash map, so several keys would be
+    # written in a random order and the file bytes would differ between identical runs
+    info = json.dumps({k: str(v) for k, v in (meta or {}).items()}, sort_keys=True)
+    save_file(tensors, str(path), metadata={"fixture_info": info})
     print(f"  wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
           f"({len(tensors)} tensors, {path.stat().st_size / 1e6:.2f} MB)")
     return tensors
@@ -659,6 +662,7 @@ def make_real_mobilesam(threads: int):
             "model": "mobile_sam.sam_model_registry['vit_t'](checkpoint) then .eval() again (official README)",
         },
         "n_labels_total": len(ids),
+        "excluded_small_objects": [{"id": o["id"], "area": o["area"]} for o in objs if o["area"] < 60],
         "per_object": per,
     }
 

@@ -2,3 +2,5 @@
 
 pub mod export;
 pub mod import;
+pub mod coco;
+pub mod project;

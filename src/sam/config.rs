@@ -213,3 +213,95 @@ impl SamConfig {
         self.encoder.img_size()
     }
 }
+
+impl SamConfig {
+    /// Reads the configuration json written beside reference models by
+    /// `tools/make_fixtures.py` (sections `image_encoder`, `prompt_encoder`, `mask_decoder`).
+    pub fn from_reference_json(j: &serde_json::Value) -> Result<SamConfig, String> {
+        fn u(v: &serde_json::Value, k: &str) -> Result<usize, String> {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| format!("missing integer '{k}'"))
+        }
+        fn f(v: &serde_json::Value, k: &str) -> Result<f64, String> {
+            v.get(k)
+                .and_then(|x| x.as_f64())
+                .ok_or_else(|| format!("missing number '{k}'"))
+        }
+        fn uv(v: &serde_json::Value, k: &str) -> Result<Vec<usize>, String> {
+            v.get(k)
+                .and_then(|x| x.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
+                .ok_or_else(|| format!("missing list '{k}'"))
+        }
+        fn f3(v: &serde_json::Value, k: &str, default: [f32; 3]) -> [f32; 3] {
+            match v.get(k).and_then(|x| x.as_array()) {
+                Some(a) if a.len() == 3 => [0, 1, 2].map(|i| a[i].as_f64().unwrap_or(default[i] as f64) as f32),
+                _ => default,
+            }
+        }
+        let ie = &j["image_encoder"];
+        let encoder = if ie.get("embed_dims").is_some() {
+            EncoderConfig::TinyVit(TinyVitConfig {
+                img_size: u(ie, "img_size")?,
+                in_chans: u(ie, "in_chans").unwrap_or(3),
+                embed_dims: uv(ie, "embed_dims")?,
+                depths: uv(ie, "depths")?,
+                num_heads: uv(ie, "num_heads")?,
+                window_sizes: uv(ie, "window_sizes")?,
+                mlp_ratio: f(ie, "mlp_ratio")?,
+                mbconv_expand_ratio: f(ie, "mbconv_expand_ratio").unwrap_or(4.0),
+                local_conv_size: u(ie, "local_conv_size").unwrap_or(3),
+                out_chans: u(ie, "neck_out_chans").or_else(|_| u(ie, "out_chans"))?,
+            })
+        } else {
+            EncoderConfig::Vit(VitConfig {
+                img_size: u(ie, "img_size")?,
+                patch_size: u(ie, "patch_size")?,
+                in_chans: u(ie, "in_chans").unwrap_or(3),
+                embed_dim: u(ie, "embed_dim")?,
+                depth: u(ie, "depth")?,
+                num_heads: u(ie, "num_heads")?,
+                mlp_ratio: f(ie, "mlp_ratio")?,
+                out_chans: u(ie, "out_chans")?,
+                qkv_bias: ie.get("qkv_bias").and_then(|v| v.as_bool()).unwrap_or(true),
+                use_rel_pos: ie.get("use_rel_pos").and_then(|v| v.as_bool()).unwrap_or(true),
+                window_size: u(ie, "window_size")?,
+                global_attn_indexes: uv(ie, "global_attn_indexes")?,
+            })
+        };
+        let pe = &j["prompt_encoder"];
+        let md = &j["mask_decoder"];
+        let tr = &md["transformer"];
+        let two = |k: &str| -> Result<[usize; 2], String> {
+            let v = uv(pe, k)?;
+            v.try_into().map_err(|_| format!("'{k}' must have 2 entries"))
+        };
+        Ok(SamConfig {
+            model_type: ModelType::Custom,
+            encoder,
+            prompt_encoder: PromptEncoderConfig {
+                embed_dim: u(pe, "embed_dim")?,
+                image_embedding_size: two("image_embedding_size")?,
+                input_image_size: two("input_image_size")?,
+                mask_in_chans: u(pe, "mask_in_chans")?,
+            },
+            mask_decoder: MaskDecoderConfig {
+                transformer_dim: u(md, "transformer_dim")?,
+                transformer: TwoWayTransformerConfig {
+                    depth: u(tr, "depth")?,
+                    embedding_dim: u(tr, "embedding_dim")?,
+                    num_heads: u(tr, "num_heads")?,
+                    mlp_dim: u(tr, "mlp_dim")?,
+                    attention_downsample_rate: u(tr, "attention_downsample_rate")?,
+                },
+                num_multimask_outputs: u(md, "num_multimask_outputs")?,
+                iou_head_depth: u(md, "iou_head_depth")?,
+                iou_head_hidden_dim: u(md, "iou_head_hidden_dim")?,
+            },
+            pixel_mean: f3(j, "pixel_mean", PIXEL_MEAN),
+            pixel_std: f3(j, "pixel_std", PIXEL_STD),
+        })
+    }
+}

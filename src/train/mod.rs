@@ -3,6 +3,7 @@
 pub mod dataset;
 pub mod events;
 pub mod loss;
+pub mod planner;
 pub mod prompts;
 pub mod schedule;
 pub mod trainer;

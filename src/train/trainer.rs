@@ -152,7 +152,9 @@ pub fn low_res_target(mask: &[bool], w: usize, h: usize, img_size: usize, low: u
 
 /// Box-prompt Dice and IoU on the validation objects, at the original resolution.
 pub fn validate(model: &Sam, data: &TrainData, device: &Device) -> (f64, f64) {
-    let predictor = Predictor::new(model.clone(), device.clone());
+    let mut eval_model = model.clone();
+    set_training(&mut eval_model, false);
+    let predictor = Predictor::new(eval_model, device.clone());
     let (mut sd, mut si, mut n) = (0.0, 0.0, 0usize);
     let mut by_image: HashMap<usize, Vec<usize>> = HashMap::new();
     for &o in &data.val {
@@ -474,7 +476,8 @@ pub fn train(
             emit(TrainEvent::Alpha { step, weights: cells(&model).iter().map(|(_, c)| c.weights()).collect() });
         }
         if step % val_every == 0 || step == sched.steps {
-            let valid = model.valid();
+            let mut valid = model.valid();
+            set_training(&mut valid, false);
             let (d, i) = validate(&valid, data, device);
             let improved = d > best.0;
             if improved {

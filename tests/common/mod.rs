@@ -6,10 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use segadapt::sam::config::{
-    EncoderConfig, MaskDecoderConfig, ModelType, PromptEncoderConfig, SamConfig, TinyVitConfig,
-    TwoWayTransformerConfig, VitConfig,
-};
+use segadapt::sam::config::SamConfig;
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -66,79 +63,17 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert!(d <= tol, "{what}: max abs error {d} > {tol}");
 }
 
-fn us(v: &serde_json::Value) -> usize {
-    v.as_u64().expect("integer") as usize
-}
-fn usv(v: &serde_json::Value) -> Vec<usize> {
-    v.as_array().expect("array").iter().map(us).collect()
-}
-
 /// The SamConfig of a tiny fixture model, from the json `make_fixtures.py` wrote.
 pub fn fixture_config(json_name: &str) -> SamConfig {
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture(json_name)).unwrap()).unwrap();
-    let ie = &j["image_encoder"];
-    let encoder = if ie.get("embed_dims").is_some() {
-        EncoderConfig::TinyVit(TinyVitConfig {
-            img_size: us(&ie["img_size"]),
-            in_chans: us(&ie["in_chans"]),
-            embed_dims: usv(&ie["embed_dims"]),
-            depths: usv(&ie["depths"]),
-            num_heads: usv(&ie["num_heads"]),
-            window_sizes: usv(&ie["window_sizes"]),
-            mlp_ratio: ie["mlp_ratio"].as_f64().unwrap(),
-            mbconv_expand_ratio: ie["mbconv_expand_ratio"].as_f64().unwrap(),
-            local_conv_size: us(&ie["local_conv_size"]),
-            out_chans: us(&ie["neck_out_chans"]),
-        })
-    } else {
-        EncoderConfig::Vit(VitConfig {
-            img_size: us(&ie["img_size"]),
-            patch_size: us(&ie["patch_size"]),
-            in_chans: ie.get("in_chans").map(us).unwrap_or(3),
-            embed_dim: us(&ie["embed_dim"]),
-            depth: us(&ie["depth"]),
-            num_heads: us(&ie["num_heads"]),
-            mlp_ratio: ie["mlp_ratio"].as_f64().unwrap(),
-            out_chans: us(&ie["out_chans"]),
-            qkv_bias: ie.get("qkv_bias").and_then(|v| v.as_bool()).unwrap_or(true),
-            use_rel_pos: ie.get("use_rel_pos").and_then(|v| v.as_bool()).unwrap_or(true),
-            window_size: us(&ie["window_size"]),
-            global_attn_indexes: usv(&ie["global_attn_indexes"]),
-        })
-    };
-    let pe = &j["prompt_encoder"];
-    let md = &j["mask_decoder"];
-    let tr = &md["transformer"];
-    let mean: Vec<f32> = j["pixel_mean"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    let std: Vec<f32> = j["pixel_std"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    SamConfig {
-        model_type: ModelType::Custom,
-        encoder,
-        prompt_encoder: PromptEncoderConfig {
-            embed_dim: us(&pe["embed_dim"]),
-            image_embedding_size: usv(&pe["image_embedding_size"]).try_into().unwrap(),
-            input_image_size: usv(&pe["input_image_size"]).try_into().unwrap(),
-            mask_in_chans: us(&pe["mask_in_chans"]),
-        },
-        mask_decoder: MaskDecoderConfig {
-            transformer_dim: us(&md["transformer_dim"]),
-            transformer: TwoWayTransformerConfig {
-                depth: us(&tr["depth"]),
-                embedding_dim: us(&tr["embedding_dim"]),
-                num_heads: us(&tr["num_heads"]),
-                mlp_dim: us(&tr["mlp_dim"]),
-                attention_downsample_rate: us(&tr["attention_downsample_rate"]),
-            },
-            num_multimask_outputs: us(&md["num_multimask_outputs"]),
-            iou_head_depth: us(&md["iou_head_depth"]),
-            iou_head_hidden_dim: us(&md["iou_head_hidden_dim"]),
-        },
-        pixel_mean: [mean[0], mean[1], mean[2]],
-        pixel_std: [std[0], std[1], std[2]],
-    }
+    SamConfig::from_reference_json(&j).unwrap()
 }
 
-/// The `flex` CPU device tests run on.
+/// The device tests run on: the `flex` CPU backend, or Burn's wgpu backend when
+/// SEGADAPT_TEST_DEVICE=wgpu (used to check parity on GPUs and on lavapipe).
 pub fn cpu() -> Device {
-    Device::flex()
+    match std::env::var("SEGADAPT_TEST_DEVICE").as_deref() {
+        Ok("wgpu") => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        _ => Device::flex(),
+    }
 }
