@@ -757,6 +757,7 @@ fn copy_body(
 ) -> Result<Attempt, DownloadError> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut last = Instant::now();
+    let mut reported = *hashed;
     progress(Progress { phase: Phase::Downloading, done: *hashed, total, resumed_from: start });
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -786,8 +787,11 @@ fn copy_body(
         })?;
         hasher.update(&buf[..n]);
         *hashed += n as u64;
-        if last.elapsed() >= Duration::from_millis(100) {
+        // Report at least every 100 ms and every MiB (a fast link must still see progress and
+        // get a chance to cancel).
+        if last.elapsed() >= Duration::from_millis(100) || *hashed - reported >= 1 << 20 {
             last = Instant::now();
+            reported = *hashed;
             progress(Progress { phase: Phase::Downloading, done: *hashed, total, resumed_from: start });
         }
         if total.is_some_and(|t| *hashed >= t) {

@@ -73,9 +73,10 @@ fn gradients_reach_adapters_and_alpha_only() {
         set_cell_states(&mut model, CellState::Mixed);
         let ad = cpu().autodiff();
         let model = model
+            .fork(&ad)
+            .train()
             .no_grad()
-            .set_require_grad_group(burn::module::ParamGroup::from_regex(r"_adapter\.").unwrap(), true)
-            .fork(&ad);
+            .set_require_grad_group(burn::module::ParamGroup::from_regex(r"_adapter\.").unwrap(), true);
         let x = Tensor::<4>::from_data(input(&base, 2).into_data(), &ad);
         let loss = model.embed_image(x).square().mean();
         let grads = loss.backward();
@@ -114,7 +115,7 @@ fn frozen_alpha_gets_no_gradient() {
     randomise_b(&mut model, 3);
     set_cell_states(&mut model, CellState::FrozenAlpha);
     let ad = cpu().autodiff();
-    let model = model.no_grad().set_require_grad_group(burn::module::ParamGroup::from_regex(r"_adapter\.").unwrap(), true).fork(&ad);
+    let model = model.fork(&ad).train().no_grad().set_require_grad_group(burn::module::ParamGroup::from_regex(r"_adapter\.").unwrap(), true);
     let x = Tensor::<4>::from_data(input(&base, 2).into_data(), &ad);
     let grads = model.embed_image(x).square().mean().backward();
     for_each_cell_alpha(&model, |alpha| {

@@ -70,6 +70,11 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     out.extend_from_slice(&13u32.to_be_bytes());
     out.extend_from_slice(&ihdr);
     out.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // A short IDAT so decoders read the header; the pixel data is missing.
+    let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
+    out.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+    out.extend_from_slice(idat);
+    out.extend_from_slice(&crc32(idat).to_be_bytes());
     out.extend_from_slice(&0u32.to_be_bytes());
     out.extend_from_slice(b"IEND");
     out.extend_from_slice(&crc32(b"IEND").to_be_bytes());
@@ -432,7 +437,7 @@ fn adapter_for_another_base_is_refused() {
         ("trunc.safetensors", bytes[..bytes.len() / 2].to_vec()),
         (
             "random.safetensors",
-            (0..5000u32).map(|i| (i * 2654435761u32 >> 24) as u8).collect(),
+            (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect(),
         ),
         (
             "nocard.safetensors",
@@ -465,9 +470,10 @@ fn corrupt_truncated_empty_and_missing_images() {
         (
             "random.png",
             (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(),
-            &["unknown or unsupported"],
+            &["unsupported"],
         ),
-        ("text.jpg", b"this is not a jpeg".to_vec(), &["unknown or unsupported"]),
+        ("text.jpg", b"this is not a jpeg".to_vec(), &["unsupported"]),
+        ("random.dat", vec![0x5a; 4096], &["unknown or unsupported image format"]),
         (
             "trunc.tif",
             {

@@ -84,6 +84,11 @@ pub fn card_path(path: &Path) -> PathBuf {
     path.with_extension("json")
 }
 
+/// Whether a parameter path belongs in the adapter file.
+fn regex_lite_match(decoder_trained: bool) -> impl Fn(&str) -> bool {
+    move |p: &str| p.contains("_adapter.") || (decoder_trained && p.starts_with("mask_decoder."))
+}
+
 fn tensor_regex(decoder_trained: bool) -> String {
     if decoder_trained { format!("({ADAPTER_REGEX})|(^mask_decoder\\.)") } else { ADAPTER_REGEX.to_string() }
 }
@@ -129,11 +134,15 @@ pub fn load_adapter(model: &mut Sam, base: &CheckpointInfo, path: &Path, device:
     apply_adapters(model, &card.adapter, device);
     let mut store = SafetensorsStore::from_file(path).with_regex(tensor_regex(card.decoder_trained)).allow_partial(true);
     let res = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if !res.errors.is_empty() || !res.missing.is_empty() {
+    // Only adapter (and trained-decoder) tensors are in the file; the base comes from the checkpoint.
+    let wanted = regex_lite_match(card.decoder_trained);
+    let missing: Vec<&String> = res.missing.iter().map(|(p, _)| p).filter(|p| wanted(p)).collect();
+    if !res.errors.is_empty() || !missing.is_empty() {
         bail!(
-            "{}: adapter tensors do not fit the model ({} missing, {} errors: {})",
+            "{}: adapter tensors do not fit the model ({} missing, e.g. {:?}; {} errors: {})",
             path.display(),
-            res.missing.len(),
+            missing.len(),
+            missing.first(),
             res.errors.len(),
             res.errors.iter().take(3).map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
         );

@@ -260,7 +260,7 @@ pub fn train(
     let mut model = base.clone();
     apply_adapters(&mut model, &cfg.adapter, device);
     let model = model.map(&mut StableIds { path: Vec::new() });
-    let mut model = model.no_grad().set_require_grad_group(trainable_group(cfg.train_decoder), true);
+    let mut model = model;
     let mut optim = make_optimizer(cfg);
     let mut start = 0;
     let (mut base_score, mut best, mut since_best) = ((0.0, 0.0), (f64::NEG_INFINITY, 0.0, 0usize), 0usize);
@@ -284,7 +284,8 @@ pub fn train(
         since_best = s.since_best;
     }
     let ad = device.clone().autodiff();
-    let mut model = model.fork(&ad);
+    // Gradient flags take effect on the autodiff device: freeze the base, train the rest.
+    let mut model = model.fork(&ad).train().no_grad().set_require_grad_group(trainable_group(cfg.train_decoder), true);
     set_training(&mut model, true);
 
     let first = first_adapted_stage(&model).unwrap_or(0);
