@@ -6,7 +6,10 @@ use segadapt::bench::{BenchArgs, run};
 use segadapt::device::{DeviceChoice, select};
 
 #[derive(Parser)]
-#[command(name = "segadapt_bench", about = "Benchmark segadapt (and optionally the official PyTorch code)")]
+#[command(
+    name = "segadapt_bench",
+    about = "Benchmark segadapt (and optionally the official PyTorch code)"
+)]
 struct Cli {
     /// Compute device: a GPU when one exists (default), or force cpu / gpu.
     #[arg(long, value_enum, default_value = "auto")]

@@ -30,7 +30,10 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::adapt::conv_lora::take_aux_losses;
-use crate::adapt::{AdapterConfig, CellState, Method, apply_adapters, first_adapted_stage, set_cell_states, set_training};
+use crate::adapt::{
+    AdapterConfig, CellState, Method, apply_adapters, first_adapted_stage, set_cell_states,
+    set_training,
+};
 use crate::device::ComputeDevice;
 use crate::predict::{Predictor, PromptInput};
 use crate::sam::{Prompts, Sam, SamConfig};
@@ -55,7 +58,12 @@ pub enum Checkpointing {
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Sections to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "encoder,prompt,train,throughput")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "encoder,prompt,train,throughput"
+    )]
     pub sections: Vec<Section>,
     /// Encoders for the encoder-latency section: vit_t (MobileSAM), vit_b, vit_l, vit_h.
     #[arg(long, value_delimiter = ',', default_value = "vit_t,vit_b,vit_h")]
@@ -67,7 +75,12 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "vit_t,vit_b")]
     pub train_models: Vec<String>,
     /// Adapter methods for the training-step section.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "nas-lora,nas-pc-lora,lora,conv-lora")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "nas-lora,nas-pc-lora,lora,conv-lora"
+    )]
     pub methods: Vec<Method>,
     /// Gradient checkpointing for the training steps (`both` runs each case twice).
     #[arg(long, value_enum, default_value = "off")]
@@ -173,7 +186,11 @@ fn median(v: &[f64]) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let n = s.len();
-    Some(if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) })
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    })
 }
 
 pub fn config_by_name(name: &str) -> Result<SamConfig> {
@@ -189,10 +206,14 @@ pub fn config_by_name(name: &str) -> Result<SamConfig> {
 /// Deterministic pseudo-random numbers (the same stream as the PyTorch script's inputs is not
 /// needed: timings do not depend on values, only on shapes).
 fn lcg_data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             // Roughly N(0, 1): sum of 4 uniforms, centred and scaled.
             let mut acc = 0.0f32;
             for k in 0..4 {
@@ -242,7 +263,10 @@ impl MemProbe {
         } else {
             reset_vm_hwm();
         }
-        Self { gpu: dev.is_gpu, dev: dev.device.clone() }
+        Self {
+            gpu: dev.is_gpu,
+            dev: dev.device.clone(),
+        }
     }
     fn finish(&self) -> (Option<u64>, Option<String>) {
         if self.gpu {
@@ -272,7 +296,13 @@ fn time_calls(iters: usize, budget_s: f64, mut f: impl FnMut()) -> Vec<f64> {
 }
 
 fn input_tensor(size: usize, batch: usize, seed: u64, dev: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(lcg_data(batch * 3 * size * size, seed), [batch, 3, size, size]), dev)
+    Tensor::from_data(
+        TensorData::new(
+            lcg_data(batch * 3 * size * size, seed),
+            [batch, 3, size, size],
+        ),
+        dev,
+    )
 }
 
 fn bench_encoder(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Record> {
@@ -303,26 +333,38 @@ fn bench_prompt(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Vec
     let emb = predictor.set_image(&img);
     sync(d);
     let f = sz as f64;
-    let prompt = PromptInput { bbox: Some([0.2 * f, 0.25 * f, 0.7 * f, 0.8 * f]), ..Default::default() };
+    let prompt = PromptInput {
+        bbox: Some([0.2 * f, 0.25 * f, 0.7 * f, 0.8 * f]),
+        ..Default::default()
+    };
     let case = format!("prompt/{name}/box{sz}");
     let calls = time_calls(args.prompt_iters, args.budget_s, || {
         let p = predictor.predict(&emb, &prompt, false);
         std::hint::black_box(&p.masks);
     });
     let mut full = Record::from_calls(case.clone(), calls);
-    full.note = format!("box on a {sz}x{sz} image: prompt encoder + mask decoder + upscaling to {sz}x{sz}, host copy included");
+    full.note = format!(
+        "box on a {sz}x{sz} image: prompt encoder + mask decoder + upscaling to {sz}x{sz}, host copy included"
+    );
     // Split: decoder alone, then post-processing alone (both synchronised).
     let prompts = predictor.prompt_tensors(&prompt, emb.original_size);
     let calls = time_calls(args.prompt_iters, args.budget_s, || {
-        let out = predictor.model.decode(emb.embedding.clone(), &prompts, false);
+        let out = predictor
+            .model
+            .decode(emb.embedding.clone(), &prompts, false);
         let _ = out.low_res_masks.into_data();
     });
     let mut dec = Record::from_calls(format!("{case}/decode"), calls);
     dec.note = "prompt encoder + mask decoder, low-res logits read back".into();
-    let low = predictor.model.decode(emb.embedding.clone(), &prompts, false).low_res_masks;
+    let low = predictor
+        .model
+        .decode(emb.embedding.clone(), &prompts, false)
+        .low_res_masks;
     sync(d);
     let calls = time_calls(args.prompt_iters, args.budget_s, || {
-        let m = predictor.model.postprocess_masks(low.clone(), emb.input_size, emb.original_size);
+        let m = predictor
+            .model
+            .postprocess_masks(low.clone(), emb.input_size, emb.original_size);
         let _ = m.into_data();
     });
     let mut post = Record::from_calls(format!("{case}/postprocess"), calls);
@@ -337,7 +379,10 @@ fn bench_throughput(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result
     let sz = args.image_size;
     let images: Vec<RgbImage> = (0..args.images.max(1)).map(|_| test_image(sz)).collect();
     let f = sz as f64;
-    let prompt = PromptInput { bbox: Some([0.2 * f, 0.25 * f, 0.7 * f, 0.8 * f]), ..Default::default() };
+    let prompt = PromptInput {
+        bbox: Some([0.2 * f, 0.25 * f, 0.7 * f, 0.8 * f]),
+        ..Default::default()
+    };
     let mut per_image = Vec::new();
     for img in &images {
         let t = Instant::now();
@@ -348,7 +393,10 @@ fn bench_throughput(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result
     }
     let mut r = Record::from_calls(format!("throughput/{name}"), per_image);
     r.per_s = r.warm_ms.map(|ms| 1e3 / ms);
-    r.note = format!("{} images of {sz}x{sz}, each: embedding + one box → mask; per_s from the warm median", images.len());
+    r.note = format!(
+        "{} images of {sz}x{sz}, each: embedding + one box → mask; per_s from the warm median",
+        images.len()
+    );
     Ok(r)
 }
 
@@ -357,20 +405,35 @@ fn trainable_group() -> ParamGroup {
     ParamGroup::from_regex(r"(_adapter\.)|(mask_decoder\.)").expect("valid regex")
 }
 
-fn bench_train(name: &str, method: Method, ckpt: bool, args: &BenchArgs, dev: &ComputeDevice) -> Result<Record> {
+fn bench_train(
+    name: &str,
+    method: Method,
+    ckpt: bool,
+    args: &BenchArgs,
+    dev: &ComputeDevice,
+) -> Result<Record> {
     let cfg = config_by_name(name)?;
     let d = &dev.device;
     let s = cfg.img_size();
     let mut model = Sam::new(&cfg, d);
-    let acfg = AdapterConfig { method, ..Default::default() };
+    let acfg = AdapterConfig {
+        method,
+        ..Default::default()
+    };
     apply_adapters(&mut model, &acfg, d);
     let first = first_adapted_stage(&model).unwrap_or(0);
     // Frozen prefix, computed once (the trainer caches it per image).
     let x = input_tensor(s, 1, 3, d);
     let prefix = model.image_encoder.forward_prefix(x, first);
     let prefix_data = prefix.into_data();
-    let model = model.no_grad().set_require_grad_group(trainable_group(), true);
-    let ad = if ckpt { d.clone().autodiff().gradient_checkpointing() } else { d.clone().autodiff() };
+    let model = model
+        .no_grad()
+        .set_require_grad_group(trainable_group(), true);
+    let ad = if ckpt {
+        d.clone().autodiff().gradient_checkpointing()
+    } else {
+        d.clone().autodiff()
+    };
     let mut model = model.fork(&ad);
     set_training(&mut model, true);
     if method.has_cell() {
@@ -388,7 +451,12 @@ fn bench_train(name: &str, method: Method, ckpt: bool, args: &BenchArgs, dev: &C
         .collect();
     let mut tgt = vec![0f32; k * low * low];
     for (i, b) in boxes.iter().enumerate() {
-        let (x0, y0, x1, y1) = ((b[0] / 4.0) as usize, (b[1] / 4.0) as usize, (b[2] / 4.0) as usize, (b[3] / 4.0) as usize);
+        let (x0, y0, x1, y1) = (
+            (b[0] / 4.0) as usize,
+            (b[1] / 4.0) as usize,
+            (b[2] / 4.0) as usize,
+            (b[3] / 4.0) as usize,
+        );
         for y in y0..y1.min(low) {
             for x in x0..x1.min(low) {
                 tgt[i * low * low + y * low + x] = 1.0;
@@ -396,16 +464,22 @@ fn bench_train(name: &str, method: Method, ckpt: bool, args: &BenchArgs, dev: &C
         }
     }
     let box_data: Vec<f32> = boxes.iter().flatten().copied().collect();
-    let mut optim = AdamWConfig::new().with_weight_decay(0.01).init().with_group(
-        ParamGroup::from_predicate("cell.alpha"),
-        AdamConfig::new().build(),
-        None,
-    );
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.01)
+        .init()
+        .with_group(
+            ParamGroup::from_predicate("cell.alpha"),
+            AdamConfig::new().build(),
+            None,
+        );
     let mut step = |model: Sam| -> Sam {
         let target = Tensor::<4>::from_data(TensorData::new(tgt.clone(), [k, 1, low, low]), &ad);
         let boxes_t = Tensor::<2>::from_data(TensorData::new(box_data.clone(), [k, 4]), &ad);
         let emb = model.image_encoder.forward_suffix(prefix.clone(), first);
-        let prompts = Prompts { boxes: Some(boxes_t), ..Default::default() };
+        let prompts = Prompts {
+            boxes: Some(boxes_t),
+            ..Default::default()
+        };
         let out = model.decode(emb, &prompts, false);
         let mask_l = mask_loss(LossKind::BceDice, out.low_res_masks.clone(), target.clone()).mean();
         let actual = hard_iou(out.low_res_masks, target);
@@ -428,12 +502,20 @@ fn bench_train(name: &str, method: Method, ckpt: bool, args: &BenchArgs, dev: &C
         let m = slot.take().expect("model");
         slot = Some(step(m));
     });
-    let case = format!("train/{name}/{}{}", method.name(), if ckpt { "+ckpt" } else { "" });
+    let case = format!(
+        "train/{name}/{}{}",
+        method.name(),
+        if ckpt { "+ckpt" } else { "" }
+    );
     let mut r = Record::from_calls(case, calls);
     (r.peak_bytes, r.mem_kind) = probe.finish();
     r.note = format!(
         "1 image {s}x{s}, {k} box prompts, adapters on every qkv (rank 4){}, mask decoder trained, AdamW; frozen prefix (stages < {first}) cached",
-        if method.has_cell() { ", cells in the search stage (all ops, α trained)" } else { "" }
+        if method.has_cell() {
+            ", cells in the search stage (all ops, α trained)"
+        } else {
+            ""
+        }
     );
     Ok(r)
 }
@@ -459,9 +541,15 @@ fn fmt_bytes(b: Option<u64>) -> String {
 
 fn print_table(records: &[Record], pytorch: Option<&BTreeMap<String, Record>>) {
     let with_pt = pytorch.is_some();
-    print!("{:<38} {:>10} {:>10} {:>10}", "case", "cold", "warm", "peak mem");
+    print!(
+        "{:<38} {:>10} {:>10} {:>10}",
+        "case", "cold", "warm", "peak mem"
+    );
     if with_pt {
-        print!(" | {:>10} {:>10} {:>10} | {:>7} {:>7} {:>7}", "PT cold", "PT warm", "PT mem", "warm ×", "cold ×", "mem ×");
+        print!(
+            " | {:>10} {:>10} {:>10} | {:>7} {:>7} {:>7}",
+            "PT cold", "PT warm", "PT mem", "warm ×", "cold ×", "mem ×"
+        );
     }
     println!();
     for r in records {
@@ -470,11 +558,23 @@ fn print_table(records: &[Record], pytorch: Option<&BTreeMap<String, Record>>) {
             Some(p) => format!("{warm} ({p:.2}/s)"),
             None => warm,
         };
-        print!("{:<38} {:>10} {:>10} {:>10}", r.case, fmt_ms(r.cold_ms), warm, fmt_bytes(r.peak_bytes));
+        print!(
+            "{:<38} {:>10} {:>10} {:>10}",
+            r.case,
+            fmt_ms(r.cold_ms),
+            warm,
+            fmt_bytes(r.peak_bytes)
+        );
         if let Some(pt) = pytorch {
             match pt.get(&r.case) {
                 Some(p) => {
-                    let ratio = |a: f64, b: f64| if a.is_finite() && b.is_finite() && b > 0.0 { format!("{:.2}", a / b) } else { "-".into() };
+                    let ratio = |a: f64, b: f64| {
+                        if a.is_finite() && b.is_finite() && b > 0.0 {
+                            format!("{:.2}", a / b)
+                        } else {
+                            "-".into()
+                        }
+                    };
                     let mem = match (r.peak_bytes, p.peak_bytes) {
                         (Some(a), Some(b)) if b > 0 => format!("{:.2}", a as f64 / b as f64),
                         _ => "-".into(),
@@ -489,7 +589,10 @@ fn print_table(records: &[Record], pytorch: Option<&BTreeMap<String, Record>>) {
                         mem
                     );
                 }
-                None => print!(" | {:>10} {:>10} {:>10} | {:>7} {:>7} {:>7}", "-", "-", "-", "-", "-", "-"),
+                None => print!(
+                    " | {:>10} {:>10} {:>10} | {:>7} {:>7} {:>7}",
+                    "-", "-", "-", "-", "-", "-"
+                ),
             }
         }
         println!();
@@ -514,32 +617,71 @@ fn find_script(args: &BenchArgs) -> Option<PathBuf> {
 
 /// The cases the PyTorch script should run, mirroring ours.
 fn pytorch_cases(records: &[Record]) -> Vec<String> {
-    records.iter().map(|r| r.case.clone()).filter(|c| !c.ends_with("/decode") && !c.ends_with("/postprocess")).collect()
+    records
+        .iter()
+        .map(|r| r.case.clone())
+        .filter(|c| !c.ends_with("/decode") && !c.ends_with("/postprocess"))
+        .collect()
 }
 
-fn run_pytorch(args: &BenchArgs, dev: &ComputeDevice, records: &[Record]) -> Result<serde_json::Value> {
+fn run_pytorch(
+    args: &BenchArgs,
+    dev: &ComputeDevice,
+    records: &[Record],
+) -> Result<serde_json::Value> {
     if let Some(p) = &args.pytorch_json {
-        let s = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let s =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
         return Ok(serde_json::from_str(&s)?);
     }
-    let script = find_script(args).context("tools/bench_pytorch.py not found (give --pytorch-script)")?;
-    let out = std::env::temp_dir().join(format!("segadapt_bench_pytorch_{}.json", std::process::id()));
-    let device = args.pytorch_device.clone().unwrap_or_else(|| if dev.is_gpu { "cuda".into() } else { "cpu".into() });
+    let script =
+        find_script(args).context("tools/bench_pytorch.py not found (give --pytorch-script)")?;
+    let out = std::env::temp_dir().join(format!(
+        "segadapt_bench_pytorch_{}.json",
+        std::process::id()
+    ));
+    let device = args.pytorch_device.clone().unwrap_or_else(|| {
+        if dev.is_gpu {
+            "cuda".into()
+        } else {
+            "cpu".into()
+        }
+    });
     let cases = pytorch_cases(records).join(",");
-    eprintln!("running {} {} --device {device} ...", args.python, script.display());
+    eprintln!(
+        "running {} {} --device {device} ...",
+        args.python,
+        script.display()
+    );
     let status = std::process::Command::new(&args.python)
         .arg(&script)
         .args(["--device", &device, "--cases", &cases, "--json"])
         .arg(&out)
-        .args(["--iters", &args.iters.to_string(), "--prompt-iters", &args.prompt_iters.to_string()])
-        .args(["--budget-s", &args.budget_s.to_string(), "--image-size", &args.image_size.to_string()])
-        .args(["--objects", &args.objects.to_string(), "--images", &args.images.to_string()])
+        .args([
+            "--iters",
+            &args.iters.to_string(),
+            "--prompt-iters",
+            &args.prompt_iters.to_string(),
+        ])
+        .args([
+            "--budget-s",
+            &args.budget_s.to_string(),
+            "--image-size",
+            &args.image_size.to_string(),
+        ])
+        .args([
+            "--objects",
+            &args.objects.to_string(),
+            "--images",
+            &args.images.to_string(),
+        ])
         .status()
         .with_context(|| format!("cannot start {}", args.python))?;
     if !status.success() {
         anyhow::bail!("{} exited with {status}", script.display());
     }
-    let s = std::fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()))?;
+    let s =
+        std::fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()))?;
     let _ = std::fs::remove_file(&out);
     Ok(serde_json::from_str(&s)?)
 }
@@ -571,12 +713,29 @@ fn enabled_features() -> Vec<String> {
 }
 
 pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    eprintln!("device: {} ({} CPU threads){}", dev.description, threads, if cfg!(debug_assertions) { " — DEBUG build, numbers are not representative" } else { "" });
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    eprintln!(
+        "device: {} ({} CPU threads){}",
+        dev.description,
+        threads,
+        if cfg!(debug_assertions) {
+            " — DEBUG build, numbers are not representative"
+        } else {
+            ""
+        }
+    );
     let mut records = Vec::new();
     let mut push = |r: Result<Record>, records: &mut Vec<Record>| match r {
         Ok(r) => {
-            eprintln!("  {:<38} cold {:>10}  warm {:>10}  mem {}", r.case, fmt_ms(r.cold_ms), r.warm_ms.map(fmt_ms).unwrap_or_default(), fmt_bytes(r.peak_bytes));
+            eprintln!(
+                "  {:<38} cold {:>10}  warm {:>10}  mem {}",
+                r.case,
+                fmt_ms(r.cold_ms),
+                r.warm_ms.map(fmt_ms).unwrap_or_default(),
+                fmt_bytes(r.peak_bytes)
+            );
             records.push(r);
         }
         Err(e) => eprintln!("  failed: {e:#}"),
@@ -605,11 +764,20 @@ pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
                 for m in &args.train_models {
                     for &method in &args.methods {
                         for &ck in modes {
-                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bench_train(m, method, ck, &args, &dev)))
-                                .unwrap_or_else(|p| {
-                                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-                                    Err(anyhow::anyhow!("train/{m}/{} panicked: {}", method.name(), msg.unwrap_or_default()))
-                                });
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                bench_train(m, method, ck, &args, &dev)
+                            }))
+                            .unwrap_or_else(|p| {
+                                let msg = p
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                                Err(anyhow::anyhow!(
+                                    "train/{m}/{} panicked: {}",
+                                    method.name(),
+                                    msg.unwrap_or_default()
+                                ))
+                            });
                             push(r, &mut records);
                         }
                     }
@@ -626,7 +794,10 @@ pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
         tool: "segadapt".into(),
         device: dev.description.clone(),
         threads,
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         features: enabled_features(),
         records: records.clone(),
         ..Default::default()
@@ -639,12 +810,17 @@ pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
                 for r in &records {
                     if let Some(p) = m.get(&r.case) {
                         let mut o = serde_json::Map::new();
-                        o.insert("warm".into(), serde_json::json!(r.value_ms() / p.value_ms()));
+                        o.insert(
+                            "warm".into(),
+                            serde_json::json!(r.value_ms() / p.value_ms()),
+                        );
                         o.insert("cold".into(), serde_json::json!(r.cold_ms / p.cold_ms));
                         if let (Some(a), Some(b)) = (r.peak_bytes, p.peak_bytes) {
                             o.insert("mem".into(), serde_json::json!(a as f64 / b as f64));
                         }
-                        report.ratios.insert(r.case.clone(), serde_json::Value::Object(o));
+                        report
+                            .ratios
+                            .insert(r.case.clone(), serde_json::Value::Object(o));
                     }
                 }
                 report.pytorch = Some(v);
@@ -654,7 +830,15 @@ pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
         }
     }
     println!();
-    println!("segadapt bench on {}{}", dev.description, if report.features.is_empty() { String::new() } else { format!(" [{}]", report.features.join(", ")) });
+    println!(
+        "segadapt bench on {}{}",
+        dev.description,
+        if report.features.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", report.features.join(", "))
+        }
+    );
     print_table(&records, pt_map.as_ref());
     if let Some(p) = &args.json {
         write_json(p, &report)?;
@@ -664,5 +848,6 @@ pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
 }
 
 fn write_json(path: &Path, report: &Report) -> Result<()> {
-    crate::fsutil::atomic_write(path, serde_json::to_string_pretty(report)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+    crate::fsutil::atomic_write(path, serde_json::to_string_pretty(report)?.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -89,6 +89,7 @@ impl SegApp {
             }
             (Scene::Annotate, 5) => {
                 if self.ready() && wait(&ap, 300) {
+                    self.accept();
                     self.add_point(61.0, 139.0, true);
                     self.show_debug = true;
                     next = true;

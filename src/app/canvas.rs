@@ -38,6 +38,7 @@ impl SegApp {
         self.view.zoom = z;
         self.view.offset = (vr.size() - vec2(w, h) * z) / 2.0;
         self.fit_pending = false;
+        self.view_touched = false;
     }
 
     pub fn zoom_by(&mut self, factor: f32, anchor: Option<Pos2>) {
@@ -46,6 +47,7 @@ impl SegApp {
         let a = anchor.map(|a| a - vr.min).unwrap_or(vr.size() / 2.0);
         let z = (self.view.zoom * factor).clamp(0.02, 64.0);
         let f = z / self.view.zoom;
+        self.view_touched = true;
         self.view.offset = a - (a - self.view.offset) * f;
         self.view.zoom = z;
     }
@@ -57,7 +59,7 @@ impl SegApp {
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, 0.0, Color32::from_gray(24));
         let Some(cur) = &self.current else {
-            painter.text(rect.center(), Align2::CENTER_CENTER, "Add images to the project (Project ▸ Add images…)", FontId::proportional(16.0), Color32::GRAY);
+            painter.text(rect.center(), Align2::CENTER_CENTER, "Add images to the project (Project > Add images...)", FontId::proportional(16.0), Color32::GRAY);
             ui.allocate_rect(rect, Sense::hover());
             return;
         };
@@ -66,7 +68,7 @@ impl SegApp {
             ui.allocate_rect(rect, Sense::hover());
             return;
         }
-        if (self.fit_pending || rect_changed && self.fit_pending) && cur.texture.is_some() {
+        if (self.fit_pending || rect_changed && !self.view_touched) && cur.texture.is_some() {
             self.fit();
         }
         let response = ui.allocate_rect(rect, Sense::click_and_drag());
@@ -143,7 +145,7 @@ impl SegApp {
             if let Some(s) = p.iou.get(c) {
                 title.push_str(&format!("   predicted IoU {s:.3}"));
                 if p.masks.len() > 1 {
-                    title.push_str(&format!("   candidate {}/{} (Tab)", c + 1, p.masks.len()));
+                    title.push_str(&format!("   candidate {}/{} (M)", c + 1, p.masks.len()));
                 }
             }
         }
@@ -202,6 +204,7 @@ impl SegApp {
             response.clone().on_hover_cursor(CursorIcon::Grab);
             if response.dragged() {
                 self.view.offset += response.drag_delta();
+                self.view_touched = true;
             }
             return;
         }

@@ -173,6 +173,7 @@ pub fn spawn(req: ExportRequest, waker: Waker) -> std::sync::mpsc::Receiver<Resu
     std::thread::Builder::new()
         .name("export".into())
         .spawn(move || {
+            super::lower_thread_priority();
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| export(&req)))
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("export failed inside the engine")))
                 .map_err(|e| format!("{e:#}"));

@@ -59,6 +59,22 @@ impl Waker {
     }
 }
 
+/// Runs the calling thread (and the threads it spawns later, such as the CPU backend's worker
+/// pool) at a lower priority than the UI thread, so that drawing stays smooth while the
+/// encoder or the trainer keeps every core busy. Linux only (elsewhere a no-op).
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        unsafe extern "C" {
+            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
+        }
+        // PRIO_PROCESS (0) with who = 0 is the calling thread: Linux keeps nice values per thread.
+        unsafe {
+            setpriority(0, 0, 10);
+        }
+    }
+}
+
 /// The segadapt cache folder (`$SEGADAPT_CACHE`, default `~/.cache/segadapt`).
 pub fn cache_dir() -> PathBuf {
     if let Some(c) = std::env::var_os("SEGADAPT_CACHE").filter(|c| !c.is_empty()) {
@@ -99,7 +115,7 @@ impl AppConfig {
         AppConfig {
             device,
             model: None,
-            model_dir: cache.join("models"),
+            model_dir: crate::models::models_dir(),
             settings_file: Some(cache.join("app-settings.json")),
             demo_dir: cache.join("projects").join("nuclei-demo"),
         }
@@ -177,6 +193,18 @@ pub enum DialogKind {
     ExportDir,
 }
 
+/// A model download in progress (the default checkpoint, hash-checked, resumable).
+pub struct DownloadState {
+    pub rx: Receiver<DownloadMsg>,
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    pub progress: Option<crate::models::Progress>,
+}
+
+pub enum DownloadMsg {
+    Progress(crate::models::Progress),
+    Done(Result<PathBuf, String>),
+}
+
 /// Frame timing for the debug overlay and the responsiveness report.
 #[derive(Default)]
 pub struct FrameStats {
@@ -205,6 +233,8 @@ pub struct SegApp {
     pub brush_radius: f32,
     pub view: ViewXform,
     pub fit_pending: bool,
+    /// The user zoomed or panned since the last fit (no automatic refit on resize then).
+    pub view_touched: bool,
     pub opacity: f32,
     pub outline_px: f32,
     pub show_objects: bool,
@@ -239,6 +269,15 @@ pub struct SegApp {
     pub export_rx: Option<Receiver<Result<export::ExportReport, String>>>,
     pub export_report: Option<export::ExportReport>,
     pub import_rx: Option<Receiver<Vec<Result<ImageEntry, String>>>>,
+    pub demo_rx: Option<Receiver<Result<OpenProject, String>>>,
+    pub download: Option<DownloadState>,
+    /// The loaded base checkpoint (its config feeds the training planner).
+    pub base_info: Option<crate::sam::CheckpointInfo>,
+    /// The planner's estimate for the current settings, the settings it was made for, and
+    /// one in flight.
+    pub plan: Option<crate::train::planner::Plan>,
+    pub plan_key: String,
+    pub plan_rx: Option<Receiver<(String, Option<crate::train::planner::Plan>)>>,
     pub dialog_rx: Option<(DialogKind, Receiver<Vec<PathBuf>>)>,
     pub toasts: Vec<Toast>,
     pub show_help: bool,
@@ -293,6 +332,7 @@ impl SegApp {
             brush_radius: 6.0,
             view: ViewXform { zoom: 1.0, offset: egui::Vec2::ZERO },
             fit_pending: true,
+            view_touched: false,
             opacity: 0.45,
             outline_px: 1.5,
             show_objects: true,
@@ -326,6 +366,12 @@ impl SegApp {
             export_rx: None,
             export_report: None,
             import_rx: None,
+            demo_rx: None,
+            download: None,
+            base_info: None,
+            plan: None,
+            plan_key: String::new(),
+            plan_rx: None,
             dialog_rx: None,
             toasts: Vec::new(),
             show_help: false,
@@ -466,12 +512,21 @@ impl SegApp {
         }
     }
 
+    /// Opens the bundled demo project, creating it first (on a background thread: it writes
+    /// the images and 36 mask files).
     pub fn open_demo(&mut self) {
-        let dir = self.config.demo_dir.clone();
-        match open_or_create_demo(&dir) {
-            Ok(p) => self.set_project(p),
-            Err(e) => self.error(format!("Cannot create the demo project in {}: {e:#}", dir.display())),
+        if self.demo_rx.is_some() {
+            return;
         }
+        let dir = self.config.demo_dir.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waker = self.waker.clone();
+        std::thread::spawn(move || {
+            let r = open_or_create_demo(&dir).map_err(|e| format!("Cannot create the demo project in {}: {e:#}", dir.display()));
+            let _ = tx.send(r);
+            waker.wake();
+        });
+        self.demo_rx = Some(rx);
     }
 
     pub fn set_project(&mut self, p: OpenProject) {
@@ -644,6 +699,23 @@ impl SegApp {
                 Err(e) => self.error(format!("Export failed: {e}")),
             }
         }
+        self.pump_download();
+        if let Some(rx) = &self.plan_rx
+            && let Ok((key, plan)) = rx.try_recv()
+        {
+            self.plan_rx = None;
+            self.plan_key = key;
+            self.plan = plan;
+        }
+        if let Some(rx) = &self.demo_rx
+            && let Ok(r) = rx.try_recv()
+        {
+            self.demo_rx = None;
+            match r {
+                Ok(p) => self.set_project(p),
+                Err(e) => self.error(e),
+            }
+        }
         if let Some(rx) = &self.import_rx
             && let Ok(list) = rx.try_recv()
         {
@@ -664,10 +736,12 @@ impl SegApp {
                 Slot::Base => self.base.loading = Some(what),
                 Slot::Adapted => self.adapted.loading = Some(what),
             },
-            Event::ModelLoaded { slot, summary, .. } => {
+            Event::ModelLoaded { slot, summary, info } => {
                 let msg = format!("Loaded {} in {:.1} s on {}", summary.name, summary.load_ms / 1e3, summary.device);
                 match slot {
                     Slot::Base => {
+                        self.base_info = Some(*info);
+                        self.plan_key.clear();
                         self.settings.model = Some(summary.path.clone());
                         self.save_settings();
                         if let Some(p) = &mut self.project {
@@ -1358,6 +1432,91 @@ impl SegApp {
         }
     }
 
+    // ------------------------------------------------------------------ model download
+
+    /// Downloads the default checkpoint (MobileSAM) into the model folder, then loads it.
+    pub fn download_default_model(&mut self) {
+        if self.download.is_some() {
+            return;
+        }
+        let dir = self.config.model_dir.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = cancel.clone();
+        let waker = self.waker.clone();
+        std::thread::spawn(move || {
+            let spec = crate::models::default_model();
+            let opts = crate::models::DownloadOptions::default();
+            let (tx2, w2) = (tx.clone(), waker.clone());
+            let mut last: Option<Instant> = None;
+            let mut progress = move |p: crate::models::Progress| {
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) || p.phase == crate::models::Phase::Done {
+                    last = Some(Instant::now());
+                    let _ = tx2.send(DownloadMsg::Progress(p));
+                    w2.wake();
+                }
+            };
+            let r = crate::models::download(spec, &dir, &opts, &mut progress, &c).map_err(|e| e.to_string());
+            let _ = tx.send(DownloadMsg::Done(r));
+            waker.wake();
+        });
+        self.download = Some(DownloadState { rx, cancel, progress: None });
+    }
+
+    pub fn cancel_download(&mut self) {
+        if let Some(d) = &self.download {
+            d.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn pump_download(&mut self) {
+        let mut done = None;
+        if let Some(d) = &mut self.download {
+            while let Ok(m) = d.rx.try_recv() {
+                match m {
+                    DownloadMsg::Progress(p) => d.progress = Some(p),
+                    DownloadMsg::Done(r) => done = Some(r),
+                }
+            }
+        }
+        if let Some(r) = done {
+            self.download = None;
+            match r {
+                Ok(path) => {
+                    self.toast(ToastKind::Info, format!("Downloaded and verified {}", path.display()));
+                    self.load_model(ModelSpec { path, config: None });
+                }
+                Err(e) => self.error(format!("Download failed: {e}")),
+            }
+        }
+    }
+
+    /// Asks the planner (on a background thread) for time and memory of the current training
+    /// settings, when they changed since the last estimate.
+    pub fn request_plan(&mut self) {
+        let Some(info) = &self.base_info else { return };
+        if self.plan_rx.is_some() {
+            return;
+        }
+        let key = format!("{}|{}", info.sha256, serde_json::to_string(&self.train_cfg).unwrap_or_default());
+        if key == self.plan_key {
+            return;
+        }
+        let sam_cfg = info.config.clone();
+        let cfg = self.train_cfg.clone();
+        let device = self.config.device.device.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waker = self.waker.clone();
+        std::thread::spawn(move || {
+            lower_thread_priority();
+            let first = cfg.adapter.blocks.iter().min().copied().unwrap_or(0);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::train::planner::plan(&sam_cfg, &cfg, first, &device, 8192.0)));
+            let _ = tx.send((key, r.ok()));
+            waker.wake();
+        });
+        self.plan_rx = Some(rx);
+    }
+
     // ------------------------------------------------------------------ training
 
     fn pump_training(&mut self) {
@@ -1420,7 +1579,7 @@ impl SegApp {
         }
         self.save_project();
         if let Some(r) = best_rel {
-            self.toast(ToastKind::Info, format!("Adapter improved Dice {:.3} → {:.3}; now active (A/B in the Model tab)", o.base_dice, o.best_dice));
+            self.toast(ToastKind::Info, format!("Adapter improved Dice {:.3} -> {:.3}; now active (A/B in the Model tab)", o.base_dice, o.best_dice));
             self.select_adapter(Some(r));
         } else {
             self.toast(ToastKind::Info, o.message.clone());
@@ -1585,7 +1744,7 @@ impl SegApp {
         }
         self.windows(&ctx);
         self.toasts_ui(&ctx);
-        if self.busy() || self.export_rx.is_some() || self.import_rx.is_some() || !self.toasts.is_empty() || self.autopilot.is_some() {
+        if self.busy() || self.export_rx.is_some() || self.import_rx.is_some() || self.demo_rx.is_some() || !self.toasts.is_empty() || self.autopilot.is_some() {
             ctx.request_repaint_after(Duration::from_millis(50));
         }
         self.frame_end(t.elapsed());

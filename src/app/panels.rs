@@ -20,7 +20,7 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Left drag", "box prompt"),
     ("Enter or A", "accept the mask as a new object"),
     ("Esc", "clear the prompts"),
-    ("Tab or M", "cycle SAM's candidate masks"),
+    ("M, 1 / 2 / 3", "cycle / pick SAM's candidate masks"),
     ("Ctrl+Z / Ctrl+Shift+Z, Ctrl+Y", "undo / redo"),
     ("Del / Backspace", "delete the selected object"),
     ("Ctrl+click", "select the object under the cursor"),
@@ -82,7 +82,10 @@ impl SegApp {
                         self.selected = None;
                     }
                 }
-                Key::Tab | Key::M => self.cycle_candidate(),
+                Key::M => self.cycle_candidate(),
+                Key::Num1 => self.choose_candidate(0),
+                Key::Num2 => self.choose_candidate(1),
+                Key::Num3 => self.choose_candidate(2),
                 Key::Delete | Key::Backspace => self.delete_selected(),
                 Key::P => self.tool = Tool::Prompt,
                 Key::B => self.tool = Tool::Brush,
@@ -268,7 +271,7 @@ impl SegApp {
                     ui.label(format!("decode {ms:.0} ms"));
                 }
                 if let Some(ms) = self.click_latency_ms {
-                    ui.label(format!("click→mask {ms:.0} ms"));
+                    ui.label(format!("click-to-mask {ms:.0} ms"));
                 }
                 if self.train.running() {
                     ui.separator();
@@ -390,7 +393,7 @@ impl SegApp {
                         }
                     }
                     ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                        if ui.small_button("🗑").on_hover_text("delete (Del)").clicked() {
+                        if ui.small_button("x").on_hover_text("delete (Del)").clicked() {
                             delete = Some(*id);
                         }
                     });
@@ -467,7 +470,7 @@ impl SegApp {
         ));
         if let Some(p) = self.draft.pred.clone() {
             if p.masks.len() > 1 {
-                ui.label("SAM's candidates (Tab cycles):");
+                ui.label("SAM's candidates (M cycles, 1-3 picks):");
                 ui.horizontal(|ui| {
                     for i in 0..p.masks.len() {
                         let area = p.masks[i].iter().filter(|&&v| v).count();
@@ -491,7 +494,7 @@ impl SegApp {
         }
         ui.horizontal(|ui| {
             let can_accept = self.draft_mask.as_ref().is_some_and(|m| m.iter().any(|&v| v));
-            if ui.add_enabled(can_accept, egui::Button::new(RichText::new("✔ Accept (Enter)").strong())).clicked() {
+            if ui.add_enabled(can_accept, egui::Button::new(RichText::new("Accept (Enter)").strong())).clicked() {
                 self.accept();
             }
             if ui.add_enabled(!self.draft.is_empty(), egui::Button::new("Clear (Esc)")).clicked() {
@@ -499,10 +502,10 @@ impl SegApp {
             }
         });
         ui.horizontal(|ui| {
-            if ui.add_enabled(self.can_undo(), egui::Button::new("↶ Undo")).clicked() {
+            if ui.add_enabled(self.can_undo(), egui::Button::new("Undo")).clicked() {
                 self.undo();
             }
-            if ui.add_enabled(self.can_redo(), egui::Button::new("↷ Redo")).clicked() {
+            if ui.add_enabled(self.can_redo(), egui::Button::new("Redo")).clicked() {
                 self.redo();
             }
             if ui.add_enabled(self.selected.is_some(), egui::Button::new("Delete selected")).clicked() {
@@ -553,7 +556,8 @@ impl SegApp {
                     ui.colored_label(Color32::LIGHT_RED, e);
                 }
                 ui.label(format!("No SAM checkpoint loaded. segadapt looks in {}.", self.config.model_dir.display()));
-                ui.label(RichText::new("Get MobileSAM (40 MB, hash-checked) with tools/fetch_assets.sh, or choose an official sam_vit_*.pth.").weak());
+                ui.label(RichText::new("Download MobileSAM (hash-checked), or choose an official sam_vit_*.pth.").weak());
+                self.download_ui(ui);
             }
         }
         let found = find_checkpoints(&self.config.model_dir);
@@ -599,7 +603,7 @@ impl SegApp {
             let sel = active.as_deref() == Some(&*path.to_string_lossy());
             let mut text = format!("{name} ({method})");
             if let (Some(b), Some(x)) = (base, best) {
-                text.push_str(&format!(" Dice {b:.3}→{x:.3}"));
+                text.push_str(&format!(" Dice {b:.3} -> {x:.3}"));
             }
             let r = ui.radio(sel, text);
             let r = if improved { r } else { r.on_hover_text("not validated as better than the base model") };
@@ -633,7 +637,27 @@ impl SegApp {
         let n_obj = self.project.as_ref().map(|p| p.project.n_objects()).unwrap_or(0);
         ui.label(RichText::new("Adapt SAM to this project").strong());
         ui.label(RichText::new(format!("Trains on the project's {n_obj} accepted objects; part of them is held out to validate.")).weak());
-        ui.add_enabled_ui(!running, |ui| {
+        if running {
+            if let Some((c, out)) = &self.train.last {
+                let m = &c.prompt_mix;
+                ui.label(
+                    RichText::new(format!(
+                        "{} · rank {} · {} steps · lr {:.1e} · prompts box {:.1} / points {:.1} / box+points {:.1} / none {:.1}",
+                        c.adapter.method.name(),
+                        c.adapter.rank,
+                        c.schedule.steps,
+                        c.schedule.lr,
+                        m.r#box,
+                        m.points,
+                        m.box_points,
+                        m.none
+                    ))
+                    .small(),
+                )
+                .on_hover_text(out.display().to_string());
+            }
+        } else {
+            ui.vertical(|ui| {
             egui::Grid::new("train-settings").num_columns(2).show(ui, |ui| {
                 let cfg = &mut self.train_cfg;
                 ui.label("method");
@@ -667,27 +691,43 @@ impl SegApp {
                 ui.add(egui::Slider::new(&mut m.none, 0.0..=1.0).text("no prompt"));
             });
             ui.checkbox(&mut self.train_cfg.save_final, "also keep the last step's adapter");
-        });
-        let cfg = &self.train_cfg;
-        let est = self.last_embed_ms.map(|ms| ms / 1e3 * 2.5 * cfg.schedule.steps as f64);
-        ui.label(
-            RichText::new(match est {
-                Some(s) => format!("Rough time: ≈ {} ({} steps × ~2.5 encoder passes of {:.1} s)", fmt_duration(s), cfg.schedule.steps, self.last_embed_ms.unwrap_or(0.0) / 1e3),
-                None => "Time estimate after the first image embedding.".into(),
-            })
-            .weak()
-            .small(),
-        );
+            });
+        }
+        if !running {
+            self.request_plan();
+            let steps = self.train_cfg.schedule.steps;
+            match &self.plan {
+                Some(p) => {
+                    ui.label(
+                        RichText::new(format!(
+                            "Planner: ~{:.1} s/step, ~{} for {steps} steps; ~{:.0} MiB of activations; this device {:.1} GFLOP/s",
+                            p.step_seconds,
+                            fmt_duration(p.step_seconds * steps as f64),
+                            p.activation_mib,
+                            p.measured_gflops
+                        ))
+                        .weak()
+                        .small(),
+                    );
+                    for s in &p.suggestions {
+                        ui.colored_label(Color32::from_rgb(240, 200, 90), RichText::new(s).small());
+                    }
+                }
+                None => {
+                    ui.label(RichText::new("Time and memory estimate once a model is loaded.").weak().small());
+                }
+            }
+        }
         ui.horizontal(|ui| {
             if !running {
                 let ok = self.model_ready() && n_obj >= 2;
-                if ui.add_enabled(ok, egui::Button::new(RichText::new("▶ Adapt").strong())).on_hover_text("Train in the background; keep annotating meanwhile").clicked() {
+                if ui.add_enabled(ok, egui::Button::new(RichText::new("Start Adapt").strong())).on_hover_text("Train in the background; keep annotating meanwhile").clicked() {
                     self.start_training(false);
                 }
                 if self.can_resume() && ui.button("Resume").clicked() {
                     self.start_training(true);
                 }
-            } else if ui.button("■ Cancel").clicked() {
+            } else if ui.button("Cancel training").clicked() {
                 self.cancel_training();
             }
         });
@@ -746,13 +786,20 @@ impl SegApp {
             }
         };
         ui.label(RichText::new("Loss").strong());
-        Plot::new("loss-plot").height(120.0).legend(Legend::default().position(Corner::RightTop)).allow_scroll(false).show(ui, |pu| {
+        Plot::new("loss-plot").height(100.0).legend(Legend::default().position(Corner::RightTop)).allow_scroll(false).include_x(0.0).include_x(t.total_steps as f64).show(ui, |pu| {
             pu.line(Line::new("loss", PlotPoints::from(t.loss.clone())).color(Color32::from_rgb(240, 120, 90)));
             pu.line(Line::new("mask loss", PlotPoints::from(t.mask_loss.clone())).color(Color32::from_rgb(120, 170, 240)));
             stage_lines(pu, t);
         });
         ui.label(RichText::new("Validation (held-out objects)").strong());
-        Plot::new("val-plot").height(120.0).legend(Legend::default().position(Corner::RightBottom)).include_y(0.0).include_y(1.0).allow_scroll(false).show(ui, |pu| {
+        // Zoom on the data (Dice moves by hundredths), keeping the base line in view.
+        let lo = t.val_iou.iter().chain(&t.val_dice).map(|p| p[1]).fold(1.0f64, f64::min).min(t.base.map(|b| b.0).unwrap_or(1.0));
+        let hi = t.val_dice.iter().map(|p| p[1]).fold(0.0f64, f64::max).max(t.base.map(|b| b.0).unwrap_or(0.0));
+        let mut val_plot = Plot::new("val-plot").height(100.0).legend(Legend::default().position(Corner::RightBottom)).allow_scroll(false).include_x(0.0).include_x(t.total_steps as f64);
+        if hi >= lo {
+            val_plot = val_plot.include_y((lo - 0.02).max(0.0)).include_y((hi + 0.02).min(1.0));
+        }
+        val_plot.show(ui, |pu| {
             pu.line(Line::new("Dice", PlotPoints::from(t.val_dice.clone())).color(Color32::from_rgb(110, 210, 120)));
             pu.line(Line::new("IoU", PlotPoints::from(t.val_iou.clone())).color(Color32::from_rgb(200, 160, 240)));
             if let Some((d, _)) = t.base {
@@ -797,7 +844,7 @@ impl SegApp {
         let label_w = 92.0;
         let avail = ui.available_width() - label_w - 4.0;
         let cw = (avail / n_ops as f32).clamp(20.0, 60.0);
-        let ch = (220.0 / cells.len().max(1) as f32).clamp(5.0, 16.0);
+        let ch = (150.0 / cells.len().max(1) as f32).clamp(4.0, 12.0);
         let (rect, resp) = ui.allocate_exact_size(vec2(label_w + cw * n_ops as f32, ch * cells.len() as f32 + 40.0), Sense::hover());
         let p = ui.painter_at(rect);
         let top = rect.top() + 36.0;
@@ -807,6 +854,10 @@ impl SegApp {
             p.text(c, egui::Align2::CENTER_CENTER, short, egui::FontId::proportional(10.0), ui.visuals().text_color());
         }
         let chosen: std::collections::HashMap<&str, &str> = t.chosen.iter().map(|(c, o)| (c.as_str(), o.as_str())).collect();
+        // Colour = deviation from the uniform start (1/n), scaled to the largest deviation so
+        // that early drift is visible; the caption gives the scale.
+        let nf = n_ops as f32;
+        let maxdev = weights.iter().flatten().map(|v| (v * nf - 1.0).abs()).fold(0.0f32, f32::max).max(0.05);
         let show_every = (12.0 / ch).ceil() as usize;
         for (i, name) in cells.iter().enumerate() {
             let y = top + i as f32 * ch;
@@ -819,7 +870,7 @@ impl SegApp {
                 let v = row.and_then(|r| r.get(j)).copied().unwrap_or(0.0);
                 let r = egui::Rect::from_min_size(egui::pos2(rect.left() + label_w + j as f32 * cw, y), vec2(cw - 1.0, ch - 1.0));
                 // scale: uniform (1/n) sits mid-range so drift is visible
-                p.rect_filled(r, 1.0, heat(v * n_ops as f32 / 2.0));
+                p.rect_filled(r, 1.0, heat(0.5 + 0.5 * (v * nf - 1.0) / maxdev));
                 if chosen.get(name.as_str()) == Some(&ops[j].as_str()) {
                     p.rect_stroke(r, 1.0, egui::Stroke::new(1.5, Color32::WHITE), egui::StrokeKind::Inside);
                 }
@@ -835,7 +886,15 @@ impl SegApp {
                 self.train.alpha_cell = i as usize;
             }
         }
-        ui.label(RichText::new(format!("colour: weight × {n_ops}/2 (uniform = mid); white frame = chosen op; step {}", self.train.alpha.as_ref().map(|a| a.0).unwrap_or(0))).weak().small());
+        ui.label(
+            RichText::new(format!(
+                "colour: weight relative to uniform 1/{n_ops} (mid), full scale ±{:.0}%; white frame = chosen op; step {}",
+                maxdev * 100.0,
+                self.train.alpha.as_ref().map(|a| a.0).unwrap_or(0)
+            ))
+            .weak()
+            .small(),
+        );
     }
 
     fn alpha_lines(&mut self, ui: &mut egui::Ui) {
@@ -856,12 +915,12 @@ impl SegApp {
             Color32::from_rgb(120, 220, 220),
             Color32::from_rgb(240, 140, 200),
         ];
-        Plot::new("alpha-plot").height(140.0).legend(Legend::default().position(Corner::LeftTop)).include_y(0.0).allow_scroll(false).show(ui, |pu| {
+        Plot::new("alpha-plot").height(110.0).legend(Legend::default().position(Corner::LeftTop)).include_y(0.0).include_x(0.0).include_x(t.total_steps as f64).allow_scroll(false).show(ui, |pu| {
             for j in 0..n_ops {
                 let pts: Vec<[f64; 2]> = t.alpha_mean.iter().map(|(s, w)| [*s as f64, w.get(j).copied().unwrap_or(0.0) as f64]).collect();
                 pu.line(Line::new(t.op_names[j].clone(), PlotPoints::from(pts)).color(colors[j % colors.len()]).width(1.8));
                 let pts: Vec<[f64; 2]> = t.alpha_hist.iter().map(|(s, w)| [*s as f64, w.get(cell).and_then(|r| r.get(j)).copied().unwrap_or(0.0) as f64]).collect();
-                pu.line(Line::new(format!("{} (cell)", t.op_names[j]), PlotPoints::from(pts)).color(colors[j % colors.len()].gamma_multiply(0.7)).style(LineStyle::Dashed { length: 4.0 }));
+                pu.line(Line::new(t.op_names[j].clone(), PlotPoints::from(pts)).color(colors[j % colors.len()].gamma_multiply(0.7)).style(LineStyle::Dashed { length: 4.0 }));
             }
         });
     }
@@ -905,14 +964,45 @@ impl SegApp {
         }
     }
 
+    /// Download button for the default checkpoint, or the running download's progress.
+    fn download_ui(&mut self, ui: &mut egui::Ui) {
+        let spec = crate::models::default_model();
+        match self.download.as_ref().map(|d| d.progress) {
+            Some(p) => {
+                let (done, total) = p.map(|p| (p.done, p.total.unwrap_or(spec.size))).unwrap_or((0, spec.size));
+                let phase = p.map(|p| format!("{:?}", p.phase)).unwrap_or_else(|| "Connecting".into());
+                ui.add(
+                    egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                        .desired_width(320.0)
+                        .text(format!("{phase}: {:.1} / {:.1} MB", done as f64 / 1e6, total as f64 / 1e6)),
+                );
+                if ui.button("Cancel download").clicked() {
+                    self.cancel_download();
+                }
+            }
+            None => {
+                if ui.button(format!("Download {} ({:.1} MB, sha256-checked)", spec.name, spec.size as f64 / 1e6)).on_hover_text(spec.url).clicked() {
+                    self.download_default_model();
+                }
+            }
+        }
+    }
+
     pub(super) fn welcome(&mut self, ui: &mut egui::Ui) {
         ui.vertical_centered(|ui| {
             ui.add_space(40.0);
             ui.heading(RichText::new("segadapt").size(30.0));
             ui.label("Adapt Segment Anything to your images with NAS-LoRA, on your own machine.");
             ui.add_space(24.0);
-            if ui.add(egui::Button::new(RichText::new("Open the demo project (nuclei)").size(17.0)).min_size(vec2(320.0, 40.0))).clicked() {
+            if ui.add_enabled(self.demo_rx.is_none(), egui::Button::new(RichText::new("Open the demo project (nuclei)").size(17.0)).min_size(vec2(320.0, 40.0))).clicked() {
                 self.open_demo();
+            }
+            if self.demo_rx.is_some() {
+                ui.horizontal(|ui| {
+                    ui.add_space((ui.available_width() - 220.0).max(0.0) / 2.0);
+                    ui.spinner();
+                    ui.label("preparing the demo project...");
+                });
             }
             ui.add_space(8.0);
             ui.horizontal(|ui| {
@@ -965,7 +1055,8 @@ impl SegApp {
                         ui.colored_label(Color32::LIGHT_RED, e);
                     }
                     ui.label(format!("No SAM checkpoint found in {}.", self.config.model_dir.display()));
-                    ui.label(RichText::new("Run tools/fetch_assets.sh to download MobileSAM (hash-checked), or choose a checkpoint:").weak());
+                    self.download_ui(ui);
+                    ui.label(RichText::new("or choose a checkpoint:").weak());
                     if ui.button("Choose a checkpoint…").clicked() {
                         self.open_dialog(DialogKind::PickModel);
                     }
@@ -1044,7 +1135,7 @@ impl SegApp {
                     ui.set_max_width(420.0);
                     ui.horizontal(|ui| {
                         ui.label(RichText::new(&t.text).color(fg));
-                        if ui.small_button("✕").clicked() {
+                        if ui.small_button("x").clicked() {
                             dismiss = Some(i);
                         }
                     });

@@ -60,6 +60,7 @@ pub fn spawn(req: TrainRequest, waker: Waker) -> TrainHandle {
     let c = cancel.clone();
     let w = waker.clone();
     let spawned = std::thread::Builder::new().name("trainer".into()).spawn(move || {
+        super::lower_thread_priority();
         let tx2 = tx.clone();
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(req, &tx, &c, &w)));
         let done = match res {

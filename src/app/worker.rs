@@ -111,7 +111,10 @@ impl WorkerHandle {
         let (etx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sam-worker".into())
-            .spawn(move || Worker::new(device, etx, waker).run(jrx))
+            .spawn(move || {
+                super::lower_thread_priority();
+                Worker::new(device, etx, waker).run(jrx)
+            })
             .expect("spawn worker thread");
         WorkerHandle { tx, rx, thread: Some(thread) }
     }
