@@ -42,10 +42,10 @@ enum Command {
         #[arg(long)]
         image: PathBuf,
         /// x0,y0,x1,y1 in image pixels
-        #[arg(long = "box")]
+        #[arg(long = "box", allow_hyphen_values = true)]
         bbox: Option<String>,
         /// x,y[,label] in image pixels; label 1 = foreground (default), 0 = background. Repeatable.
-        #[arg(long = "point")]
+        #[arg(long = "point", allow_hyphen_values = true)]
         points: Vec<String>,
         /// Return 3 candidate masks; the best-scoring goes to --out, all to --out with _0.._2.
         #[arg(long)]
@@ -83,6 +83,13 @@ enum Command {
         #[arg(long, default_value_t = 1e-4)]
         tol: f32,
     },
+    /// Benchmarks: encoder, prompt→mask, training step, throughput (optionally vs PyTorch).
+    Bench(segadapt::bench::BenchArgs),
+    /// Manage the official checkpoints in the per-user model folder.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
     /// Merge an adapter into its base model and export both.
     Export {
         #[arg(long)]
@@ -93,6 +100,78 @@ enum Command {
         #[arg(long)]
         merged: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Show official models (verified, partial, corrupt, missing) and other checkpoints.
+    List {
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Download mobile_sam | vit_b | vit_l | vit_h (resumable, sha256-checked).
+    Download { name: String },
+    /// Print the model folder.
+    Dir,
+}
+
+fn run_models(a: &ModelsAction) -> Result<()> {
+    use segadapt::models::{self, ModelState, Phase};
+    let dir = models::models_dir();
+    match a {
+        ModelsAction::Dir => println!("{}", dir.display()),
+        ModelsAction::List { verify } => {
+            println!("model folder: {}", dir.display());
+            for e in models::list_models(&dir, *verify) {
+                let st = match &e.state {
+                    ModelState::Verified => "ok (sha256 verified)".into(),
+                    ModelState::NotVerified => "present, not verified yet (--verify)".into(),
+                    ModelState::Partial { bytes } => format!("partial download, {bytes} bytes (download resumes)"),
+                    ModelState::Corrupt { reason } => format!("CORRUPT, not used: {reason}"),
+                    ModelState::Custom { model_type } => format!("other checkpoint ({})", model_type.name()),
+                    ModelState::Missing => "not downloaded".to_string(),
+                };
+                println!("{:<12} {:<44} {st}", e.name(), e.spec.map(|s| s.title).unwrap_or(""));
+            }
+        }
+        ModelsAction::Download { name } => {
+            let spec = models::lookup(name).ok_or_else(|| anyhow::anyhow!("unknown model '{name}' (mobile_sam, vit_b, vit_l, vit_h)"))?;
+            let cancel = Arc::new(AtomicBool::new(false));
+            {
+                let c = cancel.clone();
+                let _ = ctrlc_hook(move || c.store(true, Ordering::Relaxed));
+            }
+            let pb = ProgressBar::new(spec.size);
+            pb.set_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let path = models::download(
+                spec,
+                &dir,
+                &models::DownloadOptions::default(),
+                &mut |p| {
+                    if let Some(t) = p.total {
+                        pb.set_length(t);
+                    }
+                    pb.set_position(p.done);
+                    pb.set_message(
+                        match p.phase {
+                            Phase::Rehashing => "checking partial",
+                            Phase::Downloading => spec.name,
+                            Phase::Verifying => "verifying",
+                            Phase::Done => "done",
+                        }
+                        .to_string(),
+                    );
+                },
+                &cancel,
+            )?;
+            pb.finish_and_clear();
+            println!("{}: {} (sha256 verified)", spec.name, path.display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -345,8 +424,13 @@ fn run(cli: Cli) -> Result<()> {
         // No subcommand: the desktop app.
         return segadapt::app::run(cli.device);
     };
+    if let Command::Models { action } = &command {
+        return run_models(action);
+    }
     let dev = device::select(cli.device).map_err(anyhow::Error::msg)?;
     match command {
+        Command::Models { .. } => unreachable!("handled above"),
+        Command::Bench(args) => segadapt::bench::run(args, dev)?,
         Command::Segment { model, adapter, image, bbox, points, multimask, out } => {
             let bbox = bbox.as_deref().map(parse_box).transpose()?;
             let points = points.iter().map(|p| parse_point(p)).collect::<Result<Vec<_>>>()?;

@@ -928,7 +928,7 @@ fn read_only_folders_give_clear_errors() {
 /// Not a test on its own: the child process of `kill_during_save_never_corrupts` (runs only
 /// when SEGADAPT_CRASH_CHILD is set).
 #[test]
-#[ignore]
+#[ignore = "child process of kill_during_save_never_corrupts, started by that test"]
 fn crash_child_writer() {
     let Some(dir) = std::env::var_os("SEGADAPT_CRASH_CHILD") else {
         return;
@@ -1016,7 +1016,7 @@ fn kill_during_save_never_corrupts() {
 
 /// Child of `kill_during_annotation_keeps_accepted_objects`.
 #[test]
-#[ignore]
+#[ignore = "child process of kill_during_annotation_keeps_accepted_objects, started by that test"]
 fn crash_child_annotator() {
     use segadapt::project::project::{OpenProject, PromptRecord};
     let Some(dir) = std::env::var_os("SEGADAPT_CRASH_PROJECT") else {
