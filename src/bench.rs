@@ -46,6 +46,8 @@ pub enum Section {
     Prompt,
     Train,
     Throughput,
+    /// Single ops at the decoder's and encoders' shapes (GFLOP/s), to see where time goes.
+    Ops,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -520,6 +522,140 @@ fn bench_train(
     Ok(r)
 }
 
+/// Single ops at shapes the models use; `note` carries the achieved GFLOP/s.
+fn bench_ops(args: &BenchArgs, dev: &ComputeDevice) -> Vec<Record> {
+    use burn::tensor::activation::{gelu, softmax};
+    use burn::tensor::module::{conv_transpose2d, conv2d, interpolate};
+    use burn::tensor::ops::{
+        ConvOptions, ConvTransposeOptions, InterpolateMode, InterpolateOptions,
+    };
+    let d = &dev.device;
+    let rnd = |shape: Vec<usize>, seed: u64| -> TensorData {
+        let n = shape.iter().product();
+        TensorData::new(lcg_data(n, seed), shape)
+    };
+    let t4 = |s: [usize; 4], seed| Tensor::<4>::from_data(rnd(s.to_vec(), seed), d);
+    let t3 = |s: [usize; 3], seed| Tensor::<3>::from_data(rnd(s.to_vec(), seed), d);
+    let mut out = Vec::new();
+    let mut run = |name: &str, flop: f64, f: &mut dyn FnMut()| {
+        let calls = time_calls(args.iters.max(3), args.budget_s, || {
+            f();
+            sync(d);
+        });
+        let mut r = Record::from_calls(format!("ops/{name}"), calls);
+        r.note = format!("{:.1} GFLOP/s", flop / (r.value_ms() * 1e-3) / 1e9);
+        out.push(r);
+    };
+    // Decoder-sized matmuls.
+    let (a, b) = (t3([1, 4096, 256], 1), t3([1, 256, 128], 2));
+    run(
+        "matmul 4096x256x128",
+        2.0 * 4096.0 * 256.0 * 128.0,
+        &mut || {
+            let _ = a.clone().matmul(b.clone()).into_data();
+        },
+    );
+    let (a, b) = (t3([1, 56, 256], 3), t3([1, 256, 4096], 4));
+    run(
+        "matmul 56x256x4096",
+        2.0 * 56.0 * 256.0 * 4096.0,
+        &mut || {
+            let _ = a.clone().matmul(b.clone()).into_data();
+        },
+    );
+    // Encoder-sized: ViT-B MLP and a global-attention head.
+    let (a, b) = (t3([1, 4096, 768], 5), t3([1, 768, 3072], 6));
+    run(
+        "matmul 4096x768x3072",
+        2.0 * 4096.0 * 768.0 * 3072.0,
+        &mut || {
+            let _ = a.clone().matmul(b.clone()).into_data();
+        },
+    );
+    let (q, k) = (t3([1, 4096, 64], 7), t3([1, 64, 4096], 8));
+    run(
+        "attn scores 4096x64x4096",
+        2.0 * 4096.0 * 64.0 * 4096.0,
+        &mut || {
+            let _ = q.clone().matmul(k.clone()).into_data();
+        },
+    );
+    let s = t3([12, 4096, 4096], 9);
+    run(
+        "softmax 12x4096x4096",
+        5.0 * 12.0 * 4096.0 * 4096.0,
+        &mut || {
+            let _ = softmax(s.clone(), 2).into_data();
+        },
+    );
+    drop(s);
+    // Decoder upscaling.
+    let x = t4([1, 256, 64, 64], 10);
+    let w = t4([256, 64, 2, 2], 11);
+    run(
+        "conv_transpose 256->64 @64",
+        2.0 * 64.0 * 64.0 * 256.0 * 64.0 * 4.0,
+        &mut || {
+            let _ = conv_transpose2d(
+                x.clone(),
+                w.clone(),
+                None,
+                ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1),
+            )
+            .into_data();
+        },
+    );
+    let x = t4([1, 64, 128, 128], 12);
+    run("gelu 64x128x128", 1.0e6, &mut || {
+        let _ = gelu(x.clone()).into_data();
+    });
+    let m = t4([1, 4, 256, 256], 13);
+    let opts = |s: usize| {
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_output_size([s, s])
+            .with_align_corners(false)
+    };
+    run(
+        "bilinear 4x256->1024",
+        4.0 * 1024.0 * 1024.0 * 8.0,
+        &mut || {
+            let _ = interpolate(m.clone(), opts(1024)).into_data();
+        },
+    );
+    // TinyViT stage-0 sized convs.
+    let x = t4([1, 64, 256, 256], 14);
+    let w = t4([256, 64, 1, 1], 15);
+    run(
+        "conv1x1 64->256 @256",
+        2.0 * 256.0 * 256.0 * 64.0 * 256.0,
+        &mut || {
+            let _ = conv2d(
+                x.clone(),
+                w.clone(),
+                None,
+                ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            )
+            .into_data();
+        },
+    );
+    let x = t4([1, 256, 256, 256], 16);
+    let w = t4([256, 1, 3, 3], 17);
+    run(
+        "dwconv3x3 256 @256",
+        2.0 * 256.0 * 256.0 * 256.0 * 9.0,
+        &mut || {
+            let _ = conv2d(
+                x.clone(),
+                w.clone(),
+                None,
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 256),
+            )
+            .into_data();
+        },
+    );
+    out
+}
+
 fn fmt_ms(v: f64) -> String {
     if v.is_nan() {
         "-".into()
@@ -781,6 +917,11 @@ pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
                             push(r, &mut records);
                         }
                     }
+                }
+            }
+            Section::Ops => {
+                for r in bench_ops(&args, &dev) {
+                    push(Ok(r), &mut records);
                 }
             }
             Section::Throughput => {

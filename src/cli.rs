@@ -26,13 +26,20 @@ pub fn parse_point(s: &str) -> Result<Point> {
         3 => bail!("--point '{s}': label must be 1 (foreground) or 0 (background)"),
         _ => bail!("--point expects x,y or x,y,label, got '{s}'"),
     };
-    Ok(Point { x: v[0], y: v[1], positive })
+    Ok(Point {
+        x: v[0],
+        y: v[1],
+        positive,
+    })
 }
 
 fn parse_numbers(s: &str, what: &str) -> Result<Vec<f64>> {
     s.split(',')
         .map(|p| {
-            let v: f64 = p.trim().parse().map_err(|_| anyhow::anyhow!("{what} '{s}': '{p}' is not a number"))?;
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{what} '{s}': '{p}' is not a number"))?;
             if !v.is_finite() {
                 bail!("{what} '{s}': '{p}' is not a finite number");
             }
@@ -43,7 +50,8 @@ fn parse_numbers(s: &str, what: &str) -> Result<Vec<f64>> {
 
 /// Refuses prompts that lie outside the image.
 pub fn check_inside(points: &[Point], bbox: Option<[f64; 4]>, w: usize, h: usize) -> Result<()> {
-    let inside = |x: f64, y: f64| x >= 0.0 && y >= 0.0 && x <= (w as f64 - 1.0) && y <= (h as f64 - 1.0);
+    let inside =
+        |x: f64, y: f64| x >= 0.0 && y >= 0.0 && x <= (w as f64 - 1.0) && y <= (h as f64 - 1.0);
     for p in points {
         if !inside(p.x, p.y) {
             bail!("point ({}, {}) lies outside the {w}×{h} image", p.x, p.y);

@@ -4,7 +4,9 @@
 
 use burn::prelude::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum DeviceChoice {
     /// A GPU adapter when one exists, else the CPU.
     Auto,
@@ -23,17 +25,33 @@ pub struct ComputeDevice {
 }
 
 pub fn cpu() -> ComputeDevice {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    ComputeDevice { device: Device::flex(), description: format!("CPU (flex, {threads} threads)"), is_gpu: false }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    ComputeDevice {
+        device: Device::flex(),
+        description: format!("CPU (flex, {threads} threads)"),
+        is_gpu: false,
+    }
 }
 
 /// Creates the wgpu device, reporting the adapter it landed on.
 pub fn gpu() -> Result<(ComputeDevice, burn::tensor::wgpu::WgpuSetup, bool), String> {
-    let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| format!("no usable GPU adapter: {e}"))?;
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup()
+        .map_err(|e| format!("no usable GPU adapter: {e}"))?;
     let info = setup.adapter.get_info();
     let software = info.device_type == wgpu::DeviceType::Cpu;
     let description = format!("GPU ({}, {:?})", info.name, info.backend);
-    Ok((ComputeDevice { device, description, is_gpu: true }, setup, software))
+    Ok((
+        ComputeDevice {
+            device,
+            description,
+            is_gpu: true,
+        },
+        setup,
+        software,
+    ))
 }
 
 pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, String> {

@@ -17,11 +17,21 @@ pub struct LoadedModel {
     pub device: ComputeDevice,
 }
 
-pub fn load(model: &Path, adapter: Option<&Path>, config: Option<SamConfig>, device: ComputeDevice) -> Result<LoadedModel> {
+pub fn load(
+    model: &Path,
+    adapter: Option<&Path>,
+    config: Option<SamConfig>,
+    device: ComputeDevice,
+) -> Result<LoadedModel> {
     let (mut sam, info) = load_sam(model, config, &device.device)?;
     let card = match adapter {
         Some(a) => Some(load_adapter(&mut sam, &info, a, &device.device)?),
         None => None,
     };
-    Ok(LoadedModel { predictor: Predictor::new(sam, device.device.clone()), info, card, device })
+    Ok(LoadedModel {
+        predictor: Predictor::new(sam, device.device.clone()),
+        info,
+        card,
+        device,
+    })
 }

@@ -25,10 +25,16 @@ pub fn list_pairs(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     let images = dir.join("images");
     let masks = dir.join("masks");
     if !images.is_dir() {
-        bail!("data dir {}: missing folder images/ (expected images/<stem>.<png|jpg|tif> and masks/<stem>.png)", dir.display());
+        bail!(
+            "data dir {}: missing folder images/ (expected images/<stem>.<png|jpg|tif> and masks/<stem>.png)",
+            dir.display()
+        );
     }
     if !masks.is_dir() {
-        bail!("data dir {}: missing folder masks/ (expected masks/<stem>.png label images)", dir.display());
+        bail!(
+            "data dir {}: missing folder masks/ (expected masks/<stem>.png label images)",
+            dir.display()
+        );
     }
     let mut pairs = Vec::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&images)
@@ -37,11 +43,18 @@ pub fn list_pairs(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
         .collect();
     entries.sort();
     for p in entries {
-        let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let ext = p
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
         if !IMAGE_EXTS.contains(&ext.as_str()) {
             continue;
         }
-        let stem = p.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let stem = p
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let m = masks.join(format!("{stem}.png"));
         if !m.exists() {
             bail!("image {} has no mask {}", p.display(), m.display());
@@ -72,15 +85,36 @@ pub struct EvalReport {
 }
 
 /// The prompt the protocol uses for one object.
-pub fn protocol_prompt(gt: &[bool], w: usize, h: usize, prompt: EvalPrompt) -> Option<(PromptInput, bool)> {
+pub fn protocol_prompt(
+    gt: &[bool],
+    w: usize,
+    h: usize,
+    prompt: EvalPrompt,
+) -> Option<(PromptInput, bool)> {
     match prompt {
         EvalPrompt::Box => {
             let [x0, y0, x1, y1] = bbox(gt, w)?;
-            Some((PromptInput { bbox: Some([x0 as f64, y0 as f64, x1 as f64, y1 as f64]), ..Default::default() }, false))
+            Some((
+                PromptInput {
+                    bbox: Some([x0 as f64, y0 as f64, x1 as f64, y1 as f64]),
+                    ..Default::default()
+                },
+                false,
+            ))
         }
         EvalPrompt::Point => {
             let (x, y) = interior_point(gt, w, h)?;
-            Some((PromptInput { points: vec![Point { x: x as f64, y: y as f64, positive: true }], ..Default::default() }, true))
+            Some((
+                PromptInput {
+                    points: vec![Point {
+                        x: x as f64,
+                        y: y as f64,
+                        positive: true,
+                    }],
+                    ..Default::default()
+                },
+                true,
+            ))
         }
     }
 }
@@ -126,7 +160,9 @@ pub fn evaluate(
         let emb = predictor.set_image(&img);
         let (mut si, mut sd) = (0.0, 0.0);
         for gt in &objects {
-            let Some((p, multimask)) = protocol_prompt(gt, w, h, prompt) else { continue };
+            let Some((p, multimask)) = protocol_prompt(gt, w, h, prompt) else {
+                continue;
+            };
             let pred = predictor.predict(&emb, &p, multimask);
             let m = pred.binary(pred.best());
             let (i, d) = (iou(&m, gt), dice(&m, gt));
@@ -139,12 +175,22 @@ pub fn evaluate(
         sum_iou += si;
         sum_dice += sd;
         rows.push(ImageRow {
-            image: img_p.file_name().unwrap_or_default().to_string_lossy().to_string(),
+            image: img_p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string(),
             n_objects: n,
             mean_iou: if n > 0 { si / n as f64 } else { 0.0 },
             mean_dice: if n > 0 { sd / n as f64 } else { 0.0 },
         });
     }
     let n = done.max(1) as f64;
-    Ok(EvalReport { mean_iou: sum_iou / n, mean_dice: sum_dice / n, n_objects: done, prompt, per_image: rows })
+    Ok(EvalReport {
+        mean_iou: sum_iou / n,
+        mean_dice: sum_dice / n,
+        n_objects: done,
+        prompt,
+        per_image: rows,
+    })
 }

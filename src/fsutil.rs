@@ -66,15 +66,25 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Like [`atomic_write`], with the content streamed by `write` into the temp file (for large
 /// outputs that should not be built in memory first). An error returned by `write` aborts the
 /// replacement and leaves the old file untouched.
-pub fn atomic_write_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+pub fn atomic_write_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = parent_dir(path);
     if !dir.is_dir() {
-        anyhow::bail!("cannot write {}: folder {} does not exist", path.display(), dir.display());
+        anyhow::bail!(
+            "cannot write {}: folder {} does not exist",
+            path.display(),
+            dir.display()
+        );
     }
     if path.is_dir() {
         anyhow::bail!("cannot write {}: it is a folder", path.display());
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     if name.is_empty() || name == "." || name == ".." {
         anyhow::bail!("cannot write {}: no file name", path.display());
     }
@@ -86,7 +96,8 @@ pub fn atomic_write_with(path: &Path, write: impl FnOnce(&mut std::fs::File) -> 
         let mut f = std::fs::File::create(&tmp).map_err(|e| io_context("write", path, e))?;
         write(&mut f).map_err(|e| io_context("write", path, e))?;
         f.flush().map_err(|e| io_context("write", path, e))?;
-        f.sync_all().map_err(|e| io_context("flush to disk", path, e))?;
+        f.sync_all()
+            .map_err(|e| io_context("flush to disk", path, e))?;
         drop(f);
         if let Some(p) = old_perms {
             let _ = std::fs::set_permissions(&tmp, p);
@@ -106,8 +117,12 @@ pub fn is_temp_file(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    let Some(rest) = name.strip_prefix('.') else { return false };
-    let Some(pos) = rest.rfind(TMP_MARK) else { return false };
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some(pos) = rest.rfind(TMP_MARK) else {
+        return false;
+    };
     let tail = &rest[pos + TMP_MARK.len()..];
     pos > 0 && !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit() || c == '-')
 }
@@ -116,23 +131,31 @@ pub fn is_temp_file(path: &Path) -> bool {
 /// Only files whose writer process is gone are removed; returns them.
 pub fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return removed };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if !p.is_file() || !is_temp_file(&p) {
             continue;
         }
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let pid: Option<u32> =
-            name.rfind(TMP_MARK).and_then(|i| name[i + TMP_MARK.len()..].split('-').next()).and_then(|s| s.parse().ok());
+        let pid: Option<u32> = name
+            .rfind(TMP_MARK)
+            .and_then(|i| name[i + TMP_MARK.len()..].split('-').next())
+            .and_then(|s| s.parse().ok());
         let alive = match pid {
             Some(pid) if pid == std::process::id() => true,
             Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
             None => false,
         };
         // Without /proc (not Linux) a live writer cannot be told from a dead one: keep recent files.
-        let recent =
-            e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() < 3600);
+        let recent = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() < 3600);
         let can_tell = Path::new("/proc/self").exists();
         if (can_tell && !alive) || (!can_tell && !recent) {
             if std::fs::remove_file(&p).is_ok() {
@@ -153,7 +176,10 @@ pub fn check_writable_dir(dir: &Path) -> Result<()> {
         anyhow::bail!("{} is not a folder", dir.display());
     }
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let probe = dir.join(format!(".segadapt-write-probe{TMP_MARK}{}-{n}", std::process::id()));
+    let probe = dir.join(format!(
+        ".segadapt-write-probe{TMP_MARK}{}-{n}",
+        std::process::id()
+    ));
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);

@@ -10,19 +10,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use segadapt::adapt::{AdapterConfig, Method, OpInit, OpKind, Placement};
 use segadapt::cli::{check_inside, parse_box, parse_point};
-use segadapt::train::loss::LossKind;
-use segadapt::train::prompts::PromptMix;
-use segadapt::train::schedule::Schedule;
-use segadapt::train::{TrainConfig, TrainData, TrainEvent, train};
 use segadapt::device::{self, DeviceChoice};
 use segadapt::eval::{EvalPrompt, evaluate, list_pairs};
 use segadapt::fsutil::atomic_write;
 use segadapt::predict::PromptInput;
 use segadapt::project::export::write_mask_png;
 use segadapt::project::import::load_rgb;
+use segadapt::train::loss::LossKind;
+use segadapt::train::prompts::PromptMix;
+use segadapt::train::schedule::Schedule;
+use segadapt::train::{TrainConfig, TrainData, TrainEvent, train};
 
 #[derive(Parser)]
-#[command(name = "segadapt", version, about = "Adapt Segment Anything to your images with NAS-LoRA")]
+#[command(
+    name = "segadapt",
+    version,
+    about = "Adapt Segment Anything to your images with NAS-LoRA"
+)]
 struct Cli {
     /// Compute device: a GPU when one exists (default), or force cpu / gpu.
     #[arg(long, global = true, value_enum, default_value = "auto")]
@@ -126,16 +130,26 @@ fn run_models(a: &ModelsAction) -> Result<()> {
                 let st = match &e.state {
                     ModelState::Verified => "ok (sha256 verified)".into(),
                     ModelState::NotVerified => "present, not verified yet (--verify)".into(),
-                    ModelState::Partial { bytes } => format!("partial download, {bytes} bytes (download resumes)"),
+                    ModelState::Partial { bytes } => {
+                        format!("partial download, {bytes} bytes (download resumes)")
+                    }
                     ModelState::Corrupt { reason } => format!("CORRUPT, not used: {reason}"),
-                    ModelState::Custom { model_type } => format!("other checkpoint ({})", model_type.name()),
+                    ModelState::Custom { model_type } => {
+                        format!("other checkpoint ({})", model_type.name())
+                    }
                     ModelState::Missing => "not downloaded".to_string(),
                 };
-                println!("{:<12} {:<44} {st}", e.name(), e.spec.map(|s| s.title).unwrap_or(""));
+                println!(
+                    "{:<12} {:<44} {st}",
+                    e.name(),
+                    e.spec.map(|s| s.title).unwrap_or("")
+                );
             }
         }
         ModelsAction::Download { name } => {
-            let spec = models::lookup(name).ok_or_else(|| anyhow::anyhow!("unknown model '{name}' (mobile_sam, vit_b, vit_l, vit_h)"))?;
+            let spec = models::lookup(name).ok_or_else(|| {
+                anyhow::anyhow!("unknown model '{name}' (mobile_sam, vit_b, vit_l, vit_h)")
+            })?;
             let cancel = Arc::new(AtomicBool::new(false));
             {
                 let c = cancel.clone();
@@ -143,8 +157,10 @@ fn run_models(a: &ModelsAction) -> Result<()> {
             }
             let pb = ProgressBar::new(spec.size);
             pb.set_style(
-                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let path = models::download(
                 spec,
@@ -260,7 +276,10 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let ops = if a.ops.is_empty() {
         OpKind::ALL.to_vec()
     } else {
-        a.ops.iter().map(|o| OpKind::parse(o).map_err(anyhow::Error::msg)).collect::<Result<Vec<_>>>()?
+        a.ops
+            .iter()
+            .map(|o| OpKind::parse(o).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()?
     };
     let adapter = AdapterConfig {
         method: a.method,
@@ -291,7 +310,12 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         val_every: a.val_every,
         early_stop_patience: a.patience,
         train_decoder: !a.freeze_decoder,
-        prompt_mix: a.prompt_mix.as_deref().map(PromptMix::parse).transpose()?.unwrap_or_default(),
+        prompt_mix: a
+            .prompt_mix
+            .as_deref()
+            .map(PromptMix::parse)
+            .transpose()?
+            .unwrap_or_default(),
         loss: a.loss,
         augment: !a.no_augment,
         seed: a.seed,
@@ -305,7 +329,13 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     let mut data = TrainData::from_dir(&a.data, cfg.min_area)?;
     let split = data.split(cfg.val_split, cfg.seed);
     eprintln!("device: {}", dev.description);
-    eprintln!("data: {} objects in {} images → {} train / {} validation, split {split}", data.objects.len(), data.images.len(), data.train.len(), data.val.len());
+    eprintln!(
+        "data: {} objects in {} images → {} train / {} validation, split {split}",
+        data.objects.len(),
+        data.images.len(),
+        data.train.len(),
+        data.val.len()
+    );
     let (base, info) = segadapt::sam::load_sam(&a.model, None, &dev.device)?;
     {
         let mut probe = base.clone();
@@ -336,7 +366,16 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     let mut ops: Vec<String> = Vec::new();
     let mut last_alpha: Vec<Vec<f32>> = Vec::new();
     let mut emit = |ev: TrainEvent| match ev {
-        TrainEvent::Started { total_steps, start_step, trainable_params, total_params, stage_steps, op_names, cell_names, .. } => {
+        TrainEvent::Started {
+            total_steps,
+            start_step,
+            trainable_params,
+            total_params,
+            stage_steps,
+            op_names,
+            cell_names,
+            ..
+        } => {
             pb.set_length(total_steps as u64);
             pb.set_position(start_step as u64);
             pb.println(format!(
@@ -348,12 +387,22 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             cells = cell_names;
             ops = op_names;
         }
-        TrainEvent::Step { step, loss, stage, lr, .. } => {
+        TrainEvent::Step {
+            step,
+            loss,
+            stage,
+            lr,
+            ..
+        } => {
             pb.set_position(step as u64);
             pb.set_message(format!("{} loss {loss:.4} lr {lr:.1e}", stage.name()));
         }
         TrainEvent::Alpha { weights, .. } => last_alpha = weights,
-        TrainEvent::StageChanged { step, stage, chosen } => {
+        TrainEvent::StageChanged {
+            step,
+            stage,
+            chosen,
+        } => {
             pb.println(format!("step {step}: stage → {}", stage.name()));
             if !chosen.is_empty() {
                 let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
@@ -363,18 +412,43 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
                 pb.println(format!("  cells discretised: {counts:?}"));
             }
         }
-        TrainEvent::Validation { step, dice, iou, is_base, best } => {
+        TrainEvent::Validation {
+            step,
+            dice,
+            iou,
+            is_base,
+            best,
+        } => {
             pb.println(format!(
                 "step {step}: validation Dice {dice:.4} IoU {iou:.4}{}",
-                if is_base { " (base model)" } else if best { " (best so far, saved)" } else { "" }
+                if is_base {
+                    " (base model)"
+                } else if best {
+                    " (best so far, saved)"
+                } else {
+                    ""
+                }
             ));
         }
         TrainEvent::Cancelled { step, resume_dir } => {
-            pb.println(format!("cancelled at step {step}; continue with --resume (state in {})", resume_dir.display()));
+            pb.println(format!(
+                "cancelled at step {step}; continue with --resume (state in {})",
+                resume_dir.display()
+            ));
         }
         TrainEvent::Finished(_) | TrainEvent::Error(_) => {}
     };
-    let outcome = train(&base, &info, &data, &cfg, &dev.device, &a.out, a.resume, &mut emit, &cancel)?;
+    let outcome = train(
+        &base,
+        &info,
+        &data,
+        &cfg,
+        &dev.device,
+        &a.out,
+        a.resume,
+        &mut emit,
+        &cancel,
+    )?;
     pb.finish_and_clear();
     let Some(o) = outcome else { return Ok(()) };
     if !last_alpha.is_empty() {
@@ -389,18 +463,39 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             for v in w {
                 print!(" {v:>11.3}");
             }
-            let chosen = o.chosen_ops.iter().find(|(n, _)| n == name).map(|(_, op)| op.as_str()).unwrap_or("-");
+            let chosen = o
+                .chosen_ops
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, op)| op.as_str())
+                .unwrap_or("-");
             println!("  {chosen}");
         }
     }
     println!("{:<12} {:>10} {:>10}", "", "val Dice", "val IoU");
     println!("{:<12} {:>10.4} {:>10.4}", "base", o.base_dice, o.base_iou);
-    println!("{:<12} {:>10.4} {:>10.4}", "adapted", o.best_dice, o.best_iou);
+    println!(
+        "{:<12} {:>10.4} {:>10.4}",
+        "adapted", o.best_dice, o.best_iou
+    );
     println!("{}", o.message);
     if o.improved {
-        println!("adapter: {} (card: {})", a.out.display(), segadapt::adapt::file::card_path(&a.out).display());
+        println!(
+            "adapter: {} (card: {})",
+            a.out.display(),
+            segadapt::adapt::file::card_path(&a.out).display()
+        );
     }
-    println!("{} steps in {:.1} s{}", o.steps_done, o.seconds, if o.stopped_early { " (stopped early)" } else { "" });
+    println!(
+        "{} steps in {:.1} s{}",
+        o.steps_done,
+        o.seconds,
+        if o.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
@@ -431,9 +526,20 @@ fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Models { .. } => unreachable!("handled above"),
         Command::Bench(args) => segadapt::bench::run(args, dev)?,
-        Command::Segment { model, adapter, image, bbox, points, multimask, out } => {
+        Command::Segment {
+            model,
+            adapter,
+            image,
+            bbox,
+            points,
+            multimask,
+            out,
+        } => {
             let bbox = bbox.as_deref().map(parse_box).transpose()?;
-            let points = points.iter().map(|p| parse_point(p)).collect::<Result<Vec<_>>>()?;
+            let points = points
+                .iter()
+                .map(|p| parse_point(p))
+                .collect::<Result<Vec<_>>>()?;
             if bbox.is_none() && points.is_empty() {
                 anyhow::bail!("give a prompt: --box x0,y0,x1,y1 and/or --point x,y[,label]");
             }
@@ -451,7 +557,15 @@ fn run(cli: Cli) -> Result<()> {
             let emb = m.predictor.set_image(&img);
             let t_emb = t.elapsed();
             let t = std::time::Instant::now();
-            let pred = m.predictor.predict(&emb, &PromptInput { points, bbox, mask_input: None }, multimask);
+            let pred = m.predictor.predict(
+                &emb,
+                &PromptInput {
+                    points,
+                    bbox,
+                    mask_input: None,
+                },
+                multimask,
+            );
             let t_dec = t.elapsed();
             let best = pred.best();
             write_mask_png(&out, &pred.binary(best), w, h)?;
@@ -463,11 +577,26 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             for (i, s) in pred.iou.iter().enumerate() {
-                println!("mask {i}: predicted IoU {s:.4}{}", if i == best { "  (best, written)" } else { "" });
+                println!(
+                    "mask {i}: predicted IoU {s:.4}{}",
+                    if i == best { "  (best, written)" } else { "" }
+                );
             }
-            eprintln!("embedding {:.0} ms, decoder {:.0} ms; wrote {}", t_emb.as_secs_f64() * 1e3, t_dec.as_secs_f64() * 1e3, out.display());
+            eprintln!(
+                "embedding {:.0} ms, decoder {:.0} ms; wrote {}",
+                t_emb.as_secs_f64() * 1e3,
+                t_dec.as_secs_f64() * 1e3,
+                out.display()
+            );
         }
-        Command::Eval { model, adapter, data, prompt, min_area, json } => {
+        Command::Eval {
+            model,
+            adapter,
+            data,
+            prompt,
+            min_area,
+            json,
+        } => {
             let pairs = list_pairs(&data)?;
             if let Some(j) = &json
                 && let Some(dir) = j.parent().filter(|d| !d.as_os_str().is_empty())
@@ -483,21 +612,42 @@ fn run(cli: Cli) -> Result<()> {
                 pb.set_position(done as u64);
             })?;
             pb.finish_and_clear();
-            println!("{:<30} {:>8} {:>9} {:>9}", "image", "objects", "mean IoU", "mean Dice");
+            println!(
+                "{:<30} {:>8} {:>9} {:>9}",
+                "image", "objects", "mean IoU", "mean Dice"
+            );
             for r in &report.per_image {
-                println!("{:<30} {:>8} {:>9.4} {:>9.4}", r.image, r.n_objects, r.mean_iou, r.mean_dice);
+                println!(
+                    "{:<30} {:>8} {:>9.4} {:>9.4}",
+                    r.image, r.n_objects, r.mean_iou, r.mean_dice
+                );
             }
-            println!("{:<30} {:>8} {:>9.4} {:>9.4}", "ALL", report.n_objects, report.mean_iou, report.mean_dice);
+            println!(
+                "{:<30} {:>8} {:>9.4} {:>9.4}",
+                "ALL", report.n_objects, report.mean_iou, report.mean_dice
+            );
             if let Some(j) = json {
-                atomic_write(&j, serde_json::to_string_pretty(&report)?.as_bytes()).with_context(|| format!("cannot write {}", j.display()))?;
+                atomic_write(&j, serde_json::to_string_pretty(&report)?.as_bytes())
+                    .with_context(|| format!("cannot write {}", j.display()))?;
             }
         }
         Command::Train(a) => run_train(a, dev)?,
-        Command::CheckParity { model, config, refs, tol } => {
+        Command::CheckParity {
+            model,
+            config,
+            refs,
+            tol,
+        } => {
             let cfg = match config {
                 Some(c) => {
-                    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&c).with_context(|| format!("cannot read {}", c.display()))?)?;
-                    Some(segadapt::sam::SamConfig::from_reference_json(&j).map_err(anyhow::Error::msg)?)
+                    let j: serde_json::Value = serde_json::from_slice(
+                        &std::fs::read(&c)
+                            .with_context(|| format!("cannot read {}", c.display()))?,
+                    )?;
+                    Some(
+                        segadapt::sam::SamConfig::from_reference_json(&j)
+                            .map_err(anyhow::Error::msg)?,
+                    )
                 }
                 None => None,
             };
@@ -508,23 +658,39 @@ fn run(cli: Cli) -> Result<()> {
             let diffs = segadapt::parity::compare_all(&sam, &refs, &dev.device);
             let mut worst = 0f32;
             for d in &diffs {
-                println!("{:<28} max abs err {:.3e}  (max |ref| {:.3})", d.name, d.max_abs_err, d.max_abs_ref);
+                println!(
+                    "{:<28} max abs err {:.3e}  (max |ref| {:.3})",
+                    d.name, d.max_abs_err, d.max_abs_ref
+                );
                 worst = worst.max(d.max_abs_err);
             }
-            println!("worst {worst:.3e} (tolerance {tol:.0e}); {:.1} s", t.elapsed().as_secs_f64());
+            println!(
+                "worst {worst:.3e} (tolerance {tol:.0e}); {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
             if !(worst <= tol) {
                 anyhow::bail!("parity check failed: max abs error {worst:.3e} > {tol:.0e}");
             }
         }
-        Command::Export { model, adapter, merged } => {
+        Command::Export {
+            model,
+            adapter,
+            merged,
+        } => {
             let mut m = segadapt::engine::load(&model, Some(&adapter), None, dev)?;
             let report = segadapt::adapt::merge::merge(&mut m.predictor.model);
-            println!("folded into the weights: {} projections", report.folded.len());
+            println!(
+                "folded into the weights: {} projections",
+                report.folded.len()
+            );
             for (name, op) in &report.side_branches {
                 println!("side branch kept: {name} ({op})");
             }
             if !report.side_branches.is_empty() {
-                println!("side branches cost {} multiply-accumulates per token", report.side_macs_per_token);
+                println!(
+                    "side branches cost {} multiply-accumulates per token",
+                    report.side_macs_per_token
+                );
             }
             segadapt::adapt::file::export_merged(&m.predictor.model, &merged)?;
             println!("merged model: {}", merged.display());

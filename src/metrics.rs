@@ -7,7 +7,11 @@ pub fn iou(a: &[bool], b: &[bool]) -> f64 {
         inter += (x && y) as usize;
         uni += (x || y) as usize;
     }
-    if uni == 0 { 1.0 } else { inter as f64 / uni as f64 }
+    if uni == 0 {
+        1.0
+    } else {
+        inter as f64 / uni as f64
+    }
 }
 
 /// Dice coefficient 2|A∩B| / (|A|+|B|) (1.0 when both are empty).
@@ -18,7 +22,11 @@ pub fn dice(a: &[bool], b: &[bool]) -> f64 {
         sa += x as usize;
         sb += y as usize;
     }
-    if sa + sb == 0 { 1.0 } else { 2.0 * inter as f64 / (sa + sb) as f64 }
+    if sa + sb == 0 {
+        1.0
+    } else {
+        2.0 * inter as f64 / (sa + sb) as f64
+    }
 }
 
 /// Tight box (x0, y0, x1, y1), inclusive min/max pixel coordinates; None for an empty mask.
@@ -45,7 +53,8 @@ fn edt_1d(f: &[f64], out: &mut [f64]) {
     for q in 1..n {
         loop {
             let p = v[k];
-            let s = ((f[q] + (q * q) as f64) - (f[p] + (p * p) as f64)) / (2.0 * q as f64 - 2.0 * p as f64);
+            let s = ((f[q] + (q * q) as f64) - (f[p] + (p * p) as f64))
+                / (2.0 * q as f64 - 2.0 * p as f64);
             if s <= z[k] && k > 0 {
                 k -= 1;
                 continue;
@@ -126,10 +135,12 @@ mod tests {
     #[test]
     fn edt_matches_brute_force() {
         let (w, h) = (13, 9);
-        let mask: Vec<bool> = (0..w * h).map(|i| {
-            let (x, y) = ((i % w) as i64, (i / w) as i64);
-            (x - 6).pow(2) + (y - 4).pow(2) < 14 || (x == 11 && y > 1)
-        }).collect();
+        let mask: Vec<bool> = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as i64, (i / w) as i64);
+                (x - 6).pow(2) + (y - 4).pow(2) < 14 || (x == 11 && y > 1)
+            })
+            .collect();
         let d = distance_transform(&mask, w, h);
         for i in 0..w * h {
             let (x, y) = ((i % w) as f64, (i / w) as f64);
@@ -141,7 +152,11 @@ mod tests {
                     .map(|j| (((j % w) as f64 - x).powi(2) + ((j / w) as f64 - y).powi(2)).sqrt())
                     .fold(f64::INFINITY, f64::min)
             };
-            assert!((d[i] - brute).abs() < 1e-9, "pixel {i}: {} vs {brute}", d[i]);
+            assert!(
+                (d[i] - brute).abs() < 1e-9,
+                "pixel {i}: {} vs {brute}",
+                d[i]
+            );
         }
     }
 

@@ -93,7 +93,9 @@ pub fn default_model() -> &'static ModelSpec {
 /// Finds a registry entry by name, alias or file name (case-insensitive).
 pub fn lookup(name: &str) -> Option<&'static ModelSpec> {
     let n = name.trim().to_ascii_lowercase().replace('-', "_");
-    REGISTRY.iter().find(|s| s.name == n || s.file_name == n || s.aliases.contains(&n.as_str()))
+    REGISTRY
+        .iter()
+        .find(|s| s.name == n || s.file_name == n || s.aliases.contains(&n.as_str()))
 }
 
 /// The registry entry whose official file name `path` carries.
@@ -104,7 +106,11 @@ pub fn spec_for_path(path: &Path) -> Option<&'static ModelSpec> {
 
 /// The per-user model folder (not created).
 pub fn models_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(c) = env("SEGADAPT_CACHE") {
         return c.join("models");
     }
@@ -130,7 +136,10 @@ pub fn part_path(dest: &Path) -> PathBuf {
 }
 
 fn verified_record_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.verified"))
 }
 
@@ -147,17 +156,26 @@ pub struct Expected {
 
 impl From<&ModelSpec> for Expected {
     fn from(s: &ModelSpec) -> Self {
-        Expected { sha256: Some(s.sha256.to_string()), size: Some(s.size) }
+        Expected {
+            sha256: Some(s.sha256.to_string()),
+            size: Some(s.size),
+        }
     }
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> u128 {
-    m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0)
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// True when a `.verified` record vouches for this exact file (same size and mtime).
 fn has_valid_record(path: &Path, sha256: &str) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
     let Ok(text) = std::fs::read_to_string(verified_record_path(path)) else {
         return false;
     };
@@ -167,7 +185,10 @@ fn has_valid_record(path: &Path, sha256: &str) -> bool {
 
 fn write_record(path: &Path, sha256: &str) {
     if let Ok(meta) = std::fs::metadata(path) {
-        let _ = atomic_write(&verified_record_path(path), format!("{sha256} {} {}\n", meta.len(), mtime_ns(&meta)).as_bytes());
+        let _ = atomic_write(
+            &verified_record_path(path),
+            format!("{sha256} {} {}\n", meta.len(), mtime_ns(&meta)).as_bytes(),
+        );
     }
 }
 
@@ -192,7 +213,8 @@ pub fn sha256_file_progress(path: &Path, mut progress: impl FnMut(u64)) -> std::
 /// Checks a file against `expected` (size first, then the full hash unless a valid
 /// `.verified` record exists). On success the record is (re)written.
 pub fn verify_file(path: &Path, expected: &Expected) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), explain_io(&e)))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), explain_io(&e)))?;
     if !meta.is_file() {
         return Err(format!("{} is not a file", path.display()));
     }
@@ -203,17 +225,24 @@ pub fn verify_file(path: &Path, expected: &Expected) -> Result<(), String> {
             "{} has {} bytes, expected {size}: the file is {}",
             path.display(),
             meta.len(),
-            if meta.len() < size { "incomplete (a partial download?)" } else { "not the official file" }
+            if meta.len() < size {
+                "incomplete (a partial download?)"
+            } else {
+                "not the official file"
+            }
         ));
     }
     if let Some(want) = &expected.sha256 {
         if has_valid_record(path, want) {
             return Ok(());
         }
-        let got =
-            sha256_file_progress(path, |_| {}).map_err(|e| format!("{}: cannot read ({})", path.display(), explain_io(&e)))?;
+        let got = sha256_file_progress(path, |_| {})
+            .map_err(|e| format!("{}: cannot read ({})", path.display(), explain_io(&e)))?;
         if &got != want {
-            return Err(format!("{} is corrupt or not the official file: sha256 {got}, expected {want}", path.display()));
+            return Err(format!(
+                "{} is corrupt or not the official file: sha256 {got}, expected {want}",
+                path.display()
+            ));
         }
         write_record(path, want);
     }
@@ -275,7 +304,11 @@ impl ModelEntry {
     pub fn name(&self) -> String {
         match self.spec {
             Some(s) => s.name.to_string(),
-            None => self.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+            None => self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -286,18 +319,31 @@ fn probe_checkpoint(path: &Path) -> Result<ModelType, String> {
     let p = path.to_path_buf();
     let shapes = std::panic::catch_unwind(move || {
         PytorchReader::new(&p).map(|r| {
-            r.tensors().iter().map(|(k, t)| (k.clone(), t.shape().to_vec())).collect::<std::collections::HashMap<_, _>>()
+            r.tensors()
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shape().to_vec()))
+                .collect::<std::collections::HashMap<_, _>>()
         })
     })
     .map_err(|_| "unreadable (malformed data)".to_string())?
     .map_err(|e| format!("not a PyTorch checkpoint ({e})"))?;
     let prefix = shapes
         .keys()
-        .find_map(|k| k.strip_suffix("mask_decoder.iou_token.weight").map(str::to_string))
+        .find_map(|k| {
+            k.strip_suffix("mask_decoder.iou_token.weight")
+                .map(str::to_string)
+        })
         .ok_or("not a SAM checkpoint (no mask_decoder.iou_token.weight)")?;
-    let stripped =
-        shapes.iter().filter_map(|(k, v)| k.strip_prefix(prefix.as_str()).map(|k| (k.to_string(), v.clone()))).collect();
-    crate::sam::checkpoint::detect_config(&stripped).map(|c| c.model_type).map_err(|e| format!("not a SAM checkpoint ({e})"))
+    let stripped = shapes
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(prefix.as_str())
+                .map(|k| (k.to_string(), v.clone()))
+        })
+        .collect();
+    crate::sam::checkpoint::detect_config(&stripped)
+        .map(|c| c.model_type)
+        .map_err(|e| format!("not a SAM checkpoint ({e})"))
 }
 
 /// Everything in the model folder: each registry model (present, partial, corrupt or
@@ -312,7 +358,9 @@ pub fn list_models(dir: &Path, deep: bool) -> Vec<ModelEntry> {
             Ok(m) if m.is_file() => {
                 let size = m.len();
                 let state = if size != spec.size {
-                    ModelState::Corrupt { reason: format!("{size} bytes, expected {}", spec.size) }
+                    ModelState::Corrupt {
+                        reason: format!("{size} bytes, expected {}", spec.size),
+                    }
                 } else if has_valid_record(&path, spec.sha256) {
                     ModelState::Verified
                 } else if deep {
@@ -323,16 +371,33 @@ pub fn list_models(dir: &Path, deep: bool) -> Vec<ModelEntry> {
                 } else {
                     ModelState::NotVerified
                 };
-                ModelEntry { spec: Some(spec), path, size, state }
+                ModelEntry {
+                    spec: Some(spec),
+                    path,
+                    size,
+                    state,
+                }
             }
             _ => match std::fs::metadata(&part) {
-                Ok(m) => ModelEntry { spec: Some(spec), path, size: m.len(), state: ModelState::Partial { bytes: m.len() } },
-                Err(_) => ModelEntry { spec: Some(spec), path, size: 0, state: ModelState::Missing },
+                Ok(m) => ModelEntry {
+                    spec: Some(spec),
+                    path,
+                    size: m.len(),
+                    state: ModelState::Partial { bytes: m.len() },
+                },
+                Err(_) => ModelEntry {
+                    spec: Some(spec),
+                    path,
+                    size: 0,
+                    state: ModelState::Missing,
+                },
             },
         };
         out.push(entry);
     }
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     let mut others: Vec<PathBuf> = rd
         .flatten()
         .map(|e| e.path())
@@ -349,7 +414,12 @@ pub fn list_models(dir: &Path, deep: bool) -> Vec<ModelEntry> {
             Ok(model_type) => ModelState::Custom { model_type },
             Err(reason) => ModelState::Corrupt { reason },
         };
-        out.push(ModelEntry { spec: None, path, size, state });
+        out.push(ModelEntry {
+            spec: None,
+            path,
+            size,
+            state,
+        });
     }
     out
 }
@@ -357,7 +427,10 @@ pub fn list_models(dir: &Path, deep: bool) -> Vec<ModelEntry> {
 /// The checkpoints in `dir` that may be used: official ones whose size and sha256 check out
 /// (hashed once, then remembered), and other readable SAM checkpoints.
 pub fn find_models(dir: &Path) -> Vec<ModelEntry> {
-    list_models(dir, true).into_iter().filter(|e| e.state.usable()).collect()
+    list_models(dir, true)
+        .into_iter()
+        .filter(|e| e.state.usable())
+        .collect()
 }
 
 /// Turns `--model` into a file: an existing path is used as is; a registry name
@@ -369,7 +442,10 @@ pub fn resolve_model(name_or_path: &str) -> Result<PathBuf, String> {
     }
     let Some(spec) = lookup(name_or_path) else {
         let names: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
-        return Err(format!("model {name_or_path}: no such file, and not a known model name ({})", names.join(", ")));
+        return Err(format!(
+            "model {name_or_path}: no such file, and not a known model name ({})",
+            names.join(", ")
+        ));
     };
     let path = models_dir().join(spec.file_name);
     if !path.exists() {
@@ -380,8 +456,12 @@ pub fn resolve_model(name_or_path: &str) -> Result<PathBuf, String> {
             spec.name
         ));
     }
-    verify_file(&path, &Expected::from(spec))
-        .map_err(|e| format!("{e}; run `segadapt models download {}` to replace it", spec.name))?;
+    verify_file(&path, &Expected::from(spec)).map_err(|e| {
+        format!(
+            "{e}; run `segadapt models download {}` to replace it",
+            spec.name
+        )
+    })?;
     Ok(path)
 }
 
@@ -432,10 +512,19 @@ impl Default for DownloadOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("download cancelled; {bytes} bytes kept in {part}, the next download resumes from there")]
+    #[error(
+        "download cancelled; {bytes} bytes kept in {part}, the next download resumes from there"
+    )]
     Cancelled { part: PathBuf, bytes: u64 },
-    #[error("download of {url} failed: {reason}; {bytes} bytes kept in {part}, run the download again to resume")]
-    Interrupted { url: String, reason: String, part: PathBuf, bytes: u64 },
+    #[error(
+        "download of {url} failed: {reason}; {bytes} bytes kept in {part}, run the download again to resume"
+    )]
+    Interrupted {
+        url: String,
+        reason: String,
+        part: PathBuf,
+        bytes: u64,
+    },
     #[error("cannot download {url}: {reason}")]
     Network { url: String, reason: String },
     #[error("cannot download {url}: the server answered HTTP {status}")]
@@ -444,17 +533,32 @@ pub enum DownloadError {
         "download of {url} is corrupt: sha256 {got}, expected {expected}. The bad download was deleted and nothing \
          was installed; try again (if this repeats, the server or a proxy is altering the file)"
     )]
-    HashMismatch { url: String, got: String, expected: String },
-    #[error("download of {url} has {got} bytes, expected {expected}; it was deleted and nothing was installed")]
-    SizeMismatch { url: String, got: u64, expected: u64 },
+    HashMismatch {
+        url: String,
+        got: String,
+        expected: String,
+    },
+    #[error(
+        "download of {url} has {got} bytes, expected {expected}; it was deleted and nothing was installed"
+    )]
+    SizeMismatch {
+        url: String,
+        got: u64,
+        expected: u64,
+    },
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
-    #[error("{part} is being written by another download (another segadapt window or command); wait for it to finish")]
+    #[error(
+        "{part} is being written by another download (another segadapt window or command); wait for it to finish"
+    )]
     Busy { part: PathBuf },
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> DownloadError {
-    DownloadError::Io { path: path.to_path_buf(), reason: format!("cannot {what} ({}: {e})", explain_io(&e)) }
+    DownloadError::Io {
+        path: path.to_path_buf(),
+        reason: format!("cannot {what} ({}: {e})", explain_io(&e)),
+    }
 }
 
 fn is_loopback(url: &str) -> bool {
@@ -506,7 +610,14 @@ pub fn download(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<PathBuf, DownloadError> {
-    download_file(spec.url, &dir.join(spec.file_name), &Expected::from(spec), opts, progress, cancel)
+    download_file(
+        spec.url,
+        &dir.join(spec.file_name),
+        &Expected::from(spec),
+        opts,
+        progress,
+        cancel,
+    )
 }
 
 /// Downloads `url` to `dest` through `dest.part`: resumes what an earlier attempt left,
@@ -527,7 +638,12 @@ pub fn download_file(
     if dest.exists() {
         if expected.sha256.is_some() && verify_file(dest, expected).is_ok() {
             let size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
-            progress(Progress { phase: Phase::Done, done: size, total: Some(size), resumed_from: size });
+            progress(Progress {
+                phase: Phase::Done,
+                done: size,
+                total: Some(size),
+                resumed_from: size,
+            });
             return Ok(dest.to_path_buf());
         }
         // A file under the final name that fails its check is never kept there.
@@ -545,7 +661,9 @@ pub fn download_file(
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Err(DownloadError::Busy { part }),
-        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&part, "lock the download file", e)),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(io_err(&part, "lock the download file", e));
+        }
     }
     let agent = agent(url, opts);
     let mut hasher = Sha256::new();
@@ -567,14 +685,21 @@ pub fn download_file(
             // Catch up with what an earlier run left (the hash must cover the whole file).
             hasher = Sha256::new();
             hashed = 0;
-            file.seek(SeekFrom::Start(0)).map_err(|e| io_err(&part, "read", e))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| io_err(&part, "read", e))?;
             let mut buf = vec![0u8; 1 << 20];
             while hashed < have {
                 let want = buf.len().min((have - hashed) as usize);
-                file.read_exact(&mut buf[..want]).map_err(|e| io_err(&part, "read", e))?;
+                file.read_exact(&mut buf[..want])
+                    .map_err(|e| io_err(&part, "read", e))?;
                 hasher.update(&buf[..want]);
                 hashed += want as u64;
-                progress(Progress { phase: Phase::Rehashing, done: hashed, total, resumed_from: have });
+                progress(Progress {
+                    phase: Phase::Rehashing,
+                    done: hashed,
+                    total,
+                    resumed_from: have,
+                });
                 if cancel.load(Ordering::Relaxed) {
                     return Err(DownloadError::Cancelled { part, bytes: have });
                 }
@@ -600,18 +725,34 @@ pub fn download_file(
                     continue;
                 }
                 return Err(if have > 0 {
-                    DownloadError::Interrupted { url: url.into(), reason, part, bytes: have }
+                    DownloadError::Interrupted {
+                        url: url.into(),
+                        reason,
+                        part,
+                        bytes: have,
+                    }
                 } else {
-                    DownloadError::Network { url: url.into(), reason }
+                    DownloadError::Network {
+                        url: url.into(),
+                        reason,
+                    }
                 });
             }
         };
         let status = resp.status().as_u16();
-        let header = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |k: &str| {
+            resp.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let length: Option<u64> = header("content-length").and_then(|v| v.trim().parse().ok());
         match status {
             206 if have > 0 => {
-                let (start, full) = header("content-range").as_deref().and_then(parse_content_range).unwrap_or((u64::MAX, None));
+                let (start, full) = header("content-range")
+                    .as_deref()
+                    .and_then(parse_content_range)
+                    .unwrap_or((u64::MAX, None));
                 if start != have {
                     // The server sent another range: start over.
                     truncate(&mut file, &part)?;
@@ -655,13 +796,27 @@ pub fn download_file(
                 continue;
             }
             s => {
-                return Err(DownloadError::Http { url: url.into(), status: s });
+                return Err(DownloadError::Http {
+                    url: url.into(),
+                    status: s,
+                });
             }
         }
         let start = file.metadata().map_err(|e| io_err(&part, "read", e))?.len();
-        file.seek(SeekFrom::End(0)).map_err(|e| io_err(&part, "write", e))?;
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| io_err(&part, "write", e))?;
         let mut reader = resp.into_body().into_reader();
-        let outcome = copy_body(&mut reader, &mut file, &part, &mut hasher, &mut hashed, total, start, progress, cancel)?;
+        let outcome = copy_body(
+            &mut reader,
+            &mut file,
+            &part,
+            &mut hasher,
+            &mut hashed,
+            total,
+            start,
+            progress,
+            cancel,
+        )?;
         file.flush().map_err(|e| io_err(&part, "write", e))?;
         match outcome {
             Attempt::Complete => {
@@ -698,13 +853,23 @@ pub fn download_file(
                     std::thread::sleep(opts.retry_wait);
                     continue;
                 }
-                return Err(DownloadError::Interrupted { url: url.into(), reason, part, bytes: now });
+                return Err(DownloadError::Interrupted {
+                    url: url.into(),
+                    reason,
+                    part,
+                    bytes: now,
+                });
             }
         }
     }
     // Verify, then publish under the final name.
     let size = hashed;
-    progress(Progress { phase: Phase::Verifying, done: size, total, resumed_from: 0 });
+    progress(Progress {
+        phase: Phase::Verifying,
+        done: size,
+        total,
+        resumed_from: 0,
+    });
     let got = format!("{:x}", hasher.finalize());
     let fail = |file: std::fs::File, err: DownloadError| {
         drop(file);
@@ -714,32 +879,58 @@ pub fn download_file(
     if let Some(want) = expected.size
         && size != want
     {
-        return fail(file, DownloadError::SizeMismatch { url: url.into(), got: size, expected: want });
+        return fail(
+            file,
+            DownloadError::SizeMismatch {
+                url: url.into(),
+                got: size,
+                expected: want,
+            },
+        );
     }
     if let Some(want) = &expected.sha256
         && &got != want
     {
-        return fail(file, DownloadError::HashMismatch { url: url.into(), got, expected: want.clone() });
+        return fail(
+            file,
+            DownloadError::HashMismatch {
+                url: url.into(),
+                got,
+                expected: want.clone(),
+            },
+        );
     }
-    file.sync_all().map_err(|e| io_err(&part, "flush to disk", e))?;
+    file.sync_all()
+        .map_err(|e| io_err(&part, "flush to disk", e))?;
     drop(file);
     std::fs::rename(&part, dest).map_err(|e| io_err(dest, "install the download", e))?;
     sync_dir(&dir);
     write_record(dest, &got);
-    progress(Progress { phase: Phase::Done, done: size, total: Some(size), resumed_from: 0 });
+    progress(Progress {
+        phase: Phase::Done,
+        done: size,
+        total: Some(size),
+        resumed_from: 0,
+    });
     Ok(dest.to_path_buf())
 }
 
 fn check_total(url: &str, expected: &Expected, offered: u64) -> Result<(), DownloadError> {
     match expected.size {
-        Some(want) if want != offered => Err(DownloadError::SizeMismatch { url: url.into(), got: offered, expected: want }),
+        Some(want) if want != offered => Err(DownloadError::SizeMismatch {
+            url: url.into(),
+            got: offered,
+            expected: want,
+        }),
         _ => Ok(()),
     }
 }
 
 fn truncate(file: &mut std::fs::File, part: &Path) -> Result<(), DownloadError> {
-    file.set_len(0).map_err(|e| io_err(part, "reset the download file", e))?;
-    file.seek(SeekFrom::Start(0)).map_err(|e| io_err(part, "reset the download file", e))?;
+    file.set_len(0)
+        .map_err(|e| io_err(part, "reset the download file", e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| io_err(part, "reset the download file", e))?;
     Ok(())
 }
 
@@ -758,7 +949,12 @@ fn copy_body(
     let mut buf = vec![0u8; 256 * 1024];
     let mut last = Instant::now();
     let mut reported = *hashed;
-    progress(Progress { phase: Phase::Downloading, done: *hashed, total, resumed_from: start });
+    progress(Progress {
+        phase: Phase::Downloading,
+        done: *hashed,
+        total,
+        resumed_from: start,
+    });
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Ok(Attempt::Dropped("cancelled".into()));
@@ -792,18 +988,34 @@ fn copy_body(
         if last.elapsed() >= Duration::from_millis(100) || *hashed - reported >= 1 << 20 {
             last = Instant::now();
             reported = *hashed;
-            progress(Progress { phase: Phase::Downloading, done: *hashed, total, resumed_from: start });
+            progress(Progress {
+                phase: Phase::Downloading,
+                done: *hashed,
+                total,
+                resumed_from: start,
+            });
         }
         if total.is_some_and(|t| *hashed >= t) {
             break;
         }
     }
-    progress(Progress { phase: Phase::Downloading, done: *hashed, total, resumed_from: start });
+    progress(Progress {
+        phase: Phase::Downloading,
+        done: *hashed,
+        total,
+        resumed_from: start,
+    });
     Ok(Attempt::Complete)
 }
 
 fn retryable(e: &ureq::Error) -> bool {
-    matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
+    matches!(
+        e,
+        ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_)
+    )
 }
 
 fn describe_ureq(e: &ureq::Error) -> String {
@@ -833,7 +1045,10 @@ mod tests {
 
     #[test]
     fn content_range_and_loopback() {
-        assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, Some(1000))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some((100, Some(1000)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("garbage"), None);
         assert!(is_loopback("http://127.0.0.1:8080/x"));

@@ -18,14 +18,20 @@ pub struct RefTensors {
 
 impl RefTensors {
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut map = HashMap::new();
         for (k, v) in st.tensors() {
             if v.dtype() != safetensors::Dtype::F32 {
                 continue;
             }
-            let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             map.insert(k, (data, v.shape().to_vec()));
         }
         Ok(Self { map })
@@ -51,11 +57,18 @@ pub struct Diff {
 
 pub fn diff(name: &str, got: &[f32], want: &[f32]) -> Diff {
     let max_abs_err = if got.len() == want.len() {
-        got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
     } else {
         f32::INFINITY
     };
-    Diff { name: name.to_string(), max_abs_err, max_abs_ref: want.iter().map(|v| v.abs()).fold(0.0, f32::max) }
+    Diff {
+        name: name.to_string(),
+        max_abs_err,
+        max_abs_ref: want.iter().map(|v| v.abs()).fold(0.0, f32::max),
+    }
 }
 
 fn v<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -66,28 +79,57 @@ fn v<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 pub fn compare_decoder(model: &Sam, refs: &RefTensors, device: &Device) -> Vec<Diff> {
     let mut out = Vec::new();
     if refs.has("dense_pe") {
-        out.push(diff("dense_pe", &v(model.prompt_encoder.get_dense_pe().to_device(device)), refs.vec("dense_pe")));
+        out.push(diff(
+            "dense_pe",
+            &v(model.prompt_encoder.get_dense_pe().to_device(device)),
+            refs.vec("dense_pe"),
+        ));
     }
     let emb: Tensor<4> = refs.tensor("image_embedding", device);
     for case in ["pts", "box", "boxpts", "mask"] {
         if !refs.has(&format!("low_res_{case}_multi")) {
             continue;
         }
-        let points = refs
-            .has(&format!("coords_{case}"))
-            .then(|| (refs.tensor::<3>(&format!("coords_{case}"), device), refs.tensor::<2>(&format!("labels_{case}"), device)));
-        let boxes = refs.has(&format!("box_{case}")).then(|| refs.tensor::<2>(&format!("box_{case}"), device));
+        let points = refs.has(&format!("coords_{case}")).then(|| {
+            (
+                refs.tensor::<3>(&format!("coords_{case}"), device),
+                refs.tensor::<2>(&format!("labels_{case}"), device),
+            )
+        });
+        let boxes = refs
+            .has(&format!("box_{case}"))
+            .then(|| refs.tensor::<2>(&format!("box_{case}"), device));
         let masks = (case == "mask").then(|| refs.tensor::<4>("mask_input", device));
-        let prompts = Prompts { points, boxes, masks };
+        let prompts = Prompts {
+            points,
+            boxes,
+            masks,
+        };
         let (sparse, dense) = model.prompt_encoder.forward(&prompts, device);
         if let Some(s) = sparse {
-            out.push(diff(&format!("sparse_{case}"), &v(s), refs.vec(&format!("sparse_{case}"))));
+            out.push(diff(
+                &format!("sparse_{case}"),
+                &v(s),
+                refs.vec(&format!("sparse_{case}")),
+            ));
         }
-        out.push(diff(&format!("dense_{case}"), &v(dense), refs.vec(&format!("dense_{case}"))));
+        out.push(diff(
+            &format!("dense_{case}"),
+            &v(dense),
+            refs.vec(&format!("dense_{case}")),
+        ));
         for (multi, tag) in [(true, "multi"), (false, "single")] {
             let o = model.decode(emb.clone(), &prompts, multi);
-            out.push(diff(&format!("low_res_{case}_{tag}"), &v(o.low_res_masks), refs.vec(&format!("low_res_{case}_{tag}"))));
-            out.push(diff(&format!("iou_{case}_{tag}"), &v(o.iou_predictions), refs.vec(&format!("iou_{case}_{tag}"))));
+            out.push(diff(
+                &format!("low_res_{case}_{tag}"),
+                &v(o.low_res_masks),
+                refs.vec(&format!("low_res_{case}_{tag}")),
+            ));
+            out.push(diff(
+                &format!("iou_{case}_{tag}"),
+                &v(o.iou_predictions),
+                refs.vec(&format!("iou_{case}_{tag}")),
+            ));
         }
     }
     out
@@ -96,7 +138,11 @@ pub fn compare_decoder(model: &Sam, refs: &RefTensors, device: &Device) -> Vec<D
 /// Image encoder on the reference input, then the decoder cases.
 pub fn compare_all(model: &Sam, refs: &RefTensors, device: &Device) -> Vec<Diff> {
     let input: Tensor<4> = refs.tensor("input", device);
-    let mut out = vec![diff("image_embedding", &v(model.embed_image(input)), refs.vec("image_embedding"))];
+    let mut out = vec![diff(
+        "image_embedding",
+        &v(model.embed_image(input)),
+        refs.vec("image_embedding"),
+    )];
     out.extend(compare_decoder(model, refs, device));
     out
 }

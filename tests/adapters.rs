@@ -10,11 +10,17 @@ use common::*;
 use segadapt::adapt::file::{AdapterCard, load_adapter, save_adapter};
 use segadapt::adapt::merge::merge;
 use segadapt::adapt::{
-    AdapterConfig, CellState, Method, OpKind, Placement, apply_adapters, cells, for_each_branch, set_cell_states,
+    AdapterConfig, CellState, Method, OpKind, Placement, apply_adapters, cells, for_each_branch,
+    set_cell_states,
 };
 use segadapt::sam::{CheckpointInfo, Sam, load_sam};
 
-const METHODS: [Method; 4] = [Method::NasLora, Method::NasPcLora, Method::Lora, Method::ConvLora];
+const METHODS: [Method; 4] = [
+    Method::NasLora,
+    Method::NasPcLora,
+    Method::Lora,
+    Method::ConvLora,
+];
 
 fn tiny(which: &str) -> (Sam, CheckpointInfo) {
     let (pth, json) = match which {
@@ -28,7 +34,11 @@ fn input(model: &Sam, seed: u64) -> Tensor<4> {
     let s = model.img_size();
     let device = cpu();
     device.seed(seed);
-    Tensor::random([1, 3, s, s], burn::tensor::Distribution::Normal(0.0, 1.0), &device)
+    Tensor::random(
+        [1, 3, s, s],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    )
 }
 
 /// Gives every B a random value so adapters actually change the output.
@@ -37,12 +47,22 @@ fn randomise_b(model: &mut Sam, seed: u64) {
     device.seed(seed);
     for_each_branch(model, |b| {
         let dims = b.lora_b.dims();
-        b.lora_b = Param::from_tensor(Tensor::random(dims, burn::tensor::Distribution::Normal(0.0, 0.05), &device));
+        b.lora_b = Param::from_tensor(Tensor::random(
+            dims,
+            burn::tensor::Distribution::Normal(0.0, 0.05),
+            &device,
+        ));
     });
 }
 
 fn cfg(method: Method, placement: Placement) -> AdapterConfig {
-    AdapterConfig { method, placement, rank: 4, alpha: 16.0, ..Default::default() }
+    AdapterConfig {
+        method,
+        placement,
+        rank: 4,
+        alpha: 16.0,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -57,7 +77,11 @@ fn adapted_model_equals_base_before_training() {
                 let n = apply_adapters(&mut model, &cfg(m, p), &cpu());
                 assert!(n > 0);
                 let got = to_vec(model.embed_image(x.clone()));
-                assert_eq!(max_abs(&got, &want), 0.0, "{enc} {m:?} {p:?} differs from base");
+                assert_eq!(
+                    max_abs(&got, &want),
+                    0.0,
+                    "{enc} {m:?} {p:?} differs from base"
+                );
             }
         }
     }
@@ -72,11 +96,10 @@ fn gradients_reach_adapters_and_alpha_only() {
         randomise_b(&mut model, 3);
         set_cell_states(&mut model, CellState::Mixed);
         let ad = cpu().autodiff();
-        let model = model
-            .fork(&ad)
-            .train()
-            .no_grad()
-            .set_require_grad_group(burn::module::ParamGroup::from_regex(r"_adapter\.").unwrap(), true);
+        let model = model.fork(&ad).train().no_grad().set_require_grad_group(
+            burn::module::ParamGroup::from_regex(r"_adapter\.").unwrap(),
+            true,
+        );
         let x = Tensor::<4>::from_data(input(&base, 2).into_data(), &ad);
         let loss = model.embed_image(x).square().mean();
         let grads = loss.backward();
@@ -88,7 +111,10 @@ fn gradients_reach_adapters_and_alpha_only() {
         let br = &a.branches[0];
         let nonzero = |g: Option<Vec<f32>>, what: &str| {
             let g = g.unwrap_or_else(|| panic!("{m:?}: no gradient for {what}"));
-            assert!(g.iter().any(|v| *v != 0.0), "{m:?}: zero gradient for {what}");
+            assert!(
+                g.iter().any(|v| *v != 0.0),
+                "{m:?}: zero gradient for {what}"
+            );
         };
         nonzero(br.lora_a.val().grad(&grads).map(to_vec), "A");
         nonzero(br.lora_b.val().grad(&grads).map(to_vec), "B");
@@ -101,9 +127,23 @@ fn gradients_reach_adapters_and_alpha_only() {
         if let Some(moe) = &br.moe {
             nonzero(moe.gate.val().grad(&grads).map(to_vec), "gate");
         }
-        assert!(blk.attn.qkv.weight.val().grad(&grads).is_none(), "{m:?}: frozen qkv weight got a gradient");
-        assert!(blk.mlp.lin1.weight.val().grad(&grads).is_none(), "{m:?}: frozen mlp weight got a gradient");
-        assert!(model.mask_decoder.iou_token.weight.val().grad(&grads).is_none());
+        assert!(
+            blk.attn.qkv.weight.val().grad(&grads).is_none(),
+            "{m:?}: frozen qkv weight got a gradient"
+        );
+        assert!(
+            blk.mlp.lin1.weight.val().grad(&grads).is_none(),
+            "{m:?}: frozen mlp weight got a gradient"
+        );
+        assert!(
+            model
+                .mask_decoder
+                .iou_token
+                .weight
+                .val()
+                .grad(&grads)
+                .is_none()
+        );
     }
 }
 
@@ -115,7 +155,10 @@ fn frozen_alpha_gets_no_gradient() {
     randomise_b(&mut model, 3);
     set_cell_states(&mut model, CellState::FrozenAlpha);
     let ad = cpu().autodiff();
-    let model = model.fork(&ad).train().no_grad().set_require_grad_group(burn::module::ParamGroup::from_regex(r"_adapter\.").unwrap(), true);
+    let model = model.fork(&ad).train().no_grad().set_require_grad_group(
+        burn::module::ParamGroup::from_regex(r"_adapter\.").unwrap(),
+        true,
+    );
     let x = Tensor::<4>::from_data(input(&base, 2).into_data(), &ad);
     let grads = model.embed_image(x).square().mean().backward();
     for_each_cell_alpha(&model, |alpha| {
@@ -139,17 +182,31 @@ fn rand_map(seed: u64, shape: [usize; 4]) -> Tensor<4> {
 #[test]
 fn discrete_cell_is_its_chosen_op_and_sharp_alpha_matches() {
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-    let mut cell = segadapt::adapt::NasCell::new(&OpKind::ALL, 4, 1, 1.0, segadapt::adapt::OpInit::Random, &mut rng, &cpu());
+    let mut cell = segadapt::adapt::NasCell::new(
+        &OpKind::ALL,
+        4,
+        1,
+        1.0,
+        segadapt::adapt::OpInit::Random,
+        &mut rng,
+        &cpu(),
+    );
     let z = rand_map(5, [2, 6, 5, 4]);
     for i in 0..OpKind::ALL.len() {
         cell.state = CellState::Discrete(i);
         let got = to_vec(cell.forward(z.clone()));
-        let want = to_vec(cell.apply_op(i, z.clone().permute([0, 3, 1, 2])).permute([0, 2, 3, 1]));
+        let want = to_vec(
+            cell.apply_op(i, z.clone().permute([0, 3, 1, 2]))
+                .permute([0, 2, 3, 1]),
+        );
         assert_eq!(max_abs(&got, &want), 0.0, "discrete cell {i}");
         // softmax of a very sharp α is the one-hot mix.
         let mut a = vec![0f32; OpKind::ALL.len()];
         a[i] = 40.0;
-        cell.alpha = Param::from_tensor(Tensor::from_data(TensorData::new(a, [OpKind::ALL.len()]), &cpu()));
+        cell.alpha = Param::from_tensor(Tensor::from_data(
+            TensorData::new(a, [OpKind::ALL.len()]),
+            &cpu(),
+        ));
         cell.state = CellState::Mixed;
         let mixed = to_vec(cell.forward(z.clone()));
         assert!(max_abs(&mixed, &want) < 1e-5, "sharp mix of op {i}");
@@ -162,7 +219,15 @@ fn partial_channel_cell_touches_only_its_subset() {
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
     let r = 6;
     let k = 2;
-    let cell = segadapt::adapt::NasCell::new(&OpKind::ALL, r, k, 1.0, segadapt::adapt::OpInit::Random, &mut rng, &cpu());
+    let cell = segadapt::adapt::NasCell::new(
+        &OpKind::ALL,
+        r,
+        k,
+        1.0,
+        segadapt::adapt::OpInit::Random,
+        &mut rng,
+        &cpu(),
+    );
     assert_eq!(cell.partial, 3);
     let z = rand_map(9, [1, 5, 4, r]);
     let out = cell.forward(z.clone());
@@ -201,14 +266,24 @@ fn merge_is_exact_for_foldable_and_keeps_spatial_side_branches() {
             apply_adapters(&mut model, &cfg(m, p), &cpu());
             randomise_b(&mut model, 11);
             if let Some(i) = op {
-                for_each_branch(&mut model, |b| b.cell.as_mut().unwrap().state = CellState::Discrete(i));
+                for_each_branch(&mut model, |b| {
+                    b.cell.as_mut().unwrap().state = CellState::Discrete(i)
+                });
             }
             let before = to_vec(model.embed_image(x.clone()));
             let base_out = to_vec(base.embed_image(x.clone()));
-            assert!(max_abs(&before, &base_out) > 1e-3, "adapter must change the output for a meaningful test");
+            assert!(
+                max_abs(&before, &base_out) > 1e-3,
+                "adapter must change the output for a meaningful test"
+            );
             let report = merge(&mut model);
             let after = to_vec(model.embed_image(x.clone()));
-            assert_close(&format!("{enc} {m:?} {p:?} op {op:?} merged"), &after, &before, 1e-4);
+            assert_close(
+                &format!("{enc} {m:?} {p:?} op {op:?} merged"),
+                &after,
+                &before,
+                1e-4,
+            );
             if op == Some(1) {
                 assert!(report.folded.is_empty() && !report.side_branches.is_empty());
             } else {
@@ -248,11 +323,17 @@ fn adapter_file_round_trip_is_bit_exact_and_checks_base() {
             }
         }
         let xin = input(&base, 8);
-        assert_eq!(to_vec(model.embed_image(xin.clone())), to_vec(loaded.embed_image(xin)), "{m:?}");
+        assert_eq!(
+            to_vec(model.embed_image(xin.clone())),
+            to_vec(loaded.embed_image(xin)),
+            "{m:?}"
+        );
         // A different base checkpoint is refused with a clear message.
         let mut other = info.clone();
         other.sha256 = "0".repeat(64);
-        let err = load_adapter(&mut base.clone(), &other, &path, &cpu()).unwrap_err().to_string();
+        let err = load_adapter(&mut base.clone(), &other, &path, &cpu())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("trained on base model"), "{err}");
     }
 }
@@ -268,8 +349,19 @@ fn nas_cell_matches_independent_pytorch_reference() {
         let [d_in, r] = a.dims();
         let b: Tensor<2> = refs.tensor(&format!("{tag}_B"), &device);
         let d_out = b.dims()[1];
-        let method = if k > 1 { Method::NasPcLora } else { Method::NasLora };
-        let c = AdapterConfig { method, rank: r, alpha: scale * r as f64, pc_k: k.max(1), alpha_temperature: temp, ..Default::default() };
+        let method = if k > 1 {
+            Method::NasPcLora
+        } else {
+            Method::NasLora
+        };
+        let c = AdapterConfig {
+            method,
+            rank: r,
+            alpha: scale * r as f64,
+            pc_k: k.max(1),
+            alpha_temperature: temp,
+            ..Default::default()
+        };
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
         let mut br = segadapt::adapt::Branch::new(d_in, d_out, &c, &mut rng, &device);
         br.lora_a = Param::from_tensor(a);
@@ -284,6 +376,11 @@ fn nas_cell_matches_independent_pytorch_reference() {
         }
         cell.state = CellState::Mixed;
         let y = br.forward(refs.tensor(&format!("{tag}_x"), &device));
-        assert_close(&format!("nas cell ({tag})"), &to_vec(y), refs.vec(&format!("{tag}_y")), 1e-5);
+        assert_close(
+            &format!("nas cell ({tag})"),
+            &to_vec(y),
+            refs.vec(&format!("{tag}_y")),
+            1e-5,
+        );
     }
 }

@@ -16,7 +16,9 @@ use segadapt::sam::{ModelType, load_sam};
 fn cache() -> PathBuf {
     std::env::var_os("SEGADAPT_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/segadapt"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/segadapt")
+        })
 }
 
 /// The real assets, or `None` (the test is skipped with a message) unless
@@ -28,7 +30,10 @@ fn assets() -> Option<(PathBuf, PathBuf)> {
         return Some((model, data));
     }
     if std::env::var("SEGADAPT_REQUIRE_ASSETS").as_deref() == Ok("1") {
-        panic!("real assets missing under {}: run tools/fetch_assets.sh", cache().display());
+        panic!(
+            "real assets missing under {}: run tools/fetch_assets.sh",
+            cache().display()
+        );
     }
     eprintln!("SKIPPED: real MobileSAM assets not found (run tools/fetch_assets.sh)");
     None
@@ -36,46 +41,107 @@ fn assets() -> Option<(PathBuf, PathBuf)> {
 
 #[test]
 fn real_mobilesam_matches_official_on_nuclei() {
-    let Some((model_path, data)) = assets() else { return };
+    let Some((model_path, data)) = assets() else {
+        return;
+    };
     let device = cpu();
     let (model, info) = load_sam(&model_path, None, &device).unwrap();
     assert_eq!(info.config.model_type, ModelType::VitT);
-    assert_eq!(info.sha256, "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f");
+    assert_eq!(
+        info.sha256,
+        "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
+    );
 
     // The 16-bit → RGB rule equals the reference conversion (numpy) bit for bit.
     let ours = segadapt::project::import::load_rgb(&data.join("images/img2d.tif")).unwrap();
     let theirs = segadapt::project::import::load_rgb(&fixture("nuclei_rgb.png")).unwrap();
-    assert_eq!(ours.as_raw(), theirs.as_raw(), "16-bit conversion differs from the reference");
+    assert_eq!(
+        ours.as_raw(),
+        theirs.as_raw(),
+        "16-bit conversion differs from the reference"
+    );
 
     let refs = Refs::load("mobilesam_nuclei_ref.safetensors");
     let predictor = Predictor::new(model, device);
     let emb = predictor.set_image(&ours);
-    let e = emb.embedding.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap();
-    assert_close("image_embedding (real MobileSAM, 1024²)", &e, refs.vec("image_embedding"), 1e-3);
+    let e = emb
+        .embedding
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_close(
+        "image_embedding (real MobileSAM, 1024²)",
+        &e,
+        refs.vec("image_embedding"),
+        1e-3,
+    );
 
     for case in ["a", "b", "c"] {
         let b = refs.vec(&format!("box_{case}"));
-        let p = PromptInput { bbox: Some([b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64]), ..Default::default() };
+        let p = PromptInput {
+            bbox: Some([b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64]),
+            ..Default::default()
+        };
         let pred = predictor.predict(&emb, &p, false);
-        assert_close(&format!("iou_box_{case}"), &pred.iou, refs.vec(&format!("iou_box_{case}")), 1e-3);
-        assert_close(&format!("low_res_box_{case}"), &pred.low_res.concat(), refs.vec(&format!("low_res_box_{case}")), 1e-2);
+        assert_close(
+            &format!("iou_box_{case}"),
+            &pred.iou,
+            refs.vec(&format!("iou_box_{case}")),
+            1e-3,
+        );
+        assert_close(
+            &format!("low_res_box_{case}"),
+            &pred.low_res.concat(),
+            refs.vec(&format!("low_res_box_{case}")),
+            1e-2,
+        );
     }
     let c = refs.vec("point_coords_p");
-    let p = PromptInput { points: vec![Point { x: c[0] as f64, y: c[1] as f64, positive: true }], ..Default::default() };
+    let p = PromptInput {
+        points: vec![Point {
+            x: c[0] as f64,
+            y: c[1] as f64,
+            positive: true,
+        }],
+        ..Default::default()
+    };
     let pred = predictor.predict(&emb, &p, true);
     assert_close("iou_point_p", &pred.iou, refs.vec("iou_point_p"), 1e-3);
-    assert_close("low_res_point_p", &pred.low_res.concat(), refs.vec("low_res_point_p"), 1e-2);
+    assert_close(
+        "low_res_point_p",
+        &pred.low_res.concat(),
+        refs.vec("low_res_point_p"),
+        1e-2,
+    );
 
     // The evaluation protocol gives the official numbers (objects ≥ 60 px, as the reference).
-    let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("mobilesam_nuclei_eval.json")).unwrap()).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("mobilesam_nuclei_eval.json")).unwrap())
+            .unwrap();
     let pairs = segadapt::eval::list_pairs(&data).unwrap();
     for (prompt, key) in [(EvalPrompt::Box, "box"), (EvalPrompt::Point, "point")] {
         let r = evaluate(&predictor, &pairs, prompt, 60, |_, _| {}).unwrap();
         let want_iou = reference[key]["mean_iou"].as_f64().unwrap();
         let want_dice = reference[key]["mean_dice"].as_f64().unwrap();
-        println!("{key}: mean IoU {:.4} (official {want_iou:.4}), mean Dice {:.4} (official {want_dice:.4}), {} objects", r.mean_iou, r.mean_dice, r.n_objects);
-        assert_eq!(r.n_objects as u64, reference[key]["n_objects"].as_u64().unwrap());
-        assert!((r.mean_iou - want_iou).abs() < 2e-3, "{key} mean IoU {} vs official {want_iou}", r.mean_iou);
-        assert!((r.mean_dice - want_dice).abs() < 2e-3, "{key} mean Dice {} vs official {want_dice}", r.mean_dice);
+        println!(
+            "{key}: mean IoU {:.4} (official {want_iou:.4}), mean Dice {:.4} (official {want_dice:.4}), {} objects",
+            r.mean_iou, r.mean_dice, r.n_objects
+        );
+        assert_eq!(
+            r.n_objects as u64,
+            reference[key]["n_objects"].as_u64().unwrap()
+        );
+        assert!(
+            (r.mean_iou - want_iou).abs() < 2e-3,
+            "{key} mean IoU {} vs official {want_iou}",
+            r.mean_iou
+        );
+        assert!(
+            (r.mean_dice - want_dice).abs() < 2e-3,
+            "{key} mean Dice {} vs official {want_dice}",
+            r.mean_dice
+        );
     }
 }

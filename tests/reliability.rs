@@ -13,7 +13,8 @@ use burn::prelude::*;
 use common::*;
 use segadapt::fsutil::{atomic_write, atomic_write_with, is_temp_file, remove_stale_temps};
 use segadapt::project::import::{
-    Axis, ImportOptions, Limits, Samples, Window, load_labels, load_labels_with, load_plane, load_rgb, load_rgb_with, slice_count,
+    Axis, ImportOptions, Limits, Samples, Window, load_labels, load_labels_with, load_plane,
+    load_rgb, load_rgb_with, slice_count,
 };
 use segadapt::sam::{CheckpointError, load_sam};
 
@@ -33,7 +34,10 @@ fn err_text<T>(r: anyhow::Result<T>) -> String {
 
 fn assert_msg(msg: &str, needles: &[&str]) {
     for n in needles {
-        assert!(msg.to_lowercase().contains(&n.to_lowercase()), "message {msg:?} lacks {n:?}");
+        assert!(
+            msg.to_lowercase().contains(&n.to_lowercase()),
+            "message {msg:?} lacks {n:?}"
+        );
     }
 }
 
@@ -82,8 +86,12 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
 }
 
 /// TIFF writer for the tests (tiff crate encoder), one page per entry.
-fn write_tiff_pages<C: tiff::encoder::colortype::ColorType>(path: &Path, w: u32, h: u32, pages: &[Vec<C::Inner>])
-where
+fn write_tiff_pages<C: tiff::encoder::colortype::ColorType>(
+    path: &Path,
+    w: u32,
+    h: u32,
+    pages: &[Vec<C::Inner>],
+) where
     [C::Inner]: tiff::encoder::TiffValue,
 {
     let f = std::fs::File::create(path).unwrap();
@@ -123,7 +131,9 @@ fn nifti_i16_volume(nx: u16, ny: u16, nz: u16, slope: f32, inter: f32) -> Vec<u8
     for z in 0..nz {
         for y in 0..ny {
             for x in 0..nx {
-                b.extend_from_slice(&((x as i16) + 10 * (y as i16) + 100 * (z as i16)).to_le_bytes());
+                b.extend_from_slice(
+                    &((x as i16) + 10 * (y as i16) + 100 * (z as i16)).to_le_bytes(),
+                );
             }
         }
     }
@@ -141,7 +151,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn rewrite_pth(src: &Path, dst: &Path, replace: &[(&str, &str)]) {
     let mut za = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
     let mut zw = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for i in 0..za.len() {
         let mut f = za.by_index(i).unwrap();
         let name = f.name().to_string();
@@ -195,7 +206,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -218,7 +232,10 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 fn cli_fails(args: &[&str], needles: &[&str]) -> String {
     let (code, _out, err) = cli(args);
     assert_ne!(code, 0, "segadapt {args:?} succeeded; stderr: {err}");
-    assert!(!err.contains("panicked"), "segadapt {args:?} panicked: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "segadapt {args:?} panicked: {err}"
+    );
     assert_msg(&err, needles);
     println!(
         "segadapt {} → exit {code}: {}",
@@ -258,11 +275,16 @@ fn checkpoint_truncated_copies_are_refused() {
             assert!(
                 matches!(
                     e,
-                    CheckpointError::NotPytorch { .. } | CheckpointError::Mismatch { .. } | CheckpointError::NotSam { .. }
+                    CheckpointError::NotPytorch { .. }
+                        | CheckpointError::Mismatch { .. }
+                        | CheckpointError::NotSam { .. }
                 ),
                 "{msg}"
             );
-            assert!(msg.contains(&p.display().to_string()), "message names the file: {msg}");
+            assert!(
+                msg.contains(&p.display().to_string()),
+                "message names the file: {msg}"
+            );
             if cut == n / 2 {
                 println!("{name} truncated to {cut}/{n} bytes: {msg}");
             }
@@ -292,13 +314,17 @@ fn checkpoint_random_bytes_and_foreign_formats() {
     let p = d.path().join("notes.pth");
     {
         let mut zw = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
-        zw.start_file("readme.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        zw.start_file("readme.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
         zw.write_all(b"hello").unwrap();
         zw.finish().unwrap();
     }
     let (msg, e) = ckpt_err(&p);
     assert!(
-        matches!(e, CheckpointError::NotPytorch { .. } | CheckpointError::NotSam { .. }),
+        matches!(
+            e,
+            CheckpointError::NotPytorch { .. } | CheckpointError::NotSam { .. }
+        ),
         "{msg}"
     );
     println!("plain zip: {msg}");
@@ -309,14 +335,23 @@ fn checkpoint_random_bytes_and_foreign_formats() {
             "model.safetensors.pth",
             std::fs::read(fixture("sam_vit_tiny_ref.safetensors")).unwrap(),
         ),
-        ("image.pth", std::fs::read(fixture("rgb_100x75.png")).unwrap()),
-        ("config.pth", std::fs::read(fixture("sam_vit_tiny.json")).unwrap()),
+        (
+            "image.pth",
+            std::fs::read(fixture("rgb_100x75.png")).unwrap(),
+        ),
+        (
+            "config.pth",
+            std::fs::read(fixture("sam_vit_tiny.json")).unwrap(),
+        ),
     ] {
         let p = d.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         let (msg, e) = ckpt_err(&p);
         assert!(
-            matches!(e, CheckpointError::NotPytorch { .. } | CheckpointError::NotSam { .. }),
+            matches!(
+                e,
+                CheckpointError::NotPytorch { .. } | CheckpointError::NotSam { .. }
+            ),
             "{msg}"
         );
         println!("{name}: {msg}");
@@ -351,7 +386,10 @@ fn checkpoint_of_another_model_is_refused() {
     );
     let (msg, e) = ckpt_err(&p);
     assert!(
-        matches!(e, CheckpointError::Mismatch { .. } | CheckpointError::NotSam { .. }),
+        matches!(
+            e,
+            CheckpointError::Mismatch { .. } | CheckpointError::NotSam { .. }
+        ),
         "{msg}"
     );
     println!("one tensor renamed: {msg}");
@@ -382,11 +420,15 @@ fn checkpoint_bit_flips_never_panic() {
         let p = d.path().join(format!("flip_{k}.pth"));
         std::fs::write(&p, &b).unwrap();
         let pc = p.clone();
-        let r = std::panic::catch_unwind(move || load_sam(&pc, Some(fixture_config("sam_vit_tiny.json")), &cpu()).map(|_| ()));
+        let r = std::panic::catch_unwind(move || {
+            load_sam(&pc, Some(fixture_config("sam_vit_tiny.json")), &cpu()).map(|_| ())
+        });
         let key = match r {
             Err(_) => panic!("load_sam panicked on a bit flip at {at}"),
             Ok(Ok(())) => "loaded (flip inside tensor data: only a hash can tell)".to_string(),
-            Ok(Err(e)) => format!("{:?}", std::mem::discriminant(&e)).replace("Discriminant", "error"),
+            Ok(Err(e)) => {
+                format!("{:?}", std::mem::discriminant(&e)).replace("Discriminant", "error")
+            }
         };
         *outcomes.entry(key).or_default() += 1;
     }
@@ -402,7 +444,12 @@ fn adapter_for_another_base_is_refused() {
     use segadapt::adapt::{AdapterConfig, apply_adapters};
     let d = tmp();
     let dev = cpu();
-    let (mut vit, vit_info) = load_sam(&fixture("sam_vit_tiny.pth"), Some(fixture_config("sam_vit_tiny.json")), &dev).unwrap();
+    let (mut vit, vit_info) = load_sam(
+        &fixture("sam_vit_tiny.pth"),
+        Some(fixture_config("sam_vit_tiny.json")),
+        &dev,
+    )
+    .unwrap();
     let cfg = AdapterConfig {
         rank: 2,
         alpha: 8.0,
@@ -425,7 +472,12 @@ fn adapter_for_another_base_is_refused() {
     println!("adapter on another base: {msg}");
 
     // Same architecture, different weights (sha256 differs).
-    let (mut vit2, mut info2) = load_sam(&fixture("sam_vit_tiny.pth"), Some(fixture_config("sam_vit_tiny.json")), &dev).unwrap();
+    let (mut vit2, mut info2) = load_sam(
+        &fixture("sam_vit_tiny.pth"),
+        Some(fixture_config("sam_vit_tiny.json")),
+        &dev,
+    )
+    .unwrap();
     info2.sha256 = "0".repeat(64);
     let msg = err_text(load_adapter(&mut vit2, &info2, &ad, &dev));
     assert_msg(&msg, &["load the matching base checkpoint"]);
@@ -437,7 +489,9 @@ fn adapter_for_another_base_is_refused() {
         ("trunc.safetensors", bytes[..bytes.len() / 2].to_vec()),
         (
             "random.safetensors",
-            (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect(),
+            (0..5000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+                .collect(),
         ),
         (
             "nocard.safetensors",
@@ -446,7 +500,12 @@ fn adapter_for_another_base_is_refused() {
     ] {
         let p = d.path().join(name);
         std::fs::write(&p, data).unwrap();
-        let (mut m, i) = load_sam(&fixture("sam_vit_tiny.pth"), Some(fixture_config("sam_vit_tiny.json")), &dev).unwrap();
+        let (mut m, i) = load_sam(
+            &fixture("sam_vit_tiny.pth"),
+            Some(fixture_config("sam_vit_tiny.json")),
+            &dev,
+        )
+        .unwrap();
         let msg = err_text(load_adapter(&mut m, &i, &p, &dev));
         println!("{name}: {msg}");
         assert!(read_card(&p).is_err() || name == "trunc.safetensors");
@@ -466,19 +525,34 @@ fn corrupt_truncated_empty_and_missing_images() {
         ("empty.png", Vec::new(), &["empty"]),
         ("trunc.png", good[..good.len() / 2].to_vec(), &["corrupt"]),
         ("header_only.png", good[..40].to_vec(), &["image"]),
-        ("garbage_after_sig.png", [&good[..8], &[7u8; 500][..]].concat(), &["image"]),
+        (
+            "garbage_after_sig.png",
+            [&good[..8], &[7u8; 500][..]].concat(),
+            &["image"],
+        ),
         (
             "random.png",
-            (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(),
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
             &["unsupported"],
         ),
         ("text.jpg", b"this is not a jpeg".to_vec(), &["unsupported"]),
-        ("random.dat", vec![0x5a; 4096], &["unknown or unsupported image format"]),
+        (
+            "random.dat",
+            vec![0x5a; 4096],
+            &["unknown or unsupported image format"],
+        ),
         (
             "trunc.tif",
             {
                 let p = d.path().join("full.tif");
-                write_tiff_pages::<tiff::encoder::colortype::Gray16>(&p, 64, 64, &[vec![7u16; 64 * 64]]);
+                write_tiff_pages::<tiff::encoder::colortype::Gray16>(
+                    &p,
+                    64,
+                    64,
+                    &[vec![7u16; 64 * 64]],
+                );
                 let b = std::fs::read(&p).unwrap();
                 b[..b.len() / 3].to_vec()
             },
@@ -545,13 +619,17 @@ fn bit_depths_and_channel_layouts_are_accepted() {
     let g16 = d.path().join("g16.png");
     write_png_gray16(&g16, w, h, |x, y| 1000 + (x * 50 + y * 7) as u16);
     let rgb16 = d.path().join("rgb16.png");
-    image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(w, h, |x, y| image::Rgb([x as u16 * 900, y as u16 * 700, 300]))
-        .save(&rgb16)
-        .unwrap();
+    image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(w, h, |x, y| {
+        image::Rgb([x as u16 * 900, y as u16 * 700, 300])
+    })
+    .save(&rgb16)
+    .unwrap();
     let rgba8 = d.path().join("rgba8.png");
-    image::RgbaImage::from_fn(w, h, |x, y| image::Rgba([x as u8, y as u8, 7, (x * 3) as u8]))
-        .save(&rgba8)
-        .unwrap();
+    image::RgbaImage::from_fn(w, h, |x, y| {
+        image::Rgba([x as u8, y as u8, 7, (x * 3) as u8])
+    })
+    .save(&rgba8)
+    .unwrap();
     let la8 = d.path().join("la8.png");
     image::ImageBuffer::<image::LumaA<u8>, _>::from_fn(w, h, |x, _| image::LumaA([x as u8 * 5, 9]))
         .save(&la8)
@@ -568,17 +646,42 @@ fn bit_depths_and_channel_layouts_are_accepted() {
     let vals: Vec<f32> = (0..w * h).map(|i| (i as f32) * 0.01 - 3.0).collect();
     write_tiff_pages::<tiff::encoder::colortype::Gray32Float>(&f32t, w, h, &[vals.clone()]);
     let f32rgb = d.path().join("f32rgb.tif");
-    write_tiff_pages::<tiff::encoder::colortype::RGB32Float>(&f32rgb, w, h, &[(0..w * h * 3).map(|i| i as f32 / 7.0).collect()]);
+    write_tiff_pages::<tiff::encoder::colortype::RGB32Float>(
+        &f32rgb,
+        w,
+        h,
+        &[(0..w * h * 3).map(|i| i as f32 / 7.0).collect()],
+    );
     let i16t = d.path().join("i16.tif");
-    write_tiff_pages::<tiff::encoder::colortype::GrayI16>(&i16t, w, h, &[(0..w * h).map(|i| i as i16 - 600).collect()]);
+    write_tiff_pages::<tiff::encoder::colortype::GrayI16>(
+        &i16t,
+        w,
+        h,
+        &[(0..w * h).map(|i| i as i16 - 600).collect()],
+    );
     let u32t = d.path().join("u32.tif");
-    write_tiff_pages::<tiff::encoder::colortype::Gray32>(&u32t, w, h, &[(0..w * h).map(|i| i * 100_000).collect()]);
+    write_tiff_pages::<tiff::encoder::colortype::Gray32>(
+        &u32t,
+        w,
+        h,
+        &[(0..w * h).map(|i| i * 100_000).collect()],
+    );
     let g16t = d.path().join("g16.tif");
-    write_tiff_pages::<tiff::encoder::colortype::Gray16>(&g16t, w, h, &[(0..w * h).map(|i| (i * 37 % 4096) as u16).collect()]);
-    for p in [&g16, &rgb16, &rgba8, &la8, &g8, &bmp, &f32t, &f32rgb, &i16t, &u32t, &g16t] {
+    write_tiff_pages::<tiff::encoder::colortype::Gray16>(
+        &g16t,
+        w,
+        h,
+        &[(0..w * h).map(|i| (i * 37 % 4096) as u16).collect()],
+    );
+    for p in [
+        &g16, &rgb16, &rgba8, &la8, &g8, &bmp, &f32t, &f32rgb, &i16t, &u32t, &g16t,
+    ] {
         let img = load_rgb(p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
         assert_eq!((img.width(), img.height()), (w, h), "{}", p.display());
-        let (lo, hi) = img.as_raw().iter().fold((255u8, 0u8), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = img
+            .as_raw()
+            .iter()
+            .fold((255u8, 0u8), |(a, b), &v| (a.min(v), b.max(v)));
         assert!(hi > lo, "{}: flat after conversion", p.display());
     }
     // 16-bit TIFF through the TIFF reader = the documented rule through `image` (parity with
@@ -604,7 +707,10 @@ fn bit_depths_and_channel_layouts_are_accepted() {
     let fixed = load_rgb_with(
         &g8,
         &ImportOptions {
-            window: Some(Window::Range { min: 0.0, max: 10.0 }),
+            window: Some(Window::Range {
+                min: 0.0,
+                max: 10.0,
+            }),
             ..Default::default()
         },
     )
@@ -643,7 +749,12 @@ fn multipage_tiff_is_a_stack_of_slices() {
     assert_msg(&msg, &["page 3 does not exist", "3 pages"]);
     // Label stacks: page k of a mask stack.
     let m = d.path().join("masks.tif");
-    write_tiff_pages::<tiff::encoder::colortype::Gray8>(&m, w, h, &[vec![0u8; (w * h) as usize], vec![2u8; (w * h) as usize]]);
+    write_tiff_pages::<tiff::encoder::colortype::Gray8>(
+        &m,
+        w,
+        h,
+        &[vec![0u8; (w * h) as usize], vec![2u8; (w * h) as usize]],
+    );
     let l = load_labels_with(
         &m,
         &ImportOptions {
@@ -708,7 +819,9 @@ fn nifti_volumes_are_read_as_slices_with_windowing() {
         )
         .unwrap();
         assert_eq!((pl.width, pl.height), (4, 3));
-        let Samples::F32(v) = &pl.samples else { panic!() };
+        let Samples::F32(v) = &pl.samples else {
+            panic!()
+        };
         assert_eq!(v[0], val(1, 0, 2));
         // Coronal, with a CT-style window.
         let img = load_rgb_with(
@@ -770,7 +883,11 @@ fn nifti_volumes_are_read_as_slices_with_windowing() {
             },
             "data type",
         ),
-        ("zero_dim.nii", nifti_header(&[4, 0, 2], 2, 8, 1.0, 0.0), "zero-size"),
+        (
+            "zero_dim.nii",
+            nifti_header(&[4, 0, 2], 2, 8, 1.0, 0.0),
+            "zero-size",
+        ),
         (
             "nifti2.nii",
             {
@@ -952,7 +1069,11 @@ fn check_state_file(p: &Path) -> u64 {
     let head = std::str::from_utf8(&b[..23]).unwrap();
     let i: u64 = head[1..11].parse().unwrap();
     let n: usize = head[12..22].trim().parse().unwrap();
-    assert_eq!(b.len(), 23 + n + 14, "file length does not match its header (torn write)");
+    assert_eq!(
+        b.len(),
+        23 + n + 14,
+        "file length does not match its header (torn write)"
+    );
     assert!(
         b[23..23 + n].iter().all(|&v| v == (i % 251) as u8),
         "payload of version {i} is mixed"
@@ -1044,7 +1165,8 @@ fn crash_child_annotator() {
                 mask[((y + (k as usize * 3) % 60) * 100 + x + (k as usize * 7) % 85)] = true;
             }
         }
-        p.add_object(image_id, &mask, None, "test", PromptRecord::default()).unwrap();
+        p.add_object(image_id, &mask, None, "test", PromptRecord::default())
+            .unwrap();
         p.save().unwrap();
         writeln!(out, "accepted {}", p.project.n_objects()).unwrap();
         out.flush().unwrap();
@@ -1092,7 +1214,9 @@ fn kill_during_annotation_keeps_accepted_objects() {
         child.kill().unwrap();
         child.wait().unwrap();
         // Reopen: every accepted object is there and its mask reads back.
-        let p = OpenProject::open(&root).unwrap_or_else(|e| panic!("round {round}: project does not open after kill -9: {e:#}"));
+        let p = OpenProject::open(&root).unwrap_or_else(|e| {
+            panic!("round {round}: project does not open after kill -9: {e:#}")
+        });
         let n = p.project.n_objects();
         assert!(
             n >= confirmed,
@@ -1100,7 +1224,9 @@ fn kill_during_annotation_keeps_accepted_objects() {
         );
         for img in &p.project.images {
             for o in &img.objects {
-                let m = p.read_mask(o, img.width as usize, img.height as usize).unwrap();
+                let m = p
+                    .read_mask(o, img.width as usize, img.height as usize)
+                    .unwrap();
                 assert!(m.iter().any(|&v| v), "object {} has an empty mask", o.id);
             }
         }
@@ -1128,10 +1254,18 @@ fn cli_rejects_bad_prompts_and_paths() {
     let img = fixture("rgb_100x75.png");
     let out = d.path().join("m.png");
     let base = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["segment", "--model", s(&model), "--image", s(&img), "--out", s(&out)]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
+        let mut v: Vec<String> = [
+            "segment",
+            "--model",
+            s(&model),
+            "--image",
+            s(&img),
+            "--out",
+            s(&out),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
         v.extend(extra.iter().map(|x| x.to_string()));
         v
     };
@@ -1287,19 +1421,33 @@ fn cli_rejects_bad_prompts_and_paths() {
 
     // eval: missing folders, mismatched mask sizes, colour masks, bad --json path.
     p(
-        &["eval", "--model", s(&model), "--data", s(&d.path().join("nodata"))],
+        &[
+            "eval",
+            "--model",
+            s(&model),
+            "--data",
+            s(&d.path().join("nodata")),
+        ],
         &["missing folder images/"],
     );
     let data = cli_data_dir(
         &d.path().join("a"),
         image::DynamicImage::ImageLuma8(image::GrayImage::new(50, 50)),
     );
-    p(&["eval", "--model", s(&model), "--data", s(&data)], &["50×50"]);
+    p(
+        &["eval", "--model", s(&model), "--data", s(&data)],
+        &["50×50"],
+    );
     let data = cli_data_dir(
         &d.path().join("b"),
-        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(100, 75, |x, _| image::Rgb([x as u8, 0, 0]))),
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(100, 75, |x, _| {
+            image::Rgb([x as u8, 0, 0])
+        })),
     );
-    p(&["eval", "--model", s(&model), "--data", s(&data)], &["colour image"]);
+    p(
+        &["eval", "--model", s(&model), "--data", s(&data)],
+        &["colour image"],
+    );
     let mut good = image::GrayImage::new(100, 75);
     for y in 10..30 {
         for x in 10..30 {
@@ -1348,7 +1496,12 @@ fn cli_accepts_16bit_float_gray_and_rgba_images() {
     let g16 = d.path().join("g16.png");
     write_png_gray16(&g16, w, h, |x, y| (x * 300 + y * 11) as u16);
     let f32t = d.path().join("f32.tif");
-    write_tiff_pages::<tiff::encoder::colortype::Gray32Float>(&f32t, w, h, &[(0..w * h).map(|i| (i as f32).sqrt()).collect()]);
+    write_tiff_pages::<tiff::encoder::colortype::Gray32Float>(
+        &f32t,
+        w,
+        h,
+        &[(0..w * h).map(|i| (i as f32).sqrt()).collect()],
+    );
     let gray = d.path().join("gray.png");
     image::GrayImage::from_fn(w, h, |x, _| image::Luma([x as u8 * 4]))
         .save(&gray)
@@ -1358,11 +1511,16 @@ fn cli_accepts_16bit_float_gray_and_rgba_images() {
         .save(&rgba)
         .unwrap();
     let nii = d.path().join("vol.nii.gz");
-    std::fs::write(&nii, gzip(&nifti_i16_volume(w as u16, h as u16, 2, 1.0, 0.0))).unwrap();
+    std::fs::write(
+        &nii,
+        gzip(&nifti_i16_volume(w as u16, h as u16, 2, 1.0, 0.0)),
+    )
+    .unwrap();
     for img in [&g16, &f32t, &gray, &rgba, &nii] {
-        let out = d
-            .path()
-            .join(format!("{}.mask.png", img.file_name().unwrap().to_string_lossy()));
+        let out = d.path().join(format!(
+            "{}.mask.png",
+            img.file_name().unwrap().to_string_lossy()
+        ));
         let (code, _o, err) = cli(&[
             "segment",
             "--model",

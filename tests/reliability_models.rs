@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::fixture;
 use segadapt::models::{
-    DownloadError, DownloadOptions, Expected, ModelState, Phase, Progress, check_official, download_file, find_models,
-    list_models, part_path, verify_file,
+    DownloadError, DownloadOptions, Expected, ModelState, Phase, Progress, check_official,
+    download_file, find_models, list_models, part_path, verify_file,
 };
 use sha2::{Digest, Sha256};
 
@@ -70,7 +70,13 @@ fn serve(payload: Arc<Vec<u8>>, mode: Mode) -> Server {
     }
 }
 
-fn handle(stream: TcpStream, payload: &[u8], mode: Mode, k: usize, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn handle(
+    stream: TcpStream,
+    payload: &[u8],
+    mode: Mode,
+    k: usize,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -107,7 +113,10 @@ fn handle(stream: TcpStream, payload: &[u8], mode: Mode, k: usize, log: &Mutex<V
     };
     let status = match mode {
         Mode::Status(s) => {
-            write!(w, "HTTP/1.1 {s} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+            write!(
+                w,
+                "HTTP/1.1 {s} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
             return Ok(());
         }
         _ => 200,
@@ -233,7 +242,15 @@ fn download_verifies_and_installs_atomically() {
     assert!(seen.iter().all(|p| p.total == Some(data.len() as u64)));
     // A second call finds the verified file and does not touch the network.
     let n_req = srv.ranges.lock().unwrap().len();
-    download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap();
+    download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap();
     assert_eq!(srv.ranges.lock().unwrap().len(), n_req);
     assert!(verify_file(&dest, &expected(&data)).is_ok());
     // Only the model and its hidden verification record are left.
@@ -250,11 +267,22 @@ fn dropped_connection_resumes_with_range() {
     let srv = serve(data.clone(), Mode::DropFirstAfter(700_000));
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("model.pth");
-    let e = download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap_err();
+    let e = download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap_err();
     println!("dropped connection: {e}");
     assert!(matches!(e, DownloadError::Interrupted { .. }), "{e}");
     assert!(e.to_string().contains("resume"), "{e}");
-    assert!(!dest.exists(), "a partial download must never sit under the final name");
+    assert!(
+        !dest.exists(),
+        "a partial download must never sit under the final name"
+    );
     let kept = std::fs::metadata(part_path(&dest)).unwrap().len();
     assert!(kept > 0 && kept <= 700_000, "kept {kept}");
     let mut resumed_from = None;
@@ -279,11 +307,22 @@ fn dropped_connection_resumes_with_range() {
     // 2) Automatic retries inside one call, over several drops.
     let srv = serve(data.clone(), Mode::DropAlwaysAfter(600_000));
     let dest2 = d.path().join("model2.pth");
-    download_file(&srv.url, &dest2, &expected(&data), &fast(10), &mut |_| {}, &no_cancel()).unwrap();
+    download_file(
+        &srv.url,
+        &dest2,
+        &expected(&data),
+        &fast(10),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&dest2).unwrap(), *data);
     let ranges = srv.ranges.lock().unwrap().clone();
     assert!(ranges.len() >= 4, "{ranges:?}");
-    assert!(ranges[1..].iter().all(|r| r.starts_with("bytes=")), "{ranges:?}");
+    assert!(
+        ranges[1..].iter().all(|r| r.starts_with("bytes=")),
+        "{ranges:?}"
+    );
 }
 
 #[test]
@@ -292,14 +331,33 @@ fn wrong_bytes_fail_the_hash_and_install_nothing() {
     let srv = serve(data.clone(), Mode::WrongBytes);
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("model.pth");
-    let e = download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap_err();
+    let e = download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap_err();
     println!("wrong bytes: {e}");
     assert!(matches!(e, DownloadError::HashMismatch { .. }), "{e}");
     assert!(!dest.exists());
-    assert!(!part_path(&dest).exists(), "the corrupt download is deleted");
+    assert!(
+        !part_path(&dest).exists(),
+        "the corrupt download is deleted"
+    );
     // A server offering a file of another size is refused before downloading it.
     let srv = serve(data.clone(), Mode::OtherFile);
-    let e = download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap_err();
+    let e = download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap_err();
     println!("other size: {e}");
     assert!(matches!(e, DownloadError::SizeMismatch { .. }), "{e}");
     assert!(!dest.exists());
@@ -313,7 +371,15 @@ fn corrupt_file_under_final_name_is_replaced() {
     let dest = d.path().join("model.pth");
     std::fs::write(&dest, &data[..1000]).unwrap(); // e.g. an old truncated copy
     assert!(verify_file(&dest, &expected(&data)).is_err());
-    download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap();
+    download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *data);
     // Bit rot after installation is caught (the record no longer matches the mtime/size or
     // the full hash is recomputed).
@@ -331,16 +397,40 @@ fn server_ignoring_range_restarts_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("model.pth");
     std::fs::write(part_path(&dest), &data[..300_000]).unwrap();
-    download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap();
+    download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *data);
     // A stale .part with garbage is detected by the final hash, not trusted.
     let srv = serve(data.clone(), Mode::Normal);
     let dest2 = d.path().join("model2.pth");
     std::fs::write(part_path(&dest2), vec![0u8; 300_000]).unwrap();
-    let e = download_file(&srv.url, &dest2, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap_err();
+    let e = download_file(
+        &srv.url,
+        &dest2,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap_err();
     assert!(matches!(e, DownloadError::HashMismatch { .. }), "{e}");
     assert!(!dest2.exists() && !part_path(&dest2).exists());
-    download_file(&srv.url, &dest2, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap();
+    download_file(
+        &srv.url,
+        &dest2,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&dest2).unwrap(), *data);
 }
 
@@ -369,9 +459,22 @@ fn cancel_keeps_the_part_and_resumes() {
     assert!(!dest.exists());
     let kept = std::fs::metadata(part_path(&dest)).unwrap().len();
     assert!(kept > 0);
-    download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap();
+    download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *data);
-    assert!(srv.ranges.lock().unwrap().contains(&format!("bytes={kept}-")));
+    assert!(
+        srv.ranges
+            .lock()
+            .unwrap()
+            .contains(&format!("bytes={kept}-"))
+    );
 }
 
 #[test]
@@ -416,10 +519,26 @@ fn http_errors_unreachable_servers_and_busy_downloads() {
         .unwrap();
     f.lock().unwrap();
     let srv = serve(data.clone(), Mode::Normal);
-    let e = download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap_err();
+    let e = download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap_err();
     assert!(matches!(e, DownloadError::Busy { .. }), "{e}");
     drop(f);
-    download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap();
+    download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -439,14 +558,25 @@ fn disk_full_during_download_keeps_what_was_fetched() {
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
         }
     }
     let _u = Unmount(d.path());
     let data = payload(1_000_000);
     let srv = serve(data.clone(), Mode::Normal);
     let dest = d.path().join("model.pth");
-    let e = download_file(&srv.url, &dest, &expected(&data), &fast(0), &mut |_| {}, &no_cancel()).unwrap_err();
+    let e = download_file(
+        &srv.url,
+        &dest,
+        &expected(&data),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap_err();
     println!("disk full: {e}");
     assert!(e.to_string().contains("disk is full"), "{e}");
     assert!(!dest.exists());
@@ -459,11 +589,20 @@ fn listing_offers_only_verified_or_readable_checkpoints() {
     // An official name with the wrong size, a partial download of another, a readable
     // custom checkpoint and a junk .pth.
     std::fs::write(dir.join("mobile_sam.pt"), b"truncated").unwrap();
-    std::fs::write(part_path(&dir.join("sam_vit_b_01ec64.pth")), vec![0u8; 1234]).unwrap();
+    std::fs::write(
+        part_path(&dir.join("sam_vit_b_01ec64.pth")),
+        vec![0u8; 1234],
+    )
+    .unwrap();
     std::fs::copy(fixture("mobilesam_tiny.pth"), dir.join("my_finetune.pth")).unwrap();
     std::fs::write(dir.join("junk.pth"), b"not a checkpoint").unwrap();
     let all = list_models(dir, false);
-    let state = |name: &str| all.iter().find(|e| e.name() == name).map(|e| e.state.clone()).unwrap();
+    let state = |name: &str| {
+        all.iter()
+            .find(|e| e.name() == name)
+            .map(|e| e.state.clone())
+            .unwrap()
+    };
     assert!(matches!(state("mobile_sam"), ModelState::Corrupt { .. }));
     assert_eq!(state("vit_b"), ModelState::Partial { bytes: 1234 });
     assert_eq!(state("vit_l"), ModelState::Missing);

@@ -14,7 +14,8 @@ const TOL: f32 = 1e-4;
 
 fn load(pth: &str, json: &str) -> Sam {
     let device = cpu();
-    let (model, info) = load_sam(&fixture(pth), Some(fixture_config(json)), &device).expect("load fixture model");
+    let (model, info) =
+        load_sam(&fixture(pth), Some(fixture_config(json)), &device).expect("load fixture model");
     assert!(info.num_tensors > 0);
     model
 }
@@ -25,8 +26,16 @@ fn check_decoder_cases(model: &Sam, refs_file: &str, device: &Device) {
     let diffs = segadapt::parity::compare_decoder(model, &refs, device);
     assert!(diffs.len() >= 20, "reference cases missing");
     for d in diffs {
-        println!("{}: max abs err {:.3e} (max |ref| {:.3})", d.name, d.max_abs_err, d.max_abs_ref);
-        assert!(d.max_abs_err <= TOL, "{}: max abs error {} > {TOL}", d.name, d.max_abs_err);
+        println!(
+            "{}: max abs err {:.3e} (max |ref| {:.3})",
+            d.name, d.max_abs_err, d.max_abs_ref
+        );
+        assert!(
+            d.max_abs_err <= TOL,
+            "{}: max abs error {} > {TOL}",
+            d.name,
+            d.max_abs_err
+        );
     }
 }
 
@@ -36,9 +45,16 @@ fn vit_sam_matches_official() {
     let model = load("sam_vit_tiny.pth", "sam_vit_tiny.json");
     let refs = Refs::load("sam_vit_tiny_ref.safetensors");
     let input: Tensor<4> = refs.tensor("input", &device);
-    let ImageEncoder::Vit(enc) = &model.image_encoder else { panic!("expected ViT") };
+    let ImageEncoder::Vit(enc) = &model.image_encoder else {
+        panic!("expected ViT")
+    };
     let mut x = enc.patch_embed.forward(input.clone());
-    assert_close("patch_embed", &to_vec(x.clone()), refs.vec("patch_embed"), TOL);
+    assert_close(
+        "patch_embed",
+        &to_vec(x.clone()),
+        refs.vec("patch_embed"),
+        TOL,
+    );
     x = enc.embed(input.clone());
     for (i, blk) in enc.blocks.iter().enumerate() {
         x = blk.forward(x);
@@ -48,7 +64,12 @@ fn vit_sam_matches_official() {
         }
     }
     let emb = model.embed_image(input);
-    assert_close("image_embedding", &to_vec(emb), refs.vec("image_embedding"), TOL);
+    assert_close(
+        "image_embedding",
+        &to_vec(emb),
+        refs.vec("image_embedding"),
+        TOL,
+    );
     check_decoder_cases(&model, "sam_vit_tiny_ref.safetensors", &device);
 }
 
@@ -58,19 +79,36 @@ fn mobilesam_tinyvit_matches_official() {
     let model = load("mobilesam_tiny.pth", "mobilesam_tiny.json");
     let refs = Refs::load("mobilesam_tiny_ref.safetensors");
     let input: Tensor<4> = refs.tensor("input", &device);
-    let ImageEncoder::TinyVit(enc) = &model.image_encoder else { panic!("expected TinyViT") };
+    let ImageEncoder::TinyVit(enc) = &model.image_encoder else {
+        panic!("expected TinyViT")
+    };
     let pe = enc.patch_embed.forward(input.clone());
     assert_close("patch_embed", &to_vec(pe), refs.vec("patch_embed"), TOL);
     let mut x = enc.embed(input.clone());
     let [b, h, w, c] = x.dims();
-    assert_close("layer_0", &to_vec(x.clone().reshape([b, h * w, c])), refs.vec("layer_0"), TOL);
+    assert_close(
+        "layer_0",
+        &to_vec(x.clone().reshape([b, h * w, c])),
+        refs.vec("layer_0"),
+        TOL,
+    );
     for i in 1..enc.layers.len() {
         x = enc.forward_layers(x, i..i + 1);
         let [b, h, w, c] = x.dims();
-        assert_close(&format!("layer_{i}"), &to_vec(x.clone().reshape([b, h * w, c])), refs.vec(&format!("layer_{i}")), TOL);
+        assert_close(
+            &format!("layer_{i}"),
+            &to_vec(x.clone().reshape([b, h * w, c])),
+            refs.vec(&format!("layer_{i}")),
+            TOL,
+        );
     }
     let emb = model.embed_image(input);
-    assert_close("image_embedding", &to_vec(emb), refs.vec("image_embedding"), TOL);
+    assert_close(
+        "image_embedding",
+        &to_vec(emb),
+        refs.vec("image_embedding"),
+        TOL,
+    );
     check_decoder_cases(&model, "mobilesam_tiny_ref.safetensors", &device);
 }
 
@@ -87,10 +125,23 @@ fn predictor_matches_official_sampredictor() {
     assert_close("pred_input", &pre.data, refs.vec("pred_input"), 1e-6);
     let emb = predictor.set_image(&img);
     let b = refs.vec("pred_box");
-    let prompt = PromptInput { bbox: Some([b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64]), ..Default::default() };
+    let prompt = PromptInput {
+        bbox: Some([b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64]),
+        ..Default::default()
+    };
     let pred = predictor.predict(&emb, &prompt, true);
     assert_eq!(pred.size, [75, 100]);
     assert_close("pred_iou", &pred.iou, refs.vec("pred_iou"), TOL);
-    assert_close("pred_low_res", &pred.low_res.concat(), refs.vec("pred_low_res"), TOL);
-    assert_close("pred_masks_logits", &pred.masks.concat(), refs.vec("pred_masks_logits"), TOL);
+    assert_close(
+        "pred_low_res",
+        &pred.low_res.concat(),
+        refs.vec("pred_low_res"),
+        TOL,
+    );
+    assert_close(
+        "pred_masks_logits",
+        &pred.masks.concat(),
+        refs.vec("pred_masks_logits"),
+        TOL,
+    );
 }

@@ -42,7 +42,11 @@ fn synthetic() -> TrainData {
                 }
             }
             let area = mask.iter().filter(|&&m| m).count();
-            objects.push(Object { image: i, mask, area });
+            objects.push(Object {
+                image: i,
+                mask,
+                area,
+            });
         }
         images.push(RgbImage::from_raw(w as u32, h as u32, px).unwrap());
     }
@@ -53,8 +57,19 @@ fn synthetic() -> TrainData {
 
 fn config(method: Method, steps: usize) -> TrainConfig {
     TrainConfig {
-        adapter: AdapterConfig { method, rank: 4, alpha: 16.0, ..Default::default() },
-        schedule: Schedule { steps, lr: 2e-3, alpha_lr: 5e-2, lr_warmup_frac: 0.0, ..Default::default() },
+        adapter: AdapterConfig {
+            method,
+            rank: 4,
+            alpha: 16.0,
+            ..Default::default()
+        },
+        schedule: Schedule {
+            steps,
+            lr: 2e-3,
+            alpha_lr: 5e-2,
+            lr_warmup_frac: 0.0,
+            ..Default::default()
+        },
         objects_per_step: 2,
         val_every: steps,
         early_stop_patience: 0,
@@ -65,7 +80,12 @@ fn config(method: Method, steps: usize) -> TrainConfig {
 }
 
 fn run(cfg: &TrainConfig, out: &Path, resume: bool, cancel_at: Option<usize>) -> Vec<TrainEvent> {
-    let (base, info) = segadapt::sam::load_sam(&fixture("sam_vit_tiny.pth"), Some(fixture_config("sam_vit_tiny.json")), &cpu()).unwrap();
+    let (base, info) = segadapt::sam::load_sam(
+        &fixture("sam_vit_tiny.pth"),
+        Some(fixture_config("sam_vit_tiny.json")),
+        &cpu(),
+    )
+    .unwrap();
     let data = synthetic();
     let cancel = AtomicBool::new(false);
     let mut events = Vec::new();
@@ -77,21 +97,47 @@ fn run(cfg: &TrainConfig, out: &Path, resume: bool, cancel_at: Option<usize>) ->
         }
         events.push(e);
     };
-    train(&base, &info, &data, cfg, &cpu(), out, resume, &mut emit, &cancel).unwrap();
+    train(
+        &base,
+        &info,
+        &data,
+        cfg,
+        &cpu(),
+        out,
+        resume,
+        &mut emit,
+        &cancel,
+    )
+    .unwrap();
     events
 }
 
 #[test]
 fn loss_decreases_on_synthetic_data() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { augment: false, ..config(Method::Lora, 40) };
+    let cfg = TrainConfig {
+        augment: false,
+        ..config(Method::Lora, 40)
+    };
     let events = run(&cfg, &dir.path().join("a.safetensors"), false, None);
-    let losses: Vec<f64> = events.iter().filter_map(|e| if let TrainEvent::Step { loss, .. } = e { Some(*loss) } else { None }).collect();
+    let losses: Vec<f64> = events
+        .iter()
+        .filter_map(|e| {
+            if let TrainEvent::Step { loss, .. } = e {
+                Some(*loss)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(losses.len(), 40);
     let first: f64 = losses[..8].iter().sum::<f64>() / 8.0;
     let last: f64 = losses[32..].iter().sum::<f64>() / 8.0;
     println!("mean loss first 8 steps {first:.4}, last 8 steps {last:.4}");
-    assert!(last < 0.8 * first, "loss did not decrease: {first} -> {last}");
+    assert!(
+        last < 0.8 * first,
+        "loss did not decrease: {first} -> {last}"
+    );
 }
 
 #[test]
@@ -101,21 +147,52 @@ fn stages_switch_at_their_steps_and_change_what_moves() {
     let events = run(&cfg, &dir.path().join("a.safetensors"), false, None);
     let changes: Vec<(usize, Stage, usize)> = events
         .iter()
-        .filter_map(|e| if let TrainEvent::StageChanged { step, stage, chosen } = e { Some((*step, *stage, chosen.len())) } else { None })
+        .filter_map(|e| {
+            if let TrainEvent::StageChanged {
+                step,
+                stage,
+                chosen,
+            } = e
+            {
+                Some((*step, *stage, chosen.len()))
+            } else {
+                None
+            }
+        })
         .collect();
-    assert_eq!(changes.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(), vec![(2, Stage::Search), (6, Stage::Consolidate)]);
+    assert_eq!(
+        changes.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+        vec![(2, Stage::Search), (6, Stage::Consolidate)]
+    );
     assert_eq!(changes[0].2, 0, "no cell is discrete during search");
-    assert!(changes[1].2 > 0, "cells are discretised when consolidation starts");
-    let alphas: Vec<(usize, Vec<Vec<f32>>)> =
-        events.iter().filter_map(|e| if let TrainEvent::Alpha { step, weights } = e { Some((*step, weights.clone())) } else { None }).collect();
+    assert!(
+        changes[1].2 > 0,
+        "cells are discretised when consolidation starts"
+    );
+    let alphas: Vec<(usize, Vec<Vec<f32>>)> = events
+        .iter()
+        .filter_map(|e| {
+            if let TrainEvent::Alpha { step, weights } = e {
+                Some((*step, weights.clone()))
+            } else {
+                None
+            }
+        })
+        .collect();
     let at = |s: usize| &alphas.iter().find(|a| a.0 == s).unwrap().1;
     let uniform = 1.0 / 6.0;
     // Warm-up (steps 1-2 done): α frozen at its uniform start.
     for s in [1, 2] {
-        assert!(at(s).iter().flatten().all(|v| (v - uniform).abs() < 1e-6), "α moved in warm-up at step {s}");
+        assert!(
+            at(s).iter().flatten().all(|v| (v - uniform).abs() < 1e-6),
+            "α moved in warm-up at step {s}"
+        );
     }
     // Search: α moves.
-    assert!(at(6).iter().flatten().any(|v| (v - uniform).abs() > 1e-4), "α did not move during search");
+    assert!(
+        at(6).iter().flatten().any(|v| (v - uniform).abs() > 1e-4),
+        "α did not move during search"
+    );
     // Consolidation: α frozen again.
     assert_eq!(at(7), at(8), "α moved during consolidation");
 }
@@ -128,15 +205,30 @@ fn resume_after_cancel_matches_uninterrupted_run() {
     run(&cfg, &full, false, None);
     let split = dir.path().join("split.safetensors");
     let ev = run(&cfg, &split, false, Some(3));
-    assert!(ev.iter().any(|e| matches!(e, TrainEvent::Cancelled { step: 3, .. })), "run was not cancelled");
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, TrainEvent::Cancelled { step: 3, .. })),
+        "run was not cancelled"
+    );
     assert!(!final_path(&split).exists());
     let ev2 = run(&cfg, &split, true, None);
-    assert!(ev2.iter().any(|e| matches!(e, TrainEvent::Started { start_step: 3, .. })));
+    assert!(
+        ev2.iter()
+            .any(|e| matches!(e, TrainEvent::Started { start_step: 3, .. }))
+    );
     let a = Refs::load_path(&final_path(&full));
     let b = Refs::load_path(&final_path(&split));
     assert_eq!(a.map.len(), b.map.len());
     for (k, (va, _)) in &a.map {
-        let vb = &b.map.get(k).unwrap_or_else(|| panic!("{k} missing after resume")).0;
-        assert!(max_abs(va, vb) <= 1e-6, "{k} differs after resume by {}", max_abs(va, vb));
+        let vb = &b
+            .map
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} missing after resume"))
+            .0;
+        assert!(
+            max_abs(va, vb) <= 1e-6,
+            "{k} differs after resume by {}",
+            max_abs(va, vb)
+        );
     }
 }

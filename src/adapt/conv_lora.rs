@@ -7,10 +7,10 @@ use std::cell::RefCell;
 
 use burn::module::Param;
 use burn::prelude::*;
+use burn::tensor::Distribution;
 use burn::tensor::activation::{gelu, softmax, softplus};
 use burn::tensor::module::{conv2d, interpolate};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
-use burn::tensor::Distribution;
 use rand::rngs::StdRng;
 
 use super::nas_cell::kaiming_uniform;
@@ -39,10 +39,21 @@ pub struct ConvLoraMoe {
 
 impl ConvLoraMoe {
     pub fn new(rank: usize, experts: usize, rng: &mut StdRng, device: &Device) -> Self {
-        let t = |v: Vec<f32>, s: [usize; 4]| Param::from_tensor(Tensor::<4>::from_data(TensorData::new(v, s), device));
+        let t = |v: Vec<f32>, s: [usize; 4]| {
+            Param::from_tensor(Tensor::<4>::from_data(TensorData::new(v, s), device))
+        };
         Self {
-            experts: (0..experts).map(|_| t(kaiming_uniform(rng, rank * rank * 9, rank * 9), [rank, rank, 3, 3])).collect(),
-            expert_bias: (0..experts).map(|_| Param::from_tensor(Tensor::zeros([rank], device))).collect(),
+            experts: (0..experts)
+                .map(|_| {
+                    t(
+                        kaiming_uniform(rng, rank * rank * 9, rank * 9),
+                        [rank, rank, 3, 3],
+                    )
+                })
+                .collect(),
+            expert_bias: (0..experts)
+                .map(|_| Param::from_tensor(Tensor::zeros([rank], device)))
+                .collect(),
             gate: Param::from_tensor(Tensor::zeros([rank, experts], device)),
             noise: Param::from_tensor(Tensor::zeros([rank, experts], device)),
             aux_coef: 1e-2,
@@ -53,15 +64,27 @@ impl ConvLoraMoe {
     fn expert(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let f = i + 1;
-        let bil = |s: [usize; 2]| InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size(s).with_align_corners(false);
-        let up = if f > 1 { interpolate(x, bil([h * f, w * f])) } else { x };
+        let bil = |s: [usize; 2]| {
+            InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_output_size(s)
+                .with_align_corners(false)
+        };
+        let up = if f > 1 {
+            interpolate(x, bil([h * f, w * f]))
+        } else {
+            x
+        };
         let y = gelu(conv2d(
             up,
             self.experts[i].val(),
             Some(self.expert_bias[i].val()),
             ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
         ));
-        if f > 1 { interpolate(y, bil([h, w])) } else { y }
+        if f > 1 {
+            interpolate(y, bil([h, w]))
+        } else {
+            y
+        }
     }
 
     /// z: (B, H, W, r) -> (B, H, W, r): z plus the gated output of each sample's top-1 expert.
@@ -77,12 +100,23 @@ impl ConvLoraMoe {
             logits = logits + Tensor::random([b, e], Distribution::Normal(0.0, 1.0), &device) * std;
         }
         let probs = softmax(logits, 1);
-        let top: Vec<i64> = probs.clone().detach().argmax(1).into_data().convert::<i64>().to_vec().unwrap_or_default();
+        let top: Vec<i64> = probs
+            .clone()
+            .detach()
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .unwrap_or_default();
         let mut out = Vec::with_capacity(b);
         for (s, &ex) in top.iter().enumerate() {
             let ex = ex as usize;
             let zs = zc.clone().narrow(0, s, 1);
-            let g = probs.clone().narrow(0, s, 1).narrow(1, ex, 1).reshape([1, 1, 1, 1]);
+            let g = probs
+                .clone()
+                .narrow(0, s, 1)
+                .narrow(1, ex, 1)
+                .reshape([1, 1, 1, 1]);
             out.push(self.expert(ex, zs) * g);
         }
         let y = Tensor::cat(out, 0).permute([0, 2, 3, 1]);

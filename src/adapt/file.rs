@@ -8,7 +8,9 @@ use burn::prelude::*;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
-use super::{AdapterConfig, CellState, ParamCounts, apply_adapters, cells, for_each_slot, param_counts};
+use super::{
+    AdapterConfig, CellState, ParamCounts, apply_adapters, cells, for_each_slot, param_counts,
+};
 use crate::fsutil::atomic_write;
 use crate::sam::checkpoint::official_key;
 use crate::sam::{CheckpointInfo, ModelType, Sam};
@@ -50,7 +52,12 @@ pub struct AdapterCard {
 }
 
 impl AdapterCard {
-    pub fn new(model: &Sam, base: &CheckpointInfo, cfg: &AdapterConfig, decoder_trained: bool) -> Self {
+    pub fn new(
+        model: &Sam,
+        base: &CheckpointInfo,
+        cfg: &AdapterConfig,
+        decoder_trained: bool,
+    ) -> Self {
         let cells = cells(model)
             .into_iter()
             .map(|(name, c)| CellCard {
@@ -66,7 +73,11 @@ impl AdapterCard {
             version: 1,
             segadapt_version: env!("CARGO_PKG_VERSION").into(),
             base: BaseModel {
-                file_name: base.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+                file_name: base
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default(),
                 sha256: base.sha256.clone(),
                 model_type: base.config.model_type,
             },
@@ -90,15 +101,25 @@ fn regex_lite_match(decoder_trained: bool) -> impl Fn(&str) -> bool {
 }
 
 fn tensor_regex(decoder_trained: bool) -> String {
-    if decoder_trained { format!("({ADAPTER_REGEX})|(^mask_decoder\\.)") } else { ADAPTER_REGEX.to_string() }
+    if decoder_trained {
+        format!("({ADAPTER_REGEX})|(^mask_decoder\\.)")
+    } else {
+        ADAPTER_REGEX.to_string()
+    }
 }
 
 /// Writes the adapter (and the decoder if trained) with its card, atomically.
 pub fn save_adapter(model: &Sam, card: &AdapterCard, path: &Path) -> Result<()> {
     let json = serde_json::to_string_pretty(card)?;
-    let mut store = SafetensorsStore::from_bytes(None).with_regex(tensor_regex(card.decoder_trained)).metadata(CARD_KEY, json.clone());
-    model.save_into(&mut store).map_err(|e| anyhow::anyhow!("cannot serialise adapter: {e}"))?;
-    let bytes = store.get_bytes().map_err(|e| anyhow::anyhow!("cannot serialise adapter: {e}"))?;
+    let mut store = SafetensorsStore::from_bytes(None)
+        .with_regex(tensor_regex(card.decoder_trained))
+        .metadata(CARD_KEY, json.clone());
+    model
+        .save_into(&mut store)
+        .map_err(|e| anyhow::anyhow!("cannot serialise adapter: {e}"))?;
+    let bytes = store
+        .get_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot serialise adapter: {e}"))?;
     atomic_write(path, &bytes)?;
     atomic_write(&card_path(path), json.as_bytes())?;
     Ok(())
@@ -106,19 +127,30 @@ pub fn save_adapter(model: &Sam, card: &AdapterCard, path: &Path) -> Result<()> 
 
 /// Reads the card from an adapter file's metadata without loading tensors.
 pub fn read_card(path: &Path) -> Result<AdapterCard> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read adapter file {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read adapter file {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a safetensors adapter file ({e})", path.display()))?;
     let json = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get(CARD_KEY))
-        .with_context(|| format!("{}: safetensors file without a segadapt model card", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: safetensors file without a segadapt model card",
+                path.display()
+            )
+        })?;
     serde_json::from_str(json).with_context(|| format!("{}: unreadable model card", path.display()))
 }
 
 /// Loads an adapter onto `model` after checking it was trained on this exact base checkpoint.
-pub fn load_adapter(model: &mut Sam, base: &CheckpointInfo, path: &Path, device: &Device) -> Result<AdapterCard> {
+pub fn load_adapter(
+    model: &mut Sam,
+    base: &CheckpointInfo,
+    path: &Path,
+    device: &Device,
+) -> Result<AdapterCard> {
     let card = read_card(path)?;
     if card.base.sha256 != base.sha256 {
         bail!(
@@ -132,11 +164,20 @@ pub fn load_adapter(model: &mut Sam, base: &CheckpointInfo, path: &Path, device:
         );
     }
     apply_adapters(model, &card.adapter, device);
-    let mut store = SafetensorsStore::from_file(path).with_regex(tensor_regex(card.decoder_trained)).allow_partial(true);
-    let res = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut store = SafetensorsStore::from_file(path)
+        .with_regex(tensor_regex(card.decoder_trained))
+        .allow_partial(true);
+    let res = model
+        .load_from(&mut store)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     // Only adapter (and trained-decoder) tensors are in the file; the base comes from the checkpoint.
     let wanted = regex_lite_match(card.decoder_trained);
-    let missing: Vec<&String> = res.missing.iter().map(|(p, _)| p).filter(|p| wanted(p)).collect();
+    let missing: Vec<&String> = res
+        .missing
+        .iter()
+        .map(|(p, _)| p)
+        .filter(|p| wanted(p))
+        .collect();
     if !res.errors.is_empty() || !missing.is_empty() {
         bail!(
             "{}: adapter tensors do not fit the model ({} missing, e.g. {:?}; {} errors: {})",
@@ -144,16 +185,29 @@ pub fn load_adapter(model: &mut Sam, base: &CheckpointInfo, path: &Path, device:
             missing.len(),
             missing.first(),
             res.errors.len(),
-            res.errors.iter().take(3).map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            res.errors
+                .iter()
+                .take(3)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     // Restore each cell's search state (not a tensor).
-    let states: std::collections::HashMap<String, CellState> = card.cells.iter().map(|c| (c.name.clone(), c.state)).collect();
+    let states: std::collections::HashMap<String, CellState> = card
+        .cells
+        .iter()
+        .map(|c| (c.name.clone(), c.state))
+        .collect();
     for_each_slot(model, |info, slot, _| {
         if let Some(a) = slot {
             let n = a.branches.len();
             for (i, b) in a.branches.iter_mut().enumerate() {
-                let name = if n == 2 { format!("{}.{}", info.name, ["q", "v"][i]) } else { info.name.clone() };
+                let name = if n == 2 {
+                    format!("{}.{}", info.name, ["q", "v"][i])
+                } else {
+                    info.name.clone()
+                };
                 if let (Some(c), Some(s)) = (&mut b.cell, states.get(&name)) {
                     c.state = *s;
                 }
@@ -183,8 +237,11 @@ pub fn export_merged(model: &Sam, path: &Path) -> Result<()> {
         );
     }
     let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
-    m.save_into(&mut store).map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
-    let bytes = store.get_bytes().map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
+    m.save_into(&mut store)
+        .map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
+    let bytes = store
+        .get_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
     // Rename to official keys by rewriting the safetensors header.
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut views = Vec::new();

@@ -34,14 +34,36 @@ pub struct Branch {
 }
 
 impl Branch {
-    pub fn new(d_in: usize, d_out: usize, cfg: &AdapterConfig, rng: &mut StdRng, device: &Device) -> Self {
+    pub fn new(
+        d_in: usize,
+        d_out: usize,
+        cfg: &AdapterConfig,
+        rng: &mut StdRng,
+        device: &Device,
+    ) -> Self {
         let r = cfg.rank;
-        let a = Tensor::<2>::from_data(TensorData::new(kaiming_uniform(rng, d_in * r, d_in), [d_in, r]), device);
+        let a = Tensor::<2>::from_data(
+            TensorData::new(kaiming_uniform(rng, d_in * r, d_in), [d_in, r]),
+            device,
+        );
         let cell = cfg.method.has_cell().then(|| {
-            let k = if cfg.method == Method::NasPcLora { cfg.pc_k } else { 1 };
-            NasCell::new(&cfg.ops, r, k, cfg.alpha_temperature, cfg.op_init, rng, device)
+            let k = if cfg.method == Method::NasPcLora {
+                cfg.pc_k
+            } else {
+                1
+            };
+            NasCell::new(
+                &cfg.ops,
+                r,
+                k,
+                cfg.alpha_temperature,
+                cfg.op_init,
+                rng,
+                device,
+            )
         });
-        let moe = (cfg.method == Method::ConvLora).then(|| ConvLoraMoe::new(r, cfg.conv_lora_experts, rng, device));
+        let moe = (cfg.method == Method::ConvLora)
+            .then(|| ConvLoraMoe::new(r, cfg.conv_lora_experts, rng, device));
         Self {
             lora_a: Param::from_tensor(a),
             // B = 0: the adapted model starts exactly equal to the base model.
@@ -55,7 +77,10 @@ impl Branch {
 
     /// x: (B, H, W, in) -> (B, H, W, out)
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut z = self.dropout.forward(x).matmul(self.lora_a.val().unsqueeze::<4>());
+        let mut z = self
+            .dropout
+            .forward(x)
+            .matmul(self.lora_a.val().unsqueeze::<4>());
         if let Some(c) = &self.cell {
             z = c.forward(z);
         }
@@ -68,7 +93,10 @@ impl Branch {
     /// True when the branch is linear per token (no spatial op) and so folds into W0.
     pub fn foldable(&self) -> bool {
         self.moe.is_none()
-            && self.cell.as_ref().is_none_or(|c| c.chosen() == Some(super::config::OpKind::Identity))
+            && self
+                .cell
+                .as_ref()
+                .is_none_or(|c| c.chosen() == Some(super::config::OpKind::Identity))
     }
 
     pub fn rank(&self) -> usize {

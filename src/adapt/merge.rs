@@ -20,7 +20,12 @@ pub struct MergeReport {
 }
 
 /// The per-token weight delta of a foldable adapter, in Burn's [in, out] layout.
-pub fn adapter_delta(adapter: &Adapter, d_in: usize, target: AdaptTarget, device: &Device) -> Tensor<2> {
+pub fn adapter_delta(
+    adapter: &Adapter,
+    d_in: usize,
+    target: AdaptTarget,
+    device: &Device,
+) -> Tensor<2> {
     let mut eye = vec![0f32; d_in * d_in];
     for i in 0..d_in {
         eye[i * d_in + i] = 1.0;
@@ -39,7 +44,11 @@ pub fn adapter_macs_per_token(adapter: &Adapter, d_in: usize, d_out_total: usize
         .iter()
         .map(|b| {
             let r = b.rank();
-            let d_out = if adapter.qv { d_out_total / 3 } else { d_out_total };
+            let d_out = if adapter.qv {
+                d_out_total / 3
+            } else {
+                d_out_total
+            };
             let cell = b.cell.as_ref().map_or(0, |c| c.macs_per_token());
             let moe = b.moe.as_ref().map_or(0, |m| m.macs_per_token(r));
             d_in * r + r * d_out + cell + moe
@@ -65,13 +74,17 @@ pub fn merge(model: &mut Sam) -> MergeReport {
                 .branches
                 .iter()
                 .map(|b| match (&b.cell, &b.moe) {
-                    (Some(c), _) => c.chosen().map_or("mixed".to_string(), |o| o.name().to_string()),
+                    (Some(c), _) => c
+                        .chosen()
+                        .map_or("mixed".to_string(), |o| o.name().to_string()),
                     (_, Some(_)) => "conv-moe".to_string(),
                     _ => "linear".to_string(),
                 })
                 .collect();
             report.side_macs_per_token += adapter_macs_per_token(adapter, d_in, d_out);
-            report.side_branches.push((info.name.clone(), ops.join("+")));
+            report
+                .side_branches
+                .push((info.name.clone(), ops.join("+")));
         }
     });
     report

@@ -45,17 +45,46 @@ pub struct SlotInfo {
 }
 
 /// Calls `f` on every adaptable projection with its adapter slot and host linear.
-pub fn for_each_slot(model: &mut Sam, mut f: impl FnMut(&SlotInfo, &mut Option<Adapter>, &mut Linear)) {
+pub fn for_each_slot(
+    model: &mut Sam,
+    mut f: impl FnMut(&SlotInfo, &mut Option<Adapter>, &mut Linear),
+) {
     match &mut model.image_encoder {
         ImageEncoder::Vit(e) => {
             for (i, blk) in e.blocks.iter_mut().enumerate() {
                 let nh = blk.attn.num_heads;
                 let p = format!("image_encoder.blocks.{i}");
-                let info = |kind, name: &str, target| SlotInfo { name: format!("{p}.{name}"), block: i, stage: i, kind, target };
-                f(&info(SlotKind::Qkv, "attn.qkv", AdaptTarget::VitQkv { num_heads: nh }), &mut blk.attn.qkv_adapter, &mut blk.attn.qkv);
-                f(&info(SlotKind::Proj, "attn.proj", AdaptTarget::Plain), &mut blk.attn.proj_adapter, &mut blk.attn.proj);
-                f(&info(SlotKind::Fc1, "mlp.lin1", AdaptTarget::Plain), &mut blk.mlp.lin1_adapter, &mut blk.mlp.lin1);
-                f(&info(SlotKind::Fc2, "mlp.lin2", AdaptTarget::Plain), &mut blk.mlp.lin2_adapter, &mut blk.mlp.lin2);
+                let info = |kind, name: &str, target| SlotInfo {
+                    name: format!("{p}.{name}"),
+                    block: i,
+                    stage: i,
+                    kind,
+                    target,
+                };
+                f(
+                    &info(
+                        SlotKind::Qkv,
+                        "attn.qkv",
+                        AdaptTarget::VitQkv { num_heads: nh },
+                    ),
+                    &mut blk.attn.qkv_adapter,
+                    &mut blk.attn.qkv,
+                );
+                f(
+                    &info(SlotKind::Proj, "attn.proj", AdaptTarget::Plain),
+                    &mut blk.attn.proj_adapter,
+                    &mut blk.attn.proj,
+                );
+                f(
+                    &info(SlotKind::Fc1, "mlp.lin1", AdaptTarget::Plain),
+                    &mut blk.mlp.lin1_adapter,
+                    &mut blk.mlp.lin1,
+                );
+                f(
+                    &info(SlotKind::Fc2, "mlp.lin2", AdaptTarget::Plain),
+                    &mut blk.mlp.lin2_adapter,
+                    &mut blk.mlp.lin2,
+                );
             }
         }
         ImageEncoder::TinyVit(e) => {
@@ -65,11 +94,37 @@ pub fn for_each_slot(model: &mut Sam, mut f: impl FnMut(&SlotInfo, &mut Option<A
                 for (bi, blk) in l.blocks.iter_mut().enumerate() {
                     let nh = blk.attn.num_heads;
                     let p = format!("image_encoder.layers.{li}.blocks.{bi}");
-                    let info = |kind, name: &str, target| SlotInfo { name: format!("{p}.{name}"), block, stage: li, kind, target };
-                    f(&info(SlotKind::Qkv, "attn.qkv", AdaptTarget::TinyVitQkv { num_heads: nh }), &mut blk.attn.qkv_adapter, &mut blk.attn.qkv);
-                    f(&info(SlotKind::Proj, "attn.proj", AdaptTarget::Plain), &mut blk.attn.proj_adapter, &mut blk.attn.proj);
-                    f(&info(SlotKind::Fc1, "mlp.fc1", AdaptTarget::Plain), &mut blk.mlp.fc1_adapter, &mut blk.mlp.fc1);
-                    f(&info(SlotKind::Fc2, "mlp.fc2", AdaptTarget::Plain), &mut blk.mlp.fc2_adapter, &mut blk.mlp.fc2);
+                    let info = |kind, name: &str, target| SlotInfo {
+                        name: format!("{p}.{name}"),
+                        block,
+                        stage: li,
+                        kind,
+                        target,
+                    };
+                    f(
+                        &info(
+                            SlotKind::Qkv,
+                            "attn.qkv",
+                            AdaptTarget::TinyVitQkv { num_heads: nh },
+                        ),
+                        &mut blk.attn.qkv_adapter,
+                        &mut blk.attn.qkv,
+                    );
+                    f(
+                        &info(SlotKind::Proj, "attn.proj", AdaptTarget::Plain),
+                        &mut blk.attn.proj_adapter,
+                        &mut blk.attn.proj,
+                    );
+                    f(
+                        &info(SlotKind::Fc1, "mlp.fc1", AdaptTarget::Plain),
+                        &mut blk.mlp.fc1_adapter,
+                        &mut blk.mlp.fc1,
+                    );
+                    f(
+                        &info(SlotKind::Fc2, "mlp.fc2", AdaptTarget::Plain),
+                        &mut blk.mlp.fc2_adapter,
+                        &mut blk.mlp.fc2,
+                    );
                     block += 1;
                 }
             }
@@ -97,7 +152,10 @@ pub fn apply_adapters(model: &mut Sam, cfg: &AdapterConfig, device: &Device) -> 
         let [d_in, d_out] = lin.weight.dims();
         let qv = cfg.placement == Placement::Qv && info.kind == SlotKind::Qkv;
         let branches = if qv {
-            vec![Branch::new(d_in, d_out / 3, cfg, &mut rng, device), Branch::new(d_in, d_out / 3, cfg, &mut rng, device)]
+            vec![
+                Branch::new(d_in, d_out / 3, cfg, &mut rng, device),
+                Branch::new(d_in, d_out / 3, cfg, &mut rng, device),
+            ]
         } else {
             vec![Branch::new(d_in, d_out, cfg, &mut rng, device)]
         };
@@ -126,7 +184,11 @@ pub fn cells(model: &Sam) -> Vec<(String, NasCell)> {
         let n = a.branches.len();
         for (i, b) in a.branches.into_iter().enumerate() {
             if let Some(c) = b.cell {
-                let name = if n == 2 { format!("{}.{}", info.name, ["q", "v"][i]) } else { info.name.clone() };
+                let name = if n == 2 {
+                    format!("{}.{}", info.name, ["q", "v"][i])
+                } else {
+                    info.name.clone()
+                };
                 out.push((name, c));
             }
         }
@@ -187,5 +249,10 @@ pub fn param_counts(model: &Sam) -> ParamCounts {
         .filter_map(|b| b.cell.as_ref())
         .map(|c| c.ops.len())
         .sum();
-    ParamCounts { total: model.num_params(), adapter, alpha, mask_decoder: model.mask_decoder.num_params() }
+    ParamCounts {
+        total: model.num_params(),
+        adapter,
+        alpha,
+        mask_decoder: model.mask_decoder.num_params(),
+    }
 }

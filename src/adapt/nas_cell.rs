@@ -92,7 +92,8 @@ impl NasCell {
                         w[((c * partial + c) * k + k / 2) * k + k / 2] += 1.0;
                     }
                 }
-                let t = Tensor::<4>::from_data(TensorData::new(w, [partial, partial, k, k]), device);
+                let t =
+                    Tensor::<4>::from_data(TensorData::new(w, [partial, partial, k, k]), device);
                 Some(Param::from_tensor(t))
             })
             .collect();
@@ -102,7 +103,11 @@ impl NasCell {
             ops: ops.to_vec(),
             state: CellState::Mixed,
             partial,
-            shuffle: if partial < rank { shuffle_perm(rank, pc_k) } else { Vec::new() },
+            shuffle: if partial < rank {
+                shuffle_perm(rank, pc_k)
+            } else {
+                Vec::new()
+            },
             temperature,
         }
     }
@@ -134,8 +139,16 @@ impl NasCell {
 
     pub fn apply_op(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
         let conv = |x: Tensor<4>, pad: usize, dil: usize| {
-            let w = self.op_weights[i].as_ref().expect("conv op has a kernel").val();
-            conv2d(x, w, None, ConvOptions::new([1, 1], [pad, pad], [dil, dil], 1))
+            let w = self.op_weights[i]
+                .as_ref()
+                .expect("conv op has a kernel")
+                .val();
+            conv2d(
+                x,
+                w,
+                None,
+                ConvOptions::new([1, 1], [pad, pad], [dil, dil], 1),
+            )
         };
         match self.ops[i] {
             OpKind::Identity => x,
@@ -144,11 +157,17 @@ impl NasCell {
             OpKind::DilConv3x3 => conv(x, 2, 2),
             OpKind::AvgPool3x3 => avg_pool2d(
                 x,
-                AvgPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1]).with_count_include_pad(false),
+                AvgPoolOptions::new([3, 3])
+                    .with_stride([1, 1])
+                    .with_padding([1, 1])
+                    .with_count_include_pad(false),
             ),
-            OpKind::MaxPool3x3 => {
-                max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1]))
-            }
+            OpKind::MaxPool3x3 => max_pool2d(
+                x,
+                MaxPoolOptions::new([3, 3])
+                    .with_stride([1, 1])
+                    .with_padding([1, 1]),
+            ),
         }
     }
 
@@ -157,7 +176,10 @@ impl NasCell {
         let [_, _, _, r] = z.dims();
         let zc = z.permute([0, 3, 1, 2]);
         let (head, tail) = if self.partial < r {
-            (zc.clone().narrow(1, 0, self.partial), Some(zc.narrow(1, self.partial, r - self.partial)))
+            (
+                zc.clone().narrow(1, 0, self.partial),
+                Some(zc.narrow(1, self.partial, r - self.partial)),
+            )
         } else {
             (zc, None)
         };
@@ -187,7 +209,8 @@ impl NasCell {
         };
         if !self.shuffle.is_empty() {
             let device = out.device();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(self.shuffle.clone(), [r]), &device);
+            let idx =
+                Tensor::<1, Int>::from_data(TensorData::new(self.shuffle.clone(), [r]), &device);
             out = out.select(1, idx);
         }
         out.permute([0, 2, 3, 1])

@@ -38,8 +38,16 @@ pub struct Autopilot {
 
 impl Autopilot {
     pub fn new(scene: Scene) -> Self {
-        let steps = std::env::var("SEGADAPT_AUTOPILOT_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
-        Autopilot { scene, stage: 0, at: Instant::now(), steps }
+        let steps = std::env::var("SEGADAPT_AUTOPILOT_STEPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(40);
+        Autopilot {
+            scene,
+            stage: 0,
+            at: Instant::now(),
+            steps,
+        }
     }
 }
 
@@ -50,7 +58,9 @@ impl SegApp {
 
     /// Advances the scripted session by at most one action per frame.
     pub(super) fn autopilot_step(&mut self) {
-        let Some(mut ap) = self.autopilot.take() else { return };
+        let Some(mut ap) = self.autopilot.take() else {
+            return;
+        };
         let wait = |ap: &Autopilot, ms: u64| ap.at.elapsed() >= Duration::from_millis(ms);
         let mut next = false;
         match (ap.scene, ap.stage) {
@@ -106,8 +116,20 @@ impl SegApp {
                 }
             }
             (Scene::Ab, 1) => {
-                if self.model_ready() && self.can_prompt() && !self.train.running() && wait(&ap, 300) {
-                    let rel = self.project.as_ref().and_then(|p| p.project.adapters.iter().rev().find(|a| a.improved).or(p.project.adapters.last()).map(|a| a.path.clone()));
+                if self.model_ready()
+                    && self.can_prompt()
+                    && !self.train.running()
+                    && wait(&ap, 300)
+                {
+                    let rel = self.project.as_ref().and_then(|p| {
+                        p.project
+                            .adapters
+                            .iter()
+                            .rev()
+                            .find(|a| a.improved)
+                            .or(p.project.adapters.last())
+                            .map(|a| a.path.clone())
+                    });
                     match rel {
                         Some(r) => {
                             self.select_adapter(Some(r));

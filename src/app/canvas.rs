@@ -2,7 +2,10 @@
 //! In A/B mode it shows the same view twice: the active model's answer on the left, the
 //! other model's on the right, for the same prompts.
 
-use egui::{Align2, Color32, CursorIcon, FontId, Pos2, Rect, Sense, Stroke as EStroke, StrokeKind, pos2, vec2};
+use egui::{
+    Align2, Color32, CursorIcon, FontId, Pos2, Rect, Sense, Stroke as EStroke, StrokeKind, pos2,
+    vec2,
+};
 
 use super::state::{Stroke, Tool};
 use super::worker::Slot;
@@ -24,17 +27,24 @@ impl SegApp {
     fn view_rects(&self, r: Rect) -> Vec<Rect> {
         if self.other_slot().is_some() {
             let mid = r.center().x;
-            vec![Rect::from_min_max(r.min, pos2(mid - 1.0, r.max.y)), Rect::from_min_max(pos2(mid + 1.0, r.min.y), r.max)]
+            vec![
+                Rect::from_min_max(r.min, pos2(mid - 1.0, r.max.y)),
+                Rect::from_min_max(pos2(mid + 1.0, r.min.y), r.max),
+            ]
         } else {
             vec![r]
         }
     }
 
     pub fn fit(&mut self) {
-        let (Some(r), Some(c)) = (self.canvas_rect, &self.current) else { return };
+        let (Some(r), Some(c)) = (self.canvas_rect, &self.current) else {
+            return;
+        };
         let vr = self.view_rects(r)[0];
         let (w, h) = (c.width as f32, c.height as f32);
-        let z = ((vr.width() - 24.0) / w).min((vr.height() - 24.0) / h).max(0.01);
+        let z = ((vr.width() - 24.0) / w)
+            .min((vr.height() - 24.0) / h)
+            .max(0.01);
         self.view.zoom = z;
         self.view.offset = (vr.size() - vec2(w, h) * z) / 2.0;
         self.fit_pending = false;
@@ -54,17 +64,32 @@ impl SegApp {
 
     pub fn canvas(&mut self, ui: &mut egui::Ui) {
         let rect = ui.available_rect_before_wrap();
-        let rect_changed = self.canvas_rect.map(|r| (r.size() - rect.size()).length() > 1.0).unwrap_or(true);
+        let rect_changed = self
+            .canvas_rect
+            .map(|r| (r.size() - rect.size()).length() > 1.0)
+            .unwrap_or(true);
         self.canvas_rect = Some(rect);
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, 0.0, Color32::from_gray(24));
         let Some(cur) = &self.current else {
-            painter.text(rect.center(), Align2::CENTER_CENTER, "Add images to the project (Project > Add images...)", FontId::proportional(16.0), Color32::GRAY);
+            painter.text(
+                rect.center(),
+                Align2::CENTER_CENTER,
+                "Add images to the project (Project > Add images...)",
+                FontId::proportional(16.0),
+                Color32::GRAY,
+            );
             ui.allocate_rect(rect, Sense::hover());
             return;
         };
         if let Some(e) = &cur.error {
-            painter.text(rect.center(), Align2::CENTER_CENTER, format!("Cannot show this image:\n{e}"), FontId::proportional(15.0), Color32::LIGHT_RED);
+            painter.text(
+                rect.center(),
+                Align2::CENTER_CENTER,
+                format!("Cannot show this image:\n{e}"),
+                FontId::proportional(15.0),
+                Color32::LIGHT_RED,
+            );
             ui.allocate_rect(rect, Sense::hover());
             return;
         }
@@ -74,12 +99,20 @@ impl SegApp {
         let response = ui.allocate_rect(rect, Sense::click_and_drag());
         let views = self.view_rects(rect);
         self.handle_input(ui, &response, &views);
-        let slots: Vec<Slot> = std::iter::once(self.active_slot()).chain(self.other_slot()).collect();
+        let slots: Vec<Slot> = std::iter::once(self.active_slot())
+            .chain(self.other_slot())
+            .collect();
         for (i, vr) in views.iter().enumerate() {
             self.paint_view(ui, *vr, i, slots.get(i).copied().unwrap_or(Slot::Base));
         }
         if views.len() == 2 {
-            painter.line_segment([pos2(rect.center().x, rect.top()), pos2(rect.center().x, rect.bottom())], EStroke::new(2.0, Color32::from_gray(90)));
+            painter.line_segment(
+                [
+                    pos2(rect.center().x, rect.top()),
+                    pos2(rect.center().x, rect.bottom()),
+                ],
+                EStroke::new(2.0, Color32::from_gray(90)),
+            );
         }
     }
 
@@ -90,14 +123,29 @@ impl SegApp {
         let img_rect = Rect::from_min_size(vr.min + self.view.offset, vec2(w, h) * self.view.zoom);
         match &cur.texture {
             Some(t) => {
-                painter.image(t.id(), img_rect, Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), Color32::WHITE);
+                painter.image(
+                    t.id(),
+                    img_rect,
+                    Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
+                    Color32::WHITE,
+                );
             }
             None => {
-                painter.text(vr.center(), Align2::CENTER_CENTER, "loading image…", FontId::proportional(15.0), Color32::GRAY);
+                painter.text(
+                    vr.center(),
+                    Align2::CENTER_CENTER,
+                    "loading image…",
+                    FontId::proportional(15.0),
+                    Color32::GRAY,
+                );
                 return;
             }
         }
-        let data = if index == 0 { self.overlay.clone() } else { self.overlay_b() };
+        let data = if index == 0 {
+            self.overlay.clone()
+        } else {
+            self.overlay_b()
+        };
         if let Some(d) = data {
             let params = self.overlay_params();
             if self.wgpu_overlay {
@@ -111,36 +159,73 @@ impl SegApp {
         // prompts
         if let Some(b) = self.draft.bbox {
             let r = Rect::from_two_pos(to_screen(b[0], b[1]), to_screen(b[2], b[3]));
-            painter.rect_stroke(r, 0.0, EStroke::new(2.0, Color32::from_rgb(80, 200, 255)), StrokeKind::Middle);
+            painter.rect_stroke(
+                r,
+                0.0,
+                EStroke::new(2.0, Color32::from_rgb(80, 200, 255)),
+                StrokeKind::Middle,
+            );
         }
         if let Some((a, b)) = self.box_drag {
-            let r = Rect::from_two_pos(to_screen(a[0] as f64, a[1] as f64), to_screen(b[0] as f64, b[1] as f64));
-            painter.rect_stroke(r, 0.0, EStroke::new(1.5, Color32::from_rgb(80, 200, 255)), StrokeKind::Middle);
+            let r = Rect::from_two_pos(
+                to_screen(a[0] as f64, a[1] as f64),
+                to_screen(b[0] as f64, b[1] as f64),
+            );
+            painter.rect_stroke(
+                r,
+                0.0,
+                EStroke::new(1.5, Color32::from_rgb(80, 200, 255)),
+                StrokeKind::Middle,
+            );
         }
         for p in &self.draft.points {
             let c = to_screen(p.x, p.y);
-            let col = if p.positive { Color32::from_rgb(40, 210, 80) } else { Color32::from_rgb(235, 60, 60) };
+            let col = if p.positive {
+                Color32::from_rgb(40, 210, 80)
+            } else {
+                Color32::from_rgb(235, 60, 60)
+            };
             painter.circle(c, 5.5, col, EStroke::new(1.5, Color32::WHITE));
         }
         if let Some(s) = &self.stroke {
-            let col = if s.add { Color32::from_rgba_unmultiplied(255, 220, 40, 140) } else { Color32::from_rgba_unmultiplied(255, 80, 80, 140) };
+            let col = if s.add {
+                Color32::from_rgba_unmultiplied(255, 220, 40, 140)
+            } else {
+                Color32::from_rgba_unmultiplied(255, 80, 80, 140)
+            };
             for p in &s.points {
-                painter.circle_filled(to_screen(p[0] as f64, p[1] as f64), s.radius * self.view.zoom, col);
+                painter.circle_filled(
+                    to_screen(p[0] as f64, p[1] as f64),
+                    s.radius * self.view.zoom,
+                    col,
+                );
             }
         }
         if matches!(self.tool, Tool::Brush | Tool::Eraser)
             && let Some(hp) = ui.ctx().pointer_hover_pos().filter(|p| vr.contains(*p))
         {
-            painter.circle_stroke(hp, self.brush_radius * self.view.zoom, EStroke::new(1.0, Color32::WHITE));
+            painter.circle_stroke(
+                hp,
+                self.brush_radius * self.view.zoom,
+                EStroke::new(1.0, Color32::WHITE),
+            );
         }
         // labels and progress
         let title = if self.other_slot().is_some() {
-            format!("{} {}", if index == 0 { "A" } else { "B" }, self.slot_name(slot))
+            format!(
+                "{} {}",
+                if index == 0 { "A" } else { "B" },
+                self.slot_name(slot)
+            )
         } else {
             self.slot_name(slot)
         };
         let mut title = title;
-        if let Some(p) = if index == 0 { self.draft.pred.as_ref() } else { self.draft.pred_b.as_ref() } {
+        if let Some(p) = if index == 0 {
+            self.draft.pred.as_ref()
+        } else {
+            self.draft.pred_b.as_ref()
+        } {
             let c = self.draft.choice.min(p.iou.len().saturating_sub(1));
             if let Some(s) = p.iou.get(c) {
                 title.push_str(&format!("   predicted IoU {s:.3}"));
@@ -151,29 +236,58 @@ impl SegApp {
         }
         let galley_pos = vr.min + vec2(8.0, 6.0);
         let bg = painter.layout_no_wrap(title.clone(), FontId::proportional(13.0), Color32::WHITE);
-        painter.rect_filled(Rect::from_min_size(galley_pos - vec2(4.0, 2.0), bg.size() + vec2(8.0, 4.0)), 4.0, Color32::from_black_alpha(160));
+        painter.rect_filled(
+            Rect::from_min_size(galley_pos - vec2(4.0, 2.0), bg.size() + vec2(8.0, 4.0)),
+            4.0,
+            Color32::from_black_alpha(160),
+        );
         painter.galley(galley_pos, bg, Color32::WHITE);
         if let Some(e) = self.embedding.get(&slot).filter(|e| e.image == cur.id) {
             let el = e.started.elapsed().as_secs_f64();
             let text = match e.expected_ms {
-                Some(x) => format!("Computing the image embedding… {el:.1} s of ~{:.1} s", x / 1e3),
+                Some(x) => format!(
+                    "Computing the image embedding… {el:.1} s of ~{:.1} s",
+                    x / 1e3
+                ),
                 None => format!("Computing the image embedding… {el:.1} s"),
             };
             let frac = e.expected_ms.map(|x| (el * 1e3 / x).min(0.97) as f32);
-            let r = Rect::from_center_size(pos2(vr.center().x, vr.top() + 46.0), vec2(360.0_f32.min(vr.width() - 20.0), 34.0));
+            let r = Rect::from_center_size(
+                pos2(vr.center().x, vr.top() + 46.0),
+                vec2(360.0_f32.min(vr.width() - 20.0), 34.0),
+            );
             painter.rect_filled(r, 6.0, Color32::from_black_alpha(190));
-            painter.text(r.center() - vec2(0.0, 6.0), Align2::CENTER_CENTER, text, FontId::proportional(13.0), Color32::WHITE);
-            let bar = Rect::from_min_size(pos2(r.left() + 10.0, r.bottom() - 9.0), vec2(r.width() - 20.0, 4.0));
+            painter.text(
+                r.center() - vec2(0.0, 6.0),
+                Align2::CENTER_CENTER,
+                text,
+                FontId::proportional(13.0),
+                Color32::WHITE,
+            );
+            let bar = Rect::from_min_size(
+                pos2(r.left() + 10.0, r.bottom() - 9.0),
+                vec2(r.width() - 20.0, 4.0),
+            );
             painter.rect_filled(bar, 2.0, Color32::from_gray(70));
             let f = frac.unwrap_or(((el * 2.0).sin() * 0.5 + 0.5) as f32 * 0.9);
-            painter.rect_filled(Rect::from_min_size(bar.min, vec2(bar.width() * f, 4.0)), 2.0, Color32::from_rgb(90, 170, 255));
+            painter.rect_filled(
+                Rect::from_min_size(bar.min, vec2(bar.width() * f, 4.0)),
+                2.0,
+                Color32::from_rgb(90, 170, 255),
+            );
         } else if !self.model_ready() && index == 0 {
             let msg = match (&self.base.loading, &self.base.error) {
                 (Some(m), _) => format!("Loading model {m}…"),
                 (None, Some(_)) => "No model: choose a SAM checkpoint in the Model tab".into(),
                 _ => "No model loaded: open the Model tab".into(),
             };
-            painter.text(pos2(vr.center().x, vr.top() + 46.0), Align2::CENTER_CENTER, msg, FontId::proportional(14.0), Color32::YELLOW);
+            painter.text(
+                pos2(vr.center().x, vr.top() + 46.0),
+                Align2::CENTER_CENTER,
+                msg,
+                FontId::proportional(14.0),
+                Color32::YELLOW,
+            );
         }
     }
 
@@ -183,8 +297,21 @@ impl SegApp {
             return;
         }
         let (w, h) = (cur.width as f32, cur.height as f32);
-        let view_of = |p: Pos2| views.iter().copied().find(|r| r.contains(p)).unwrap_or(views[0]);
-        let (scroll, zoom_delta, space, modifiers) = ui.input(|i| (i.smooth_scroll_delta, i.zoom_delta(), i.key_down(egui::Key::Space), i.modifiers));
+        let view_of = |p: Pos2| {
+            views
+                .iter()
+                .copied()
+                .find(|r| r.contains(p))
+                .unwrap_or(views[0])
+        };
+        let (scroll, zoom_delta, space, modifiers) = ui.input(|i| {
+            (
+                i.smooth_scroll_delta,
+                i.zoom_delta(),
+                i.key_down(egui::Key::Space),
+                i.modifiers,
+            )
+        });
         self.space_pan = space && !ui.ctx().egui_wants_keyboard_input();
         let hover = response.hover_pos();
         self.hover_image = hover.map(|p| self.screen_to_image(view_of(p), p));
@@ -199,7 +326,9 @@ impl SegApp {
                 self.zoom_by(zoom_delta, Some(anchor));
             }
         }
-        let panning = self.tool == Tool::Pan || self.space_pan || response.dragged_by(egui::PointerButton::Middle);
+        let panning = self.tool == Tool::Pan
+            || self.space_pan
+            || response.dragged_by(egui::PointerButton::Middle);
         if panning {
             response.clone().on_hover_cursor(CursorIcon::Grab);
             if response.dragged() {
@@ -228,7 +357,8 @@ impl SegApp {
                     self.box_drag = Some((a, a));
                 }
                 if response.dragged_by(egui::PointerButton::Primary)
-                    && let (Some(p), Some((a, _))) = (response.interact_pointer_pos(), self.box_drag)
+                    && let (Some(p), Some((a, _))) =
+                        (response.interact_pointer_pos(), self.box_drag)
                 {
                     self.box_drag = Some((a, clamp(self.screen_to_image(view_of(p), p))));
                 }
@@ -255,7 +385,11 @@ impl SegApp {
                 if let Some(p) = response.interact_pointer_pos() {
                     let ip = self.screen_to_image(view_of(p), p);
                     if response.drag_started() || (response.clicked() && self.stroke.is_none()) {
-                        self.stroke = Some(Stroke { add, radius: self.brush_radius, points: vec![ip] });
+                        self.stroke = Some(Stroke {
+                            add,
+                            radius: self.brush_radius,
+                            points: vec![ip],
+                        });
                     } else if response.dragged()
                         && let Some(s) = &mut self.stroke
                     {
@@ -286,4 +420,3 @@ impl SegApp {
         self.selected = self.object_at_label.get(l).copied().filter(|&id| id != 0);
     }
 }
-

@@ -25,7 +25,13 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { masks: true, labels: true, coco: true, adapter: true, merged: false }
+        ExportOptions {
+            masks: true,
+            labels: true,
+            coco: true,
+            adapter: true,
+            merged: false,
+        }
     }
 }
 
@@ -48,12 +54,27 @@ pub struct ExportReport {
 }
 
 pub fn sanitize(s: &str) -> String {
-    let t: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
+    let t: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if t.is_empty() { "x".into() } else { t }
 }
 
 fn stem(name: &str) -> String {
-    sanitize(Path::new(name).file_stem().map(|s| s.to_string_lossy().to_string()).as_deref().unwrap_or(name))
+    sanitize(
+        Path::new(name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .as_deref()
+            .unwrap_or(name),
+    )
 }
 
 /// Runs an export synchronously (the app calls it from a thread).
@@ -64,13 +85,19 @@ pub fn export(req: &ExportRequest) -> Result<ExportReport> {
     let p = &req.project;
     let out = &req.out;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut rep = ExportReport { out: out.clone(), ..Default::default() };
-    let mut coco_masks: Vec<(u64, String, usize, usize, Vec<(u64, String, Vec<bool>)>)> = Vec::new();
+    let mut rep = ExportReport {
+        out: out.clone(),
+        ..Default::default()
+    };
+    let mut coco_masks: Vec<(u64, String, usize, usize, Vec<(u64, String, Vec<bool>)>)> =
+        Vec::new();
     for img in &p.project.images {
         let (w, h) = (img.width as usize, img.height as usize);
         let mut masks = Vec::new();
         for o in &img.objects {
-            let m = p.read_mask(o, w, h).with_context(|| format!("object '{}' of {}", o.label, img.name))?;
+            let m = p
+                .read_mask(o, w, h)
+                .with_context(|| format!("object '{}' of {}", o.label, img.name))?;
             masks.push((o, m));
         }
         if req.options.masks && !masks.is_empty() {
@@ -84,7 +111,10 @@ pub fn export(req: &ExportRequest) -> Result<ExportReport> {
         }
         if req.options.labels {
             if masks.len() > u16::MAX as usize {
-                rep.notes.push(format!("{}: more than 65535 objects; label image skipped", img.name));
+                rep.notes.push(format!(
+                    "{}: more than 65535 objects; label image skipped",
+                    img.name
+                ));
             } else {
                 let dir = out.join("labels");
                 std::fs::create_dir_all(&dir)?;
@@ -102,7 +132,16 @@ pub fn export(req: &ExportRequest) -> Result<ExportReport> {
             }
         }
         if req.options.coco {
-            coco_masks.push((img.id, img.name.clone(), w, h, masks.into_iter().map(|(o, m)| (o.id, o.class.clone(), m)).collect()));
+            coco_masks.push((
+                img.id,
+                img.name.clone(),
+                w,
+                h,
+                masks
+                    .into_iter()
+                    .map(|(o, m)| (o.id, o.class.clone(), m))
+                    .collect(),
+            ));
         }
     }
     if req.options.coco {
@@ -113,7 +152,14 @@ pub fn export(req: &ExportRequest) -> Result<ExportReport> {
                 file_name: name,
                 width: *w,
                 height: *h,
-                objects: objs.iter().map(|(oid, cat, m)| CocoObject { id: *oid, category: cat, mask: m }).collect(),
+                objects: objs
+                    .iter()
+                    .map(|(oid, cat, m)| CocoObject {
+                        id: *oid,
+                        category: cat,
+                        mask: m,
+                    })
+                    .collect(),
             })
             .collect();
         let json = coco::build(&images, &format!("segadapt project '{}'", p.project.name));
@@ -123,7 +169,9 @@ pub fn export(req: &ExportRequest) -> Result<ExportReport> {
     }
     if req.options.adapter || req.options.merged {
         match &req.adapter {
-            None => rep.notes.push("no adapter selected: adapter and merged model not exported".into()),
+            None => rep
+                .notes
+                .push("no adapter selected: adapter and merged model not exported".into()),
             Some(a) => {
                 if req.options.adapter {
                     let dir = out.join("adapter");
@@ -162,13 +210,26 @@ fn export_merged(req: &ExportRequest, adapter: &Path, out: &Path) -> Result<(Pat
     let report = crate::adapt::merge::merge(&mut sam);
     let dir = out.join("merged");
     std::fs::create_dir_all(&dir)?;
-    let stem = adapter.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+    let stem = adapter
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
     let f = dir.join(format!("{stem}.merged.safetensors"));
     crate::adapt::file::export_merged(&sam, &f)?;
-    Ok((f, format!("merged model: {} projections folded, {} side branches", report.folded.len(), report.side_branches.len())))
+    Ok((
+        f,
+        format!(
+            "merged model: {} projections folded, {} side branches",
+            report.folded.len(),
+            report.side_branches.len()
+        ),
+    ))
 }
 
-pub fn spawn(req: ExportRequest, waker: Waker) -> std::sync::mpsc::Receiver<Result<ExportReport, String>> {
+pub fn spawn(
+    req: ExportRequest,
+    waker: Waker,
+) -> std::sync::mpsc::Receiver<Result<ExportReport, String>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("export".into())

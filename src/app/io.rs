@@ -13,8 +13,16 @@ use crate::fsutil::atomic_write;
 use crate::project::project::read_mask_file;
 
 pub enum WriteJob {
-    Mask { path: PathBuf, mask: Arc<Vec<bool>>, width: usize, height: usize },
-    Bytes { path: PathBuf, bytes: Vec<u8> },
+    Mask {
+        path: PathBuf,
+        mask: Arc<Vec<bool>>,
+        width: usize,
+        height: usize,
+    },
+    Bytes {
+        path: PathBuf,
+        bytes: Vec<u8>,
+    },
     /// Answers once everything queued before it is on disk.
     Flush(Sender<()>),
 }
@@ -44,7 +52,12 @@ impl Writer {
                             let _ = done.send(());
                             continue;
                         }
-                        WriteJob::Mask { path, mask, width, height } => {
+                        WriteJob::Mask {
+                            path,
+                            mask,
+                            width,
+                            height,
+                        } => {
                             let res = (|| {
                                 if let Some(d) = path.parent() {
                                     std::fs::create_dir_all(d)?;
@@ -59,7 +72,10 @@ impl Writer {
                         }
                     };
                     if let Err(e) = res {
-                        let _ = etx.send(WriteError { path, error: format!("{e:#}") });
+                        let _ = etx.send(WriteError {
+                            path,
+                            error: format!("{e:#}"),
+                        });
                         waker.wake();
                     }
                 }
@@ -81,7 +97,9 @@ impl Writer {
 
     /// Blocks until queued writes are on disk (used on exit and by tests).
     pub fn flush_blocking(&self) {
-        let _ = self.flush().recv_timeout(std::time::Duration::from_secs(30));
+        let _ = self
+            .flush()
+            .recv_timeout(std::time::Duration::from_secs(30));
     }
 
     pub fn sender(&self) -> Sender<WriteJob> {
@@ -90,8 +108,15 @@ impl Writer {
 }
 
 pub enum LoadJob {
-    Image { id: u64, path: PathBuf, masks: Vec<(u64, PathBuf)> },
-    Thumb { id: u64, path: PathBuf },
+    Image {
+        id: u64,
+        path: PathBuf,
+        masks: Vec<(u64, PathBuf)>,
+    },
+    Thumb {
+        id: u64,
+        path: PathBuf,
+    },
 }
 
 pub enum Loaded {
@@ -103,8 +128,14 @@ pub enum Loaded {
         masks: Vec<(u64, Result<Arc<Vec<bool>>, String>)>,
         ms: f64,
     },
-    Thumb { id: u64, image: egui::ColorImage },
-    Error { id: u64, error: String },
+    Thumb {
+        id: u64,
+        image: egui::ColorImage,
+    },
+    Error {
+        id: u64,
+        error: String,
+    },
 }
 
 /// Largest texture side used for display (wgpu's default limit is 8192).
@@ -115,8 +146,16 @@ pub fn to_color_image(rgb: &RgbImage, max_side: u32) -> egui::ColorImage {
     let (w, h) = rgb.dimensions();
     let img = if w.max(h) > max_side {
         let s = max_side as f64 / w.max(h) as f64;
-        let (nw, nh) = (((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1));
-        std::borrow::Cow::Owned(image::imageops::resize(rgb, nw, nh, image::imageops::FilterType::Triangle))
+        let (nw, nh) = (
+            ((w as f64 * s).round() as u32).max(1),
+            ((h as f64 * s).round() as u32).max(1),
+        );
+        std::borrow::Cow::Owned(image::imageops::resize(
+            rgb,
+            nw,
+            nh,
+            image::imageops::FilterType::Triangle,
+        ))
     } else {
         std::borrow::Cow::Borrowed(rgb)
     };
@@ -150,8 +189,14 @@ impl Loader {
                             LoadJob::Thumb { .. } => queue.push_back(j),
                         }
                     }
-                    let Some(job) = queue.pop_front() else { continue };
-                    let out = std::panic::catch_unwind(|| load(job)).unwrap_or_else(|_| Loaded::Error { id: 0, error: "image decoder failed".into() });
+                    let Some(job) = queue.pop_front() else {
+                        continue;
+                    };
+                    let out =
+                        std::panic::catch_unwind(|| load(job)).unwrap_or_else(|_| Loaded::Error {
+                            id: 0,
+                            error: "image decoder failed".into(),
+                        });
                     let _ = etx.send(out);
                     waker.wake();
                 }
@@ -175,22 +220,47 @@ fn load(job: LoadJob) -> Loaded {
                     let display = to_color_image(&rgb, MAX_TEXTURE);
                     let masks = masks
                         .into_iter()
-                        .map(|(oid, p)| (oid, read_mask_file(&p, w, h).map(Arc::new).map_err(|e| format!("{e:#}"))))
+                        .map(|(oid, p)| {
+                            (
+                                oid,
+                                read_mask_file(&p, w, h)
+                                    .map(Arc::new)
+                                    .map_err(|e| format!("{e:#}")),
+                            )
+                        })
                         .collect();
-                    Loaded::Image { id, rgb: Arc::new(rgb), display, masks, ms: t.elapsed().as_secs_f64() * 1e3 }
+                    Loaded::Image {
+                        id,
+                        rgb: Arc::new(rgb),
+                        display,
+                        masks,
+                        ms: t.elapsed().as_secs_f64() * 1e3,
+                    }
                 }
-                Err(e) => Loaded::Error { id, error: format!("{e:#}") },
+                Err(e) => Loaded::Error {
+                    id,
+                    error: format!("{e:#}"),
+                },
             }
         }
         LoadJob::Thumb { id, path } => match crate::project::import::load_rgb(&path) {
             Ok(rgb) => {
                 let (w, h) = rgb.dimensions();
                 let s = THUMB as f64 / w.max(h) as f64;
-                let (nw, nh) = (((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1));
+                let (nw, nh) = (
+                    ((w as f64 * s).round() as u32).max(1),
+                    ((h as f64 * s).round() as u32).max(1),
+                );
                 let small = image::imageops::thumbnail(&rgb, nw, nh);
-                Loaded::Thumb { id, image: egui::ColorImage::from_rgb([nw as usize, nh as usize], small.as_raw()) }
+                Loaded::Thumb {
+                    id,
+                    image: egui::ColorImage::from_rgb([nw as usize, nh as usize], small.as_raw()),
+                }
             }
-            Err(e) => Loaded::Error { id, error: format!("{e:#}") },
+            Err(e) => Loaded::Error {
+                id,
+                error: format!("{e:#}"),
+            },
         },
     }
 }

@@ -28,7 +28,8 @@ use image::RgbImage;
 use crate::device::{ComputeDevice, DeviceChoice};
 use crate::predict::{Point, PromptInput};
 use crate::project::project::{
-    AdapterEntry, ImageEntry, ObjectEntry, OpenProject, PointEntry, PromptRecord, mask_stats, now_secs, open_or_create_demo, palette_color,
+    AdapterEntry, ImageEntry, ObjectEntry, OpenProject, PointEntry, PromptRecord, mask_stats,
+    now_secs, open_or_create_demo, palette_color,
 };
 use crate::train::TrainConfig;
 
@@ -80,7 +81,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(c) = std::env::var_os("SEGADAPT_CACHE").filter(|c| !c.is_empty()) {
         return PathBuf::from(c);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("segadapt")
 }
 
@@ -89,11 +92,19 @@ pub fn find_checkpoints(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("pt" | "pth")))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("pt" | "pth"))
+                })
                 .collect()
         })
         .unwrap_or_default();
-    v.sort_by_key(|p| (p.file_name().map(|n| n != "mobile_sam.pt").unwrap_or(true), p.clone()));
+    v.sort_by_key(|p| {
+        (
+            p.file_name().map(|n| n != "mobile_sam.pt").unwrap_or(true),
+            p.clone(),
+        )
+    });
     v
 }
 
@@ -297,7 +308,9 @@ pub struct SegApp {
 }
 
 fn spec_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 impl SegApp {
@@ -330,7 +343,10 @@ impl SegApp {
             selected: None,
             tool: Tool::Prompt,
             brush_radius: 6.0,
-            view: ViewXform { zoom: 1.0, offset: egui::Vec2::ZERO },
+            view: ViewXform {
+                zoom: 1.0,
+                offset: egui::Vec2::ZERO,
+            },
             fit_pending: true,
             view_touched: false,
             opacity: 0.45,
@@ -391,7 +407,8 @@ impl SegApp {
         };
         let start_model = app.config.model.clone().or_else(|| {
             let last = app.settings.model.clone().filter(|p| p.is_file());
-            last.or_else(|| find_checkpoints(&app.config.model_dir).into_iter().next()).map(|path| ModelSpec { path, config: None })
+            last.or_else(|| find_checkpoints(&app.config.model_dir).into_iter().next())
+                .map(|path| ModelSpec { path, config: None })
         });
         if let Some(spec) = start_model {
             app.load_model(spec);
@@ -406,7 +423,11 @@ impl SegApp {
         if kind == ToastKind::Error {
             tracing::warn!("{text}");
         }
-        self.toasts.push(Toast { kind, text, at: Instant::now() });
+        self.toasts.push(Toast {
+            kind,
+            text,
+            at: Instant::now(),
+        });
         if self.toasts.len() > 6 {
             self.toasts.remove(0);
         }
@@ -423,7 +444,10 @@ impl SegApp {
             if let Some(d) = f.parent() {
                 let _ = std::fs::create_dir_all(d);
             }
-            self.writer.send(WriteJob::Bytes { path: f.clone(), bytes: b });
+            self.writer.send(WriteJob::Bytes {
+                path: f.clone(),
+                bytes: b,
+            });
         }
     }
 
@@ -456,7 +480,10 @@ impl SegApp {
                 let abs = p.resolve(&rel);
                 p.project.active_adapter = Some(rel.to_string_lossy().to_string());
                 self.use_adapter = true;
-                self.adapted = ModelState { loading: Some(spec_name(&abs)), ..Default::default() };
+                self.adapted = ModelState {
+                    loading: Some(spec_name(&abs)),
+                    ..Default::default()
+                };
                 self.embedded.retain(|(s, _)| *s != Slot::Adapted);
                 self.worker.send(Job::SetAdapter(Some(abs)));
             }
@@ -466,11 +493,21 @@ impl SegApp {
     }
 
     pub fn active_slot(&self) -> Slot {
-        if self.use_adapter && self.adapted.summary.is_some() { Slot::Adapted } else { Slot::Base }
+        if self.use_adapter && self.adapted.summary.is_some() {
+            Slot::Adapted
+        } else {
+            Slot::Base
+        }
     }
 
     pub fn other_slot(&self) -> Option<Slot> {
-        (self.ab_view && self.adapted.summary.is_some()).then(|| if self.active_slot() == Slot::Base { Slot::Adapted } else { Slot::Base })
+        (self.ab_view && self.adapted.summary.is_some()).then(|| {
+            if self.active_slot() == Slot::Base {
+                Slot::Adapted
+            } else {
+                Slot::Base
+            }
+        })
     }
 
     fn slots(&self) -> Vec<Slot> {
@@ -481,8 +518,18 @@ impl SegApp {
 
     pub fn slot_name(&self, slot: Slot) -> String {
         match slot {
-            Slot::Base => self.base.summary.as_ref().map(|s| format!("base: {}", s.name)).unwrap_or_else(|| "base".into()),
-            Slot::Adapted => self.adapted.summary.as_ref().map(|s| format!("adapted: {}", s.name)).unwrap_or_else(|| "adapted".into()),
+            Slot::Base => self
+                .base
+                .summary
+                .as_ref()
+                .map(|s| format!("base: {}", s.name))
+                .unwrap_or_else(|| "base".into()),
+            Slot::Adapted => self
+                .adapted
+                .summary
+                .as_ref()
+                .map(|s| format!("adapted: {}", s.name))
+                .unwrap_or_else(|| "adapted".into()),
         }
     }
 
@@ -505,7 +552,10 @@ impl SegApp {
     }
 
     pub fn create_project_at(&mut self, path: &Path) {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "project".into());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "project".into());
         match OpenProject::create(path, &name) {
             Ok(p) => self.set_project(p),
             Err(e) => self.error(format!("Cannot create project: {e:#}")),
@@ -522,7 +572,8 @@ impl SegApp {
         let (tx, rx) = std::sync::mpsc::channel();
         let waker = self.waker.clone();
         std::thread::spawn(move || {
-            let r = open_or_create_demo(&dir).map_err(|e| format!("Cannot create the demo project in {}: {e:#}", dir.display()));
+            let r = open_or_create_demo(&dir)
+                .map_err(|e| format!("Cannot create the demo project in {}: {e:#}", dir.display()));
             let _ = tx.send(r);
             waker.wake();
         });
@@ -541,17 +592,32 @@ impl SegApp {
         self.settings.recent.truncate(10);
         self.save_settings();
         for img in &p.project.images {
-            self.loader.send(LoadJob::Thumb { id: img.id, path: p.image_path(img) });
+            self.loader.send(LoadJob::Thumb {
+                id: img.id,
+                path: p.image_path(img),
+            });
         }
         if self.base.spec.is_none()
             && let Some(m) = p.project.model.clone().filter(|m| m.is_file())
         {
-            self.load_model(ModelSpec { path: m, config: None });
+            self.load_model(ModelSpec {
+                path: m,
+                config: None,
+            });
         }
         let first = p.project.images.first().map(|i| i.id);
         let adapter = p.project.active_adapter.clone();
-        self.export_dir = p.root.join(crate::project::project::EXPORT_DIR).to_string_lossy().to_string();
-        if let Some(v) = p.project.train_config.clone().and_then(|v| serde_json::from_value::<TrainConfig>(v).ok()) {
+        self.export_dir = p
+            .root
+            .join(crate::project::project::EXPORT_DIR)
+            .to_string_lossy()
+            .to_string();
+        if let Some(v) = p
+            .project
+            .train_config
+            .clone()
+            .and_then(|v| serde_json::from_value::<TrainConfig>(v).ok())
+        {
             self.train_cfg = v;
         }
         self.project = Some(p);
@@ -589,7 +655,10 @@ impl SegApp {
     pub fn save_project(&mut self) {
         if let Some(p) = &self.project {
             match p.project.to_json() {
-                Ok(bytes) => self.writer.send(WriteJob::Bytes { path: p.json_path(), bytes }),
+                Ok(bytes) => self.writer.send(WriteJob::Bytes {
+                    path: p.json_path(),
+                    bytes,
+                }),
                 Err(e) => {
                     let msg = format!("Cannot save the project: {e:#}");
                     self.error(msg);
@@ -604,7 +673,10 @@ impl SegApp {
     }
 
     pub fn image_ids(&self) -> Vec<u64> {
-        self.project.as_ref().map(|p| p.project.images.iter().map(|i| i.id).collect()).unwrap_or_default()
+        self.project
+            .as_ref()
+            .map(|p| p.project.images.iter().map(|i| i.id).collect())
+            .unwrap_or_default()
     }
 
     pub fn current_entry(&self) -> Option<&ImageEntry> {
@@ -614,13 +686,31 @@ impl SegApp {
 
     pub fn open_image(&mut self, id: u64) {
         let Some(p) = &self.project else { return };
-        let Some(img) = p.project.image(id) else { return };
-        let masks = img.objects.iter().map(|o| (o.id, p.resolve(&o.mask))).collect();
+        let Some(img) = p.project.image(id) else {
+            return;
+        };
+        let masks = img
+            .objects
+            .iter()
+            .map(|o| (o.id, p.resolve(&o.mask)))
+            .collect();
         let path = p.image_path(img);
-        let key = ImageKey { id, sha256: img.sha256.clone() };
+        let key = ImageKey {
+            id,
+            sha256: img.sha256.clone(),
+        };
         let (w, h) = (img.width as usize, img.height as usize);
         self.loader.send(LoadJob::Image { id, path, masks });
-        self.current = Some(ImageView { id, key, width: w, height: h, rgb: None, texture: None, masks: HashMap::new(), error: None });
+        self.current = Some(ImageView {
+            id,
+            key,
+            width: w,
+            height: h,
+            rgb: None,
+            texture: None,
+            masks: HashMap::new(),
+            error: None,
+        });
         self.draft = Draft::default();
         self.selected = None;
         self.box_drag = None;
@@ -664,14 +754,27 @@ impl SegApp {
             if slot == Slot::Adapted && self.adapted.summary.is_none() {
                 continue;
             }
-            self.worker.send(Job::Embed { slot, key: key.clone(), image: rgb.clone(), prefetch: false, cache_dir: cache.clone() });
+            self.worker.send(Job::Embed {
+                slot,
+                key: key.clone(),
+                image: rgb.clone(),
+                prefetch: false,
+                cache_dir: cache.clone(),
+            });
         }
     }
 
     /// The current image's embedding is ready on every model slot in use.
     pub fn current_embedded(&self) -> bool {
-        let Some(cur) = &self.current else { return false };
-        cur.rgb.is_some() && self.model_ready() && self.slots().iter().all(|s| self.embedded.contains(&(*s, cur.id)))
+        let Some(cur) = &self.current else {
+            return false;
+        };
+        cur.rgb.is_some()
+            && self.model_ready()
+            && self
+                .slots()
+                .iter()
+                .all(|s| self.embedded.contains(&(*s, cur.id)))
     }
 
     // ------------------------------------------------------------------ background results
@@ -693,7 +796,14 @@ impl SegApp {
             self.export_rx = None;
             match r {
                 Ok(rep) => {
-                    self.toast(ToastKind::Info, format!("Exported {} files to {}", rep.files.len(), rep.out.display()));
+                    self.toast(
+                        ToastKind::Info,
+                        format!(
+                            "Exported {} files to {}",
+                            rep.files.len(),
+                            rep.out.display()
+                        ),
+                    );
                     self.export_report = Some(rep);
                 }
                 Err(e) => self.error(format!("Export failed: {e}")),
@@ -736,8 +846,17 @@ impl SegApp {
                 Slot::Base => self.base.loading = Some(what),
                 Slot::Adapted => self.adapted.loading = Some(what),
             },
-            Event::ModelLoaded { slot, summary, info } => {
-                let msg = format!("Loaded {} in {:.1} s on {}", summary.name, summary.load_ms / 1e3, summary.device);
+            Event::ModelLoaded {
+                slot,
+                summary,
+                info,
+            } => {
+                let msg = format!(
+                    "Loaded {} in {:.1} s on {}",
+                    summary.name,
+                    summary.load_ms / 1e3,
+                    summary.device
+                );
                 match slot {
                     Slot::Base => {
                         self.base_info = Some(*info);
@@ -747,11 +866,21 @@ impl SegApp {
                         if let Some(p) = &mut self.project {
                             p.project.model = Some(summary.path.clone());
                         }
-                        self.base = ModelState { spec: self.base.spec.take(), summary: Some(summary), loading: None, error: None };
+                        self.base = ModelState {
+                            spec: self.base.spec.take(),
+                            summary: Some(summary),
+                            loading: None,
+                            error: None,
+                        };
                         self.embedded.clear();
                     }
                     Slot::Adapted => {
-                        self.adapted = ModelState { spec: None, summary: Some(summary), loading: None, error: None };
+                        self.adapted = ModelState {
+                            spec: None,
+                            summary: Some(summary),
+                            loading: None,
+                            error: None,
+                        };
                         self.embedded.retain(|(s, _)| *s != Slot::Adapted);
                     }
                 }
@@ -771,16 +900,35 @@ impl SegApp {
                         self.base.summary = None;
                     }
                     Slot::Adapted => {
-                        self.adapted = ModelState { error: Some(error.clone()), ..Default::default() };
+                        self.adapted = ModelState {
+                            error: Some(error.clone()),
+                            ..Default::default()
+                        };
                         self.use_adapter = false;
                     }
                 }
                 self.error(format!("Model: {error}"));
             }
-            Event::EmbedStarted { slot, key, expected_ms } => {
-                self.embedding.insert(slot, EmbedState { image: key.id, started: Instant::now(), expected_ms });
+            Event::EmbedStarted {
+                slot,
+                key,
+                expected_ms,
+            } => {
+                self.embedding.insert(
+                    slot,
+                    EmbedState {
+                        image: key.id,
+                        started: Instant::now(),
+                        expected_ms,
+                    },
+                );
             }
-            Event::EmbedDone { slot, key, ms, from_cache } => {
+            Event::EmbedDone {
+                slot,
+                key,
+                ms,
+                from_cache,
+            } => {
                 self.embedding.remove(&slot);
                 self.embedded.insert((slot, key.id));
                 if !from_cache {
@@ -794,7 +942,11 @@ impl SegApp {
                         && let Some(p) = &self.project
                         && let Some(img) = p.project.image(next)
                     {
-                        self.loader.send(LoadJob::Image { id: next, path: p.image_path(img), masks: Vec::new() });
+                        self.loader.send(LoadJob::Image {
+                            id: next,
+                            path: p.image_path(img),
+                            masks: Vec::new(),
+                        });
                     }
                 }
             }
@@ -803,7 +955,12 @@ impl SegApp {
                 self.embedded.remove(&(slot, key.id));
                 self.error(format!("Image embedding failed: {error}"));
             }
-            Event::Predicted { slot, key, seq, pred } => {
+            Event::Predicted {
+                slot,
+                key,
+                seq,
+                pred,
+            } => {
                 if self.current.as_ref().map(|c| c.id) != Some(key.id) {
                     return;
                 }
@@ -841,14 +998,21 @@ impl SegApp {
             }
         };
         if let Some(h) = self.histories.get_mut(&image) {
-            for e in h.undo.iter_mut().rev().take(3).chain(h.redo.iter_mut().rev().take(3)) {
+            for e in h
+                .undo
+                .iter_mut()
+                .rev()
+                .take(3)
+                .chain(h.redo.iter_mut().rev().take(3))
+            {
                 if let Edit::Draft { after, .. } = e {
                     set(after);
                 }
             }
         }
         if self.draft.seq == seq {
-            let fresh = active && self.draft.pred.as_ref().map(|p| p.masks.len()) != Some(pred.masks.len());
+            let fresh =
+                active && self.draft.pred.as_ref().map(|p| p.masks.len()) != Some(pred.masks.len());
             set(&mut self.draft);
             if fresh && active {
                 self.draft.choice = pred.best();
@@ -860,15 +1024,26 @@ impl SegApp {
     fn on_loaded(&mut self, ctx: &egui::Context, l: Loaded) {
         match l {
             Loaded::Thumb { id, image } => {
-                let t = ctx.load_texture(format!("thumb-{id}"), image, egui::TextureOptions::LINEAR);
+                let t =
+                    ctx.load_texture(format!("thumb-{id}"), image, egui::TextureOptions::LINEAR);
                 self.thumbs.insert(id, t);
             }
-            Loaded::Image { id, rgb, display, masks, .. } => {
+            Loaded::Image {
+                id,
+                rgb,
+                display,
+                masks,
+                ..
+            } => {
                 if self.current.as_ref().map(|c| c.id) == Some(id) {
                     let mut errors = Vec::new();
                     {
                         let cur = self.current.as_mut().expect("checked");
-                        cur.texture = Some(ctx.load_texture(format!("image-{id}"), display, egui::TextureOptions::LINEAR));
+                        cur.texture = Some(ctx.load_texture(
+                            format!("image-{id}"),
+                            display,
+                            egui::TextureOptions::LINEAR,
+                        ));
                         cur.rgb = Some(rgb);
                         for (oid, m) in masks {
                             match m {
@@ -887,11 +1062,22 @@ impl SegApp {
                     self.ensure_embedded();
                 } else if self.prefetched.contains(&id) && self.model_ready() {
                     let Some(p) = &self.project else { return };
-                    let Some(img) = p.project.image(id) else { return };
-                    let key = ImageKey { id, sha256: img.sha256.clone() };
+                    let Some(img) = p.project.image(id) else {
+                        return;
+                    };
+                    let key = ImageKey {
+                        id,
+                        sha256: img.sha256.clone(),
+                    };
                     let cache = Some(p.cache_dir());
                     for slot in self.slots() {
-                        self.worker.send(Job::Embed { slot, key: key.clone(), image: rgb.clone(), prefetch: true, cache_dir: cache.clone() });
+                        self.worker.send(Job::Embed {
+                            slot,
+                            key: key.clone(),
+                            image: rgb.clone(),
+                            prefetch: true,
+                            cache_dir: cache.clone(),
+                        });
                     }
                 }
             }
@@ -918,7 +1104,10 @@ impl SegApp {
         }
         for id in &added {
             if let Some(img) = p.project.image(*id) {
-                self.loader.send(LoadJob::Thumb { id: *id, path: p.image_path(img) });
+                self.loader.send(LoadJob::Thumb {
+                    id: *id,
+                    path: p.image_path(img),
+                });
             }
         }
         let first = added.first().copied();
@@ -949,7 +1138,10 @@ impl SegApp {
         std::thread::spawn(move || {
             let list = files
                 .iter()
-                .map(|f| crate::project::project::prepare_image(&root, f, copy).map_err(|e| format!("{}: {e:#}", f.display())))
+                .map(|f| {
+                    crate::project::project::prepare_image(&root, f, copy)
+                        .map_err(|e| format!("{}: {e:#}", f.display()))
+                })
                 .collect();
             let _ = tx.send(list);
             waker.wake();
@@ -977,14 +1169,27 @@ impl SegApp {
                     d = d.set_directory(s);
                 }
                 match k {
-                    0 => d.add_filter("segadapt project", &["json"]).set_title("Open project (project.json)").pick_file().into_iter().collect(),
-                    1 => d.set_title("Folder for the new project").pick_folder().into_iter().collect(),
+                    0 => d
+                        .add_filter("segadapt project", &["json"])
+                        .set_title("Open project (project.json)")
+                        .pick_file()
+                        .into_iter()
+                        .collect(),
+                    1 => d
+                        .set_title("Folder for the new project")
+                        .pick_folder()
+                        .into_iter()
+                        .collect(),
                     2 => d
                         .add_filter("Images", crate::project::project::IMAGE_EXTENSIONS)
                         .set_title("Add images")
                         .pick_files()
                         .unwrap_or_default(),
-                    3 => d.set_title("Add a folder of images").pick_folder().into_iter().collect(),
+                    3 => d
+                        .set_title("Add a folder of images")
+                        .pick_folder()
+                        .into_iter()
+                        .collect(),
                     4 => rfd::FileDialog::new()
                         .set_directory(&model_dir)
                         .add_filter("SAM checkpoint", &["pt", "pth"])
@@ -992,7 +1197,11 @@ impl SegApp {
                         .pick_file()
                         .into_iter()
                         .collect(),
-                    _ => d.set_title("Export to folder").pick_folder().into_iter().collect(),
+                    _ => d
+                        .set_title("Export to folder")
+                        .pick_folder()
+                        .into_iter()
+                        .collect(),
                 }
             });
             let _ = tx.send(res.unwrap_or_default());
@@ -1014,7 +1223,10 @@ impl SegApp {
                 Ok(_) => self.error(format!("No images in {}", paths[0].display())),
                 Err(e) => self.error(format!("{e:#}")),
             },
-            DialogKind::PickModel => self.load_model(ModelSpec { path: paths[0].clone(), config: None }),
+            DialogKind::PickModel => self.load_model(ModelSpec {
+                path: paths[0].clone(),
+                config: None,
+            }),
             DialogKind::ExportDir => self.export_dir = paths[0].to_string_lossy().to_string(),
         }
     }
@@ -1068,7 +1280,12 @@ impl SegApp {
         if !self.can_prompt() {
             return;
         }
-        let b = [b[0].min(b[2]), b[1].min(b[3]), b[0].max(b[2]), b[1].max(b[3])];
+        let b = [
+            b[0].min(b[2]),
+            b[1].min(b[3]),
+            b[0].max(b[2]),
+            b[1].max(b[3]),
+        ];
         self.selected = None;
         self.edit_draft(|d| d.bbox = Some(b));
         self.click_at = Some((self.draft.seq, Instant::now()));
@@ -1076,7 +1293,12 @@ impl SegApp {
 
     pub fn clear_prompts(&mut self) {
         if !self.draft.is_empty() {
-            self.edit_draft(|d| *d = Draft { seq: d.seq, ..Default::default() });
+            self.edit_draft(|d| {
+                *d = Draft {
+                    seq: d.seq,
+                    ..Default::default()
+                }
+            });
         }
         self.box_drag = None;
     }
@@ -1100,7 +1322,13 @@ impl SegApp {
             return;
         }
         self.selected = None;
-        self.edit_draft(|d| *d = Draft { unprompted: true, seq: d.seq, ..Default::default() });
+        self.edit_draft(|d| {
+            *d = Draft {
+                unprompted: true,
+                seq: d.seq,
+                ..Default::default()
+            }
+        });
         self.click_at = Some((self.draft.seq, Instant::now()));
     }
 
@@ -1119,21 +1347,59 @@ impl SegApp {
         let d = &self.draft;
         let multimask = d.points.len() == 1 && d.bbox.is_none();
         for slot in self.slots() {
-            let prev = if slot == self.active_slot() { &d.pred } else { &d.pred_b };
+            let prev = if slot == self.active_slot() {
+                &d.pred
+            } else {
+                &d.pred_b
+            };
             // Refine with the previous answer's logits once several points are given.
-            let mask_input = (d.points.len() >= 2).then(|| prev.as_ref().and_then(|p| p.low_res.get(d.choice.min(p.low_res.len().saturating_sub(1))).map(|l| l.as_ref().clone()))).flatten();
-            let prompt = if d.unprompted { PromptInput::default() } else { PromptInput { points: d.points.clone(), bbox: d.bbox, mask_input } };
-            self.worker.send(Job::Predict { slot, key: key.clone(), prompt, multimask, seq: d.seq });
+            let mask_input = (d.points.len() >= 2)
+                .then(|| {
+                    prev.as_ref().and_then(|p| {
+                        p.low_res
+                            .get(d.choice.min(p.low_res.len().saturating_sub(1)))
+                            .map(|l| l.as_ref().clone())
+                    })
+                })
+                .flatten();
+            let prompt = if d.unprompted {
+                PromptInput::default()
+            } else {
+                PromptInput {
+                    points: d.points.clone(),
+                    bbox: d.bbox,
+                    mask_input,
+                }
+            };
+            self.worker.send(Job::Predict {
+                slot,
+                key: key.clone(),
+                prompt,
+                multimask,
+                seq: d.seq,
+            });
         }
     }
 
     fn commit_stroke(&mut self, s: Stroke) {
-        let Some((cid, w, h)) = self.current.as_ref().map(|c| (c.id, c.width, c.height)) else { return };
+        let Some((cid, w, h)) = self.current.as_ref().map(|c| (c.id, c.width, c.height)) else {
+            return;
+        };
         if let Some(oid) = self.selected {
             // Paint on the selected accepted object.
-            let entry = self.project.as_ref().and_then(|p| p.project.image(cid)).and_then(|i| i.objects.iter().find(|o| o.id == oid)).cloned();
-            let old = self.current.as_ref().and_then(|c| c.masks.get(&oid).cloned());
-            let (Some(entry), Some(old)) = (entry, old) else { return };
+            let entry = self
+                .project
+                .as_ref()
+                .and_then(|p| p.project.image(cid))
+                .and_then(|i| i.objects.iter().find(|o| o.id == oid))
+                .cloned();
+            let old = self
+                .current
+                .as_ref()
+                .and_then(|c| c.masks.get(&oid).cloned());
+            let (Some(entry), Some(old)) = (entry, old) else {
+                return;
+            };
             let mut m = old.as_ref().clone();
             s.apply(&mut m, w, h);
             let Some((area, bbox)) = mask_stats(&m, w) else {
@@ -1147,7 +1413,10 @@ impl SegApp {
             new.mask = self.new_mask_rel(cid, oid);
             let m = Arc::new(m);
             self.write_mask(&new.mask, m.clone());
-            let e = Edit::Replace { before: (entry, Some(old)), after: (new.clone(), Some(m.clone())) };
+            let e = Edit::Replace {
+                before: (entry, Some(old)),
+                after: (new.clone(), Some(m.clone())),
+            };
             self.apply_replace(new, Some(m));
             if let Some(h) = self.history() {
                 h.push(e);
@@ -1158,14 +1427,25 @@ impl SegApp {
     }
 
     fn new_mask_rel(&mut self, image: u64, object: u64) -> PathBuf {
-        let Some(p) = &mut self.project else { return PathBuf::new() };
+        let Some(p) = &mut self.project else {
+            return PathBuf::new();
+        };
         let v = p.project.take_id();
-        PathBuf::from(crate::project::project::ANNOTATIONS_DIR).join(format!("img{image}")).join(format!("obj{object}_{v}.png"))
+        PathBuf::from(crate::project::project::ANNOTATIONS_DIR)
+            .join(format!("img{image}"))
+            .join(format!("obj{object}_{v}.png"))
     }
 
     fn write_mask(&mut self, rel: &Path, mask: Arc<Vec<bool>>) {
-        let (Some(p), Some(cur)) = (&self.project, &self.current) else { return };
-        self.writer.send(WriteJob::Mask { path: p.resolve(rel), mask, width: cur.width, height: cur.height });
+        let (Some(p), Some(cur)) = (&self.project, &self.current) else {
+            return;
+        };
+        self.writer.send(WriteJob::Mask {
+            path: p.resolve(rel),
+            mask,
+            width: cur.width,
+            height: cur.height,
+        });
     }
 
     /// Accepts the draft as a new object.
@@ -1184,13 +1464,26 @@ impl SegApp {
             Slot::Base => self.base.summary.as_ref().map(|s| s.name.clone()),
             Slot::Adapted => Some(format!(
                 "{} + {}",
-                self.base.summary.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-                self.adapted.summary.as_ref().map(|s| s.name.clone()).unwrap_or_default()
+                self.base
+                    .summary
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
+                self.adapted
+                    .summary
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default()
             )),
         };
         let Some(p) = &mut self.project else { return };
         let oid = p.project.take_id();
-        let class = p.project.classes.first().map(|c| c.name.clone()).unwrap_or_else(|| "object".into());
+        let class = p
+            .project
+            .classes
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| "object".into());
         let n = p.project.image(id).map(|i| i.objects.len()).unwrap_or(0);
         let rel = self.new_mask_rel(id, oid);
         let d = &self.draft;
@@ -1203,13 +1496,25 @@ impl SegApp {
             area,
             bbox,
             prompts: PromptRecord {
-                points: d.points.iter().map(|p| PointEntry { x: p.x, y: p.y, positive: p.positive }).collect(),
+                points: d
+                    .points
+                    .iter()
+                    .map(|p| PointEntry {
+                        x: p.x,
+                        y: p.y,
+                        positive: p.positive,
+                    })
+                    .collect(),
                 bbox: d.bbox,
                 candidate: d.choice,
                 painted: !d.strokes.is_empty(),
                 model,
             },
-            source: if d.has_prompts() { "sam".into() } else { "brush".into() },
+            source: if d.has_prompts() {
+                "sam".into()
+            } else {
+                "brush".into()
+            },
             hidden: false,
             created: now_secs(),
         };
@@ -1220,7 +1525,12 @@ impl SegApp {
         self.draft.seq = self.seq;
         self.insert_object(n, entry.clone(), mask.clone());
         if let Some(h) = self.history() {
-            h.push(Edit::Accept { object: entry, mask, index: n, draft_before });
+            h.push(Edit::Accept {
+                object: entry,
+                mask,
+                index: n,
+                draft_before,
+            });
         }
     }
 
@@ -1275,7 +1585,11 @@ impl SegApp {
         if let Some((index, object, mask)) = self.remove_object(oid)
             && let Some(h) = self.history()
         {
-            h.push(Edit::Delete { object, mask, index });
+            h.push(Edit::Delete {
+                object,
+                mask,
+                index,
+            });
         }
     }
 
@@ -1289,7 +1603,14 @@ impl SegApp {
     pub fn update_object(&mut self, oid: u64, f: impl FnOnce(&mut ObjectEntry)) {
         let Some(cur) = &self.current else { return };
         let Some(p) = &self.project else { return };
-        let Some(before) = p.project.image(cur.id).and_then(|i| i.objects.iter().find(|o| o.id == oid)).cloned() else { return };
+        let Some(before) = p
+            .project
+            .image(cur.id)
+            .and_then(|i| i.objects.iter().find(|o| o.id == oid))
+            .cloned()
+        else {
+            return;
+        };
         let mask = cur.masks.get(&oid).cloned();
         let mut after = before.clone();
         f(&mut after);
@@ -1298,7 +1619,10 @@ impl SegApp {
         }
         self.apply_replace(after.clone(), None);
         if let Some(h) = self.history() {
-            h.push(Edit::Replace { before: (before, mask.clone()), after: (after, mask) });
+            h.push(Edit::Replace {
+                before: (before, mask.clone()),
+                after: (after, mask),
+            });
         }
     }
 
@@ -1315,14 +1639,24 @@ impl SegApp {
     }
 
     pub fn undo(&mut self) {
-        let Some(e) = self.history().and_then(|h| h.undo.pop()) else { return };
+        let Some(e) = self.history().and_then(|h| h.undo.pop()) else {
+            return;
+        };
         match &e {
             Edit::Draft { before, .. } => self.restore_draft(before.clone()),
-            Edit::Accept { object, draft_before, .. } => {
+            Edit::Accept {
+                object,
+                draft_before,
+                ..
+            } => {
                 self.remove_object(object.id);
                 self.restore_draft(draft_before.clone());
             }
-            Edit::Delete { object, mask, index } => {
+            Edit::Delete {
+                object,
+                mask,
+                index,
+            } => {
                 if let Some(m) = mask.clone() {
                     self.insert_object(*index, object.clone(), m);
                 }
@@ -1335,13 +1669,23 @@ impl SegApp {
     }
 
     pub fn redo(&mut self) {
-        let Some(e) = self.history().and_then(|h| h.redo.pop()) else { return };
+        let Some(e) = self.history().and_then(|h| h.redo.pop()) else {
+            return;
+        };
         match &e {
             Edit::Draft { after, .. } => self.restore_draft(after.clone()),
-            Edit::Accept { object, mask, index, .. } => {
+            Edit::Accept {
+                object,
+                mask,
+                index,
+                ..
+            } => {
                 self.insert_object(*index, object.clone(), mask.clone());
                 self.seq += 1;
-                self.draft = Draft { seq: self.seq, ..Default::default() };
+                self.draft = Draft {
+                    seq: self.seq,
+                    ..Default::default()
+                };
                 self.draft_dirty = true;
             }
             Edit::Delete { object, .. } => {
@@ -1355,10 +1699,16 @@ impl SegApp {
     }
 
     pub fn can_undo(&self) -> bool {
-        self.current.as_ref().and_then(|c| self.histories.get(&c.id)).is_some_and(|h| !h.undo.is_empty())
+        self.current
+            .as_ref()
+            .and_then(|c| self.histories.get(&c.id))
+            .is_some_and(|h| !h.undo.is_empty())
     }
     pub fn can_redo(&self) -> bool {
-        self.current.as_ref().and_then(|c| self.histories.get(&c.id)).is_some_and(|h| !h.redo.is_empty())
+        self.current
+            .as_ref()
+            .and_then(|c| self.histories.get(&c.id))
+            .is_some_and(|h| !h.redo.is_empty())
     }
 
     // ------------------------------------------------------------------ overlay data
@@ -1369,7 +1719,12 @@ impl SegApp {
             return;
         };
         let (w, h) = (cur.width, cur.height);
-        let objects: Vec<ObjectEntry> = self.project.as_ref().and_then(|p| p.project.image(cur.id)).map(|i| i.objects.clone()).unwrap_or_default();
+        let objects: Vec<ObjectEntry> = self
+            .project
+            .as_ref()
+            .and_then(|p| p.project.image(cur.id))
+            .map(|i| i.objects.clone())
+            .unwrap_or_default();
         if self.overlay_dirty || self.overlay.is_none() {
             self.overlay_dirty = false;
             self.labels_version += 1;
@@ -1425,7 +1780,10 @@ impl SegApp {
         OverlayParams {
             opacity: self.opacity,
             outline_px: self.outline_px,
-            selected: self.selected.and_then(|s| self.label_of.get(&s).copied()).unwrap_or(0) as u32,
+            selected: self
+                .selected
+                .and_then(|s| self.label_of.get(&s).copied())
+                .unwrap_or(0) as u32,
             show_objects: self.show_objects,
             show_draft: true,
             draft_color: [255, 220, 40],
@@ -1450,17 +1808,24 @@ impl SegApp {
             let (tx2, w2) = (tx.clone(), waker.clone());
             let mut last: Option<Instant> = None;
             let mut progress = move |p: crate::models::Progress| {
-                if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) || p.phase == crate::models::Phase::Done {
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+                    || p.phase == crate::models::Phase::Done
+                {
                     last = Some(Instant::now());
                     let _ = tx2.send(DownloadMsg::Progress(p));
                     w2.wake();
                 }
             };
-            let r = crate::models::download(spec, &dir, &opts, &mut progress, &c).map_err(|e| e.to_string());
+            let r = crate::models::download(spec, &dir, &opts, &mut progress, &c)
+                .map_err(|e| e.to_string());
             let _ = tx.send(DownloadMsg::Done(r));
             waker.wake();
         });
-        self.download = Some(DownloadState { rx, cancel, progress: None });
+        self.download = Some(DownloadState {
+            rx,
+            cancel,
+            progress: None,
+        });
     }
 
     pub fn cancel_download(&mut self) {
@@ -1483,7 +1848,10 @@ impl SegApp {
             self.download = None;
             match r {
                 Ok(path) => {
-                    self.toast(ToastKind::Info, format!("Downloaded and verified {}", path.display()));
+                    self.toast(
+                        ToastKind::Info,
+                        format!("Downloaded and verified {}", path.display()),
+                    );
                     self.load_model(ModelSpec { path, config: None });
                 }
                 Err(e) => self.error(format!("Download failed: {e}")),
@@ -1498,7 +1866,11 @@ impl SegApp {
         if self.plan_rx.is_some() {
             return;
         }
-        let key = format!("{}|{}", info.sha256, serde_json::to_string(&self.train_cfg).unwrap_or_default());
+        let key = format!(
+            "{}|{}",
+            info.sha256,
+            serde_json::to_string(&self.train_cfg).unwrap_or_default()
+        );
         if key == self.plan_key {
             return;
         }
@@ -1510,7 +1882,9 @@ impl SegApp {
         std::thread::spawn(move || {
             lower_thread_priority();
             let first = cfg.adapter.blocks.iter().min().copied().unwrap_or(0);
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::train::planner::plan(&sam_cfg, &cfg, first, &device, 8192.0)));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::train::planner::plan(&sam_cfg, &cfg, first, &device, 8192.0)
+            }));
             let _ = tx.send((key, r.ok()));
             waker.wake();
         });
@@ -1533,7 +1907,10 @@ impl SegApp {
                     self.train.handle = None;
                     match r {
                         Ok(Some(o)) => self.on_trained(o),
-                        Ok(None) => self.toast(ToastKind::Info, "Training cancelled; press Resume to continue"),
+                        Ok(None) => self.toast(
+                            ToastKind::Info,
+                            "Training cancelled; press Resume to continue",
+                        ),
                         Err(e) => {
                             self.train.error = Some(e.clone());
                             self.train.status = format!("failed: {e}");
@@ -1546,9 +1923,15 @@ impl SegApp {
     }
 
     fn on_trained(&mut self, o: crate::train::TrainOutcome) {
-        let Some((cfg, out)) = self.train.last.clone() else { return };
+        let Some((cfg, out)) = self.train.last.clone() else {
+            return;
+        };
         let Some(p) = &mut self.project else { return };
-        let rel = |abs: &Path| abs.strip_prefix(&p.root).map(Path::to_path_buf).unwrap_or_else(|_| abs.to_path_buf());
+        let rel = |abs: &Path| {
+            abs.strip_prefix(&p.root)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| abs.to_path_buf())
+        };
         let mut best_rel = None;
         if o.improved && out.is_file() {
             let r = rel(&out);
@@ -1567,7 +1950,10 @@ impl SegApp {
         let fin = crate::train::trainer::final_path(&out);
         if fin.is_file() {
             p.project.adapters.push(AdapterEntry {
-                name: format!("{} (last step)", spec_name(&out).trim_end_matches(".safetensors")),
+                name: format!(
+                    "{} (last step)",
+                    spec_name(&out).trim_end_matches(".safetensors")
+                ),
                 path: rel(&fin),
                 method: cfg.adapter.method.name().into(),
                 created: now_secs(),
@@ -1579,7 +1965,13 @@ impl SegApp {
         }
         self.save_project();
         if let Some(r) = best_rel {
-            self.toast(ToastKind::Info, format!("Adapter improved Dice {:.3} -> {:.3}; now active (A/B in the Model tab)", o.base_dice, o.best_dice));
+            self.toast(
+                ToastKind::Info,
+                format!(
+                    "Adapter improved Dice {:.3} -> {:.3}; now active (A/B in the Model tab)",
+                    o.base_dice, o.best_dice
+                ),
+            );
             self.select_adapter(Some(r));
         } else {
             self.toast(ToastKind::Info, o.message.clone());
@@ -1604,12 +1996,18 @@ impl SegApp {
             .images
             .iter()
             .filter(|i| !i.objects.is_empty())
-            .map(|i| training::TrainImage { name: i.name.clone(), path: p.image_path(i), masks: i.objects.iter().map(|o| p.resolve(&o.mask)).collect() })
+            .map(|i| training::TrainImage {
+                name: i.name.clone(),
+                path: p.image_path(i),
+                masks: i.objects.iter().map(|o| p.resolve(&o.mask)).collect(),
+            })
             .collect();
         let adapters_dir = p.adapters_dir();
         let n: usize = images.iter().map(|i| i.masks.len()).sum();
         if n < 2 {
-            self.error(format!("Adapt needs at least 2 accepted objects (has {n}); annotate a few more"));
+            self.error(format!(
+                "Adapt needs at least 2 accepted objects (has {n}); annotate a few more"
+            ));
             return;
         }
         let (cfg, out) = if resume {
@@ -1627,7 +2025,11 @@ impl SegApp {
                 self.error(format!("Cannot create {}: {e}", adapters_dir.display()));
                 return;
             }
-            let out = adapters_dir.join(format!("{}-{}.safetensors", cfg.adapter.method.name(), now_secs()));
+            let out = adapters_dir.join(format!(
+                "{}-{}.safetensors",
+                cfg.adapter.method.name(),
+                now_secs()
+            ));
             (cfg, out)
         };
         if let Some(p) = &mut self.project {
@@ -1665,7 +2067,12 @@ impl SegApp {
     }
 
     pub fn can_resume(&self) -> bool {
-        !self.train.running() && self.train.last.as_ref().is_some_and(|(_, out)| crate::train::trainer::resume_dir(out).join("state.json").is_file())
+        !self.train.running()
+            && self.train.last.as_ref().is_some_and(|(_, out)| {
+                crate::train::trainer::resume_dir(out)
+                    .join("state.json")
+                    .is_file()
+            })
     }
 
     // ------------------------------------------------------------------ export
@@ -1675,8 +2082,17 @@ impl SegApp {
             self.error("Open a project first");
             return;
         };
-        let out = if self.export_dir.trim().is_empty() { p.root.join(crate::project::project::EXPORT_DIR) } else { PathBuf::from(self.export_dir.trim()) };
-        let adapter = p.project.active_adapter.as_ref().map(|a| p.resolve(Path::new(a))).filter(|a| a.is_file());
+        let out = if self.export_dir.trim().is_empty() {
+            p.root.join(crate::project::project::EXPORT_DIR)
+        } else {
+            PathBuf::from(self.export_dir.trim())
+        };
+        let adapter = p
+            .project
+            .active_adapter
+            .as_ref()
+            .map(|a| p.resolve(Path::new(a)))
+            .filter(|a| a.is_file());
         let req = export::ExportRequest {
             project: p.clone(),
             out,
@@ -1744,7 +2160,13 @@ impl SegApp {
         }
         self.windows(&ctx);
         self.toasts_ui(&ctx);
-        if self.busy() || self.export_rx.is_some() || self.import_rx.is_some() || self.demo_rx.is_some() || !self.toasts.is_empty() || self.autopilot.is_some() {
+        if self.busy()
+            || self.export_rx.is_some()
+            || self.import_rx.is_some()
+            || self.demo_rx.is_some()
+            || !self.toasts.is_empty()
+            || self.autopilot.is_some()
+        {
             ctx.request_repaint_after(Duration::from_millis(50));
         }
         self.frame_end(t.elapsed());
@@ -1774,34 +2196,48 @@ pub fn run(device: DeviceChoice) -> anyhow::Result<()> {
     // Compute: a real GPU is shared with the renderer; a software adapter (lavapipe) or none
     // means compute on the CPU while eframe renders on whatever wgpu finds.
     let mut native = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default().with_title("segadapt").with_inner_size([1360.0, 860.0]).with_min_inner_size([900.0, 600.0]),
+        viewport: egui::ViewportBuilder::default()
+            .with_title("segadapt")
+            .with_inner_size([1360.0, 860.0])
+            .with_min_inner_size([900.0, 600.0]),
         renderer: eframe::Renderer::Wgpu,
         ..Default::default()
     };
     let compute = match device {
         DeviceChoice::Cpu => crate::device::cpu(),
-        DeviceChoice::Gpu | DeviceChoice::Auto => match std::panic::catch_unwind(crate::device::gpu) {
-            Ok(Ok((dev, setup, software))) => {
-                native.wgpu_options.wgpu_setup = eframe::egui_wgpu::WgpuSetup::Existing(eframe::egui_wgpu::WgpuSetupExisting {
-                    instance: setup.instance.clone(),
-                    adapter: setup.adapter.clone(),
-                    device: setup.device.clone(),
-                    queue: setup.queue.clone(),
-                });
-                if software && device == DeviceChoice::Auto { crate::device::cpu() } else { dev }
-            }
-            Ok(Err(e)) => {
-                if device == DeviceChoice::Gpu {
-                    anyhow::bail!("{e}");
+        DeviceChoice::Gpu | DeviceChoice::Auto => {
+            match std::panic::catch_unwind(crate::device::gpu) {
+                Ok(Ok((dev, setup, software))) => {
+                    native.wgpu_options.wgpu_setup = eframe::egui_wgpu::WgpuSetup::Existing(
+                        eframe::egui_wgpu::WgpuSetupExisting {
+                            instance: setup.instance.clone(),
+                            adapter: setup.adapter.clone(),
+                            device: setup.device.clone(),
+                            queue: setup.queue.clone(),
+                        },
+                    );
+                    if software && device == DeviceChoice::Auto {
+                        crate::device::cpu()
+                    } else {
+                        dev
+                    }
                 }
-                tracing::info!("{e}; computing on the CPU");
-                crate::device::cpu()
+                Ok(Err(e)) => {
+                    if device == DeviceChoice::Gpu {
+                        anyhow::bail!("{e}");
+                    }
+                    tracing::info!("{e}; computing on the CPU");
+                    crate::device::cpu()
+                }
+                Err(_) => crate::device::cpu(),
             }
-            Err(_) => crate::device::cpu(),
-        },
+        }
     };
     tracing::info!("compute device: {}", compute.description);
-    let shared = matches!(native.wgpu_options.wgpu_setup, eframe::egui_wgpu::WgpuSetup::Existing(_));
+    let shared = matches!(
+        native.wgpu_options.wgpu_setup,
+        eframe::egui_wgpu::WgpuSetup::Existing(_)
+    );
     let make = |native: eframe::NativeOptions, compute: ComputeDevice| {
         eframe::run_native(
             "segadapt",
@@ -1809,7 +2245,10 @@ pub fn run(device: DeviceChoice) -> anyhow::Result<()> {
             Box::new(move |cc| {
                 let cfg = AppConfig::new(compute);
                 let mut app = SegApp::new(cfg, cc.wgpu_render_state.as_ref());
-                app.autopilot = std::env::var("SEGADAPT_AUTOPILOT").ok().and_then(|s| autopilot::Scene::parse(&s)).map(autopilot::Autopilot::new);
+                app.autopilot = std::env::var("SEGADAPT_AUTOPILOT")
+                    .ok()
+                    .and_then(|s| autopilot::Scene::parse(&s))
+                    .map(autopilot::Autopilot::new);
                 Ok(Box::new(app))
             }),
         )
@@ -1818,9 +2257,13 @@ pub fn run(device: DeviceChoice) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if shared => {
             // The shared device could not drive the window: let eframe pick its own.
-            tracing::warn!("rendering on the shared wgpu device failed ({e}); retrying with eframe's own device");
+            tracing::warn!(
+                "rendering on the shared wgpu device failed ({e}); retrying with eframe's own device"
+            );
             let native = eframe::NativeOptions {
-                viewport: egui::ViewportBuilder::default().with_title("segadapt").with_inner_size([1360.0, 860.0]),
+                viewport: egui::ViewportBuilder::default()
+                    .with_title("segadapt")
+                    .with_inner_size([1360.0, 860.0]),
                 renderer: eframe::Renderer::Wgpu,
                 ..Default::default()
             };

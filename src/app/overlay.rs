@@ -88,12 +88,17 @@ pub fn init_wgpu(rs: &egui_wgpu::RenderState) -> bool {
             label: Some("segadapt mask overlay"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
         });
-        let tex_entry = |binding: u32, sample_type: wgpu::TextureSampleType| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::FRAGMENT,
-            ty: wgpu::BindingType::Texture { multisampled: false, sample_type, view_dimension: wgpu::TextureViewDimension::D2 },
-            count: None,
-        };
+        let tex_entry =
+            |binding: u32, sample_type: wgpu::TextureSampleType| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::FRAGMENT,
+                ty: wgpu::BindingType::Texture {
+                    multisampled: false,
+                    sample_type,
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                },
+                count: None,
+            };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("segadapt overlay layout"),
             entries: &[
@@ -169,10 +174,20 @@ struct OverlayCallback {
     scale: [f32; 2],
 }
 
-fn tex(device: &wgpu::Device, label: &str, w: u32, h: u32, format: wgpu::TextureFormat) -> wgpu::Texture {
+fn tex(
+    device: &wgpu::Device,
+    label: &str,
+    w: u32,
+    h: u32,
+    format: wgpu::TextureFormat,
+) -> wgpu::Texture {
     device.create_texture(&wgpu::TextureDescriptor {
         label: Some(label),
-        size: wgpu::Extent3d { width: w.max(1), height: h.max(1), depth_or_array_layers: 1 },
+        size: wgpu::Extent3d {
+            width: w.max(1),
+            height: h.max(1),
+            depth_or_array_layers: 1,
+        },
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
@@ -184,10 +199,23 @@ fn tex(device: &wgpu::Device, label: &str, w: u32, h: u32, format: wgpu::Texture
 
 fn write(queue: &wgpu::Queue, t: &wgpu::Texture, bytes: &[u8], bpp: u32, w: u32, h: u32) {
     queue.write_texture(
-        wgpu::TexelCopyTextureInfo { texture: t, mip_level: 0, origin: wgpu::Origin3d::ZERO, aspect: wgpu::TextureAspect::All },
+        wgpu::TexelCopyTextureInfo {
+            texture: t,
+            mip_level: 0,
+            origin: wgpu::Origin3d::ZERO,
+            aspect: wgpu::TextureAspect::All,
+        },
         bytes,
-        wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(w * bpp), rows_per_image: Some(h) },
-        wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(w * bpp),
+            rows_per_image: Some(h),
+        },
+        wgpu::Extent3d {
+            width: w,
+            height: h,
+            depth_or_array_layers: 1,
+        },
     );
 }
 
@@ -215,13 +243,17 @@ impl egui_wgpu::CallbackTrait for OverlayCallback {
         _enc: &mut wgpu::CommandEncoder,
         resources: &mut egui_wgpu::CallbackResources,
     ) -> Vec<wgpu::CommandBuffer> {
-        let Some(r) = resources.get_mut::<OverlayRenderer>() else { return Vec::new() };
+        let Some(r) = resources.get_mut::<OverlayRenderer>() else {
+            return Vec::new();
+        };
         let d = &self.data;
         let (w, h) = (d.width as usize, d.height as usize);
         if w == 0 || h == 0 || d.labels.len() != w * h {
             return Vec::new();
         }
-        let f = (d.width.max(d.height) as usize).div_ceil(r.max_dim as usize).max(1);
+        let f = (d.width.max(d.height) as usize)
+            .div_ceil(r.max_dim as usize)
+            .max(1);
         let (tw, th) = (w.div_ceil(f) as u32, h.div_ceil(f) as u32);
         let palette_ptr = Arc::as_ptr(&d.palette) as usize;
         let uniform = r
@@ -242,10 +274,26 @@ impl egui_wgpu::CallbackTrait for OverlayCallback {
         };
         if needs_new {
             let n_pal = d.palette.len().max(1) as u32;
-            let labels = tex(device, "overlay labels", tw, th, wgpu::TextureFormat::R16Uint);
+            let labels = tex(
+                device,
+                "overlay labels",
+                tw,
+                th,
+                wgpu::TextureFormat::R16Uint,
+            );
             let draft = tex(device, "overlay draft", tw, th, wgpu::TextureFormat::R8Uint);
-            let palette = tex(device, "overlay palette", n_pal, 1, wgpu::TextureFormat::Rgba8Unorm);
-            let pal_bytes: Vec<u8> = if d.palette.is_empty() { vec![0; 4] } else { d.palette.iter().flatten().copied().collect() };
+            let palette = tex(
+                device,
+                "overlay palette",
+                n_pal,
+                1,
+                wgpu::TextureFormat::Rgba8Unorm,
+            );
+            let pal_bytes: Vec<u8> = if d.palette.is_empty() {
+                vec![0; 4]
+            } else {
+                d.palette.iter().flatten().copied().collect()
+            };
             write(queue, &palette, &pal_bytes, 4, n_pal, 1);
             let view = |t: &wgpu::Texture| t.create_view(&wgpu::TextureViewDescriptor::default());
             let (lv, dv, pv) = (view(&labels), view(&draft), view(&palette));
@@ -253,10 +301,22 @@ impl egui_wgpu::CallbackTrait for OverlayCallback {
                 label: Some("segadapt overlay bind group"),
                 layout: &r.layout,
                 entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::TextureView(&lv) },
-                    wgpu::BindGroupEntry { binding: 2, resource: wgpu::BindingResource::TextureView(&dv) },
-                    wgpu::BindGroupEntry { binding: 3, resource: wgpu::BindingResource::TextureView(&pv) },
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: uniform.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: wgpu::BindingResource::TextureView(&lv),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::TextureView(&dv),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: wgpu::BindingResource::TextureView(&pv),
+                    },
                 ],
             });
             r.views.insert(
@@ -294,25 +354,51 @@ impl egui_wgpu::CallbackTrait for OverlayCallback {
         }
         let _ = &v.palette;
         let p = &self.params;
-        let flags = (p.show_objects as u32) | ((p.show_draft && d.draft.is_some()) as u32) << 1 | (r.srgb_target as u32) << 2;
+        let flags = (p.show_objects as u32)
+            | ((p.show_draft && d.draft.is_some()) as u32) << 1
+            | (r.srgb_target as u32) << 2;
         let mut u = Vec::with_capacity(UNIFORM_SIZE as usize);
-        for f in [self.origin[0], self.origin[1], self.scale[0], self.scale[1], d.width as f32, d.height as f32, v.tex_scale, p.opacity, p.outline_px] {
+        for f in [
+            self.origin[0],
+            self.origin[1],
+            self.scale[0],
+            self.scale[1],
+            d.width as f32,
+            d.height as f32,
+            v.tex_scale,
+            p.opacity,
+            p.outline_px,
+        ] {
             u.extend_from_slice(&f.to_le_bytes());
         }
         for x in [p.selected, flags, 0u32] {
             u.extend_from_slice(&x.to_le_bytes());
         }
         let dc = p.draft_color;
-        for c in [dc[0] as f32 / 255.0, dc[1] as f32 / 255.0, dc[2] as f32 / 255.0, 1.0] {
+        for c in [
+            dc[0] as f32 / 255.0,
+            dc[1] as f32 / 255.0,
+            dc[2] as f32 / 255.0,
+            1.0,
+        ] {
             u.extend_from_slice(&c.to_le_bytes());
         }
         queue.write_buffer(&uniform, 0, &u);
         Vec::new()
     }
 
-    fn paint(&self, _info: egui::PaintCallbackInfo, pass: &mut wgpu::RenderPass<'static>, resources: &egui_wgpu::CallbackResources) {
-        let Some(r) = resources.get::<OverlayRenderer>() else { return };
-        let Some(v) = r.views.get(&self.view) else { return };
+    fn paint(
+        &self,
+        _info: egui::PaintCallbackInfo,
+        pass: &mut wgpu::RenderPass<'static>,
+        resources: &egui_wgpu::CallbackResources,
+    ) {
+        let Some(r) = resources.get::<OverlayRenderer>() else {
+            return;
+        };
+        let Some(v) = r.views.get(&self.view) else {
+            return;
+        };
         pass.set_pipeline(&r.pipeline);
         pass.set_bind_group(0, &v.bind_group, &[]);
         pass.draw(0..3, 0..1);
@@ -320,11 +406,27 @@ impl egui_wgpu::CallbackTrait for OverlayCallback {
 }
 
 /// Adds the GPU overlay for `image_rect` (screen points) clipped to `clip`.
-pub fn paint_wgpu(painter: &egui::Painter, clip: Rect, image_rect: Rect, view: u64, data: &OverlayData, params: OverlayParams) {
+pub fn paint_wgpu(
+    painter: &egui::Painter,
+    clip: Rect,
+    image_rect: Rect,
+    view: u64,
+    data: &OverlayData,
+    params: OverlayParams,
+) {
     let ppp = painter.ctx().pixels_per_point();
     let origin = [image_rect.min.x * ppp, image_rect.min.y * ppp];
-    let scale = [image_rect.width() * ppp / data.width.max(1) as f32, image_rect.height() * ppp / data.height.max(1) as f32];
-    let cb = OverlayCallback { view, data: data.clone(), params, origin, scale };
+    let scale = [
+        image_rect.width() * ppp / data.width.max(1) as f32,
+        image_rect.height() * ppp / data.height.max(1) as f32,
+    ];
+    let cb = OverlayCallback {
+        view,
+        data: data.clone(),
+        params,
+        origin,
+        scale,
+    };
     let rect = clip.intersect(image_rect);
     if rect.is_positive() {
         painter.add(egui_wgpu::Callback::new_paint_callback(rect, cb));
@@ -344,7 +446,14 @@ pub struct CpuOverlay {
 const CPU_MAX: usize = 2048;
 
 impl CpuOverlay {
-    pub fn paint(&mut self, ctx: &egui::Context, painter: &egui::Painter, image_rect: Rect, data: &OverlayData, p: OverlayParams) {
+    pub fn paint(
+        &mut self,
+        ctx: &egui::Context,
+        painter: &egui::Painter,
+        image_rect: Rect,
+        data: &OverlayData,
+        p: OverlayParams,
+    ) {
         let (w, h) = (data.width as usize, data.height as usize);
         if w == 0 || h == 0 || data.labels.len() != w * h {
             return;
@@ -353,7 +462,12 @@ impl CpuOverlay {
             data.labels_version,
             data.draft_version,
             Arc::as_ptr(&data.palette) as usize,
-            [p.opacity.to_bits(), p.outline_px.to_bits(), p.draft_color[0] as u32, p.draft_color[1] as u32],
+            [
+                p.opacity.to_bits(),
+                p.outline_px.to_bits(),
+                p.draft_color[0] as u32,
+                p.draft_color[1] as u32,
+            ],
             p.selected,
             p.show_objects,
             p.show_draft,
@@ -362,12 +476,20 @@ impl CpuOverlay {
             let img = compose(data, &p);
             match &mut self.texture {
                 Some(t) => t.set(img, egui::TextureOptions::NEAREST),
-                None => self.texture = Some(ctx.load_texture("mask-overlay", img, egui::TextureOptions::NEAREST)),
+                None => {
+                    self.texture =
+                        Some(ctx.load_texture("mask-overlay", img, egui::TextureOptions::NEAREST))
+                }
             }
             self.key = Some(key);
         }
         if let Some(t) = &self.texture {
-            painter.image(t.id(), image_rect, Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)), Color32::WHITE);
+            painter.image(
+                t.id(),
+                image_rect,
+                Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)),
+                Color32::WHITE,
+            );
         }
     }
 }
@@ -384,10 +506,15 @@ pub fn compose(d: &OverlayData, p: &OverlayParams) -> egui::ColorImage {
             d.labels[((y as usize) * f).min(h - 1) * w + ((x as usize) * f).min(w - 1)]
         }
     };
-    let draft = d.draft.as_ref().filter(|m| m.len() == w * h && p.show_draft);
+    let draft = d
+        .draft
+        .as_ref()
+        .filter(|m| m.len() == w * h && p.show_draft);
     let dr = |x: isize, y: isize| -> bool {
         match draft {
-            Some(m) if x >= 0 && y >= 0 && x < ow as isize && y < oh as isize => m[((y as usize) * f).min(h - 1) * w + ((x as usize) * f).min(w - 1)],
+            Some(m) if x >= 0 && y >= 0 && x < ow as isize && y < oh as isize => {
+                m[((y as usize) * f).min(h - 1) * w + ((x as usize) * f).min(w - 1)]
+            }
             _ => false,
         }
     };
@@ -398,8 +525,15 @@ pub fn compose(d: &OverlayData, p: &OverlayParams) -> egui::ColorImage {
             if p.show_objects {
                 let l = lab(x, y);
                 if l != 0 {
-                    let edge = lab(x + 1, y) != l || lab(x - 1, y) != l || lab(x, y + 1) != l || lab(x, y - 1) != l;
-                    let mut c = d.palette.get(l as usize).copied().unwrap_or([255, 255, 255, 255]);
+                    let edge = lab(x + 1, y) != l
+                        || lab(x - 1, y) != l
+                        || lab(x, y + 1) != l
+                        || lab(x, y - 1) != l;
+                    let mut c = d
+                        .palette
+                        .get(l as usize)
+                        .copied()
+                        .unwrap_or([255, 255, 255, 255]);
                     let mut a = if edge { 1.0 } else { p.opacity };
                     if l as u32 == p.selected {
                         a = (a + 0.2f32).min(1.0);
@@ -413,7 +547,11 @@ pub fn compose(d: &OverlayData, p: &OverlayParams) -> egui::ColorImage {
             }
             if dr(x, y) {
                 let edge = !dr(x + 1, y) || !dr(x - 1, y) || !dr(x, y + 1) || !dr(x, y - 1);
-                let a = if edge { 1.0 } else { (p.opacity + 0.1).min(1.0) };
+                let a = if edge {
+                    1.0
+                } else {
+                    (p.opacity + 0.1).min(1.0)
+                };
                 let c = p.draft_color;
                 out = [
                     c[0] as f32 * a + out[0] * (1.0 - a),
@@ -422,8 +560,12 @@ pub fn compose(d: &OverlayData, p: &OverlayParams) -> egui::ColorImage {
                     a * 255.0 + out[3] * (1.0 - a),
                 ];
             }
-            px[y as usize * ow + x as usize] =
-                Color32::from_rgba_premultiplied(out[0].round() as u8, out[1].round() as u8, out[2].round() as u8, out[3].round() as u8);
+            px[y as usize * ow + x as usize] = Color32::from_rgba_premultiplied(
+                out[0].round() as u8,
+                out[1].round() as u8,
+                out[2].round() as u8,
+                out[3].round() as u8,
+            );
         }
     }
     egui::ColorImage::new([ow, oh], px)
@@ -436,7 +578,10 @@ mod tests {
     #[test]
     fn shader_parses_and_validates() {
         let module = naga::front::wgsl::parse_str(SHADER).expect("WGSL parses");
-        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+        let mut v = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        );
         v.validate(&module).expect("WGSL validates");
     }
 }

@@ -41,8 +41,14 @@ impl Stroke {
     pub fn apply(&self, mask: &mut [bool], width: usize, height: usize) {
         let r = self.radius.max(0.5);
         let mut stamp = |cx: f32, cy: f32| {
-            let (x0, x1) = (((cx - r).floor().max(0.0)) as usize, ((cx + r).ceil() as isize).min(width as isize - 1));
-            let (y0, y1) = (((cy - r).floor().max(0.0)) as usize, ((cy + r).ceil() as isize).min(height as isize - 1));
+            let (x0, x1) = (
+                ((cx - r).floor().max(0.0)) as usize,
+                ((cx + r).ceil() as isize).min(width as isize - 1),
+            );
+            let (y0, y1) = (
+                ((cy - r).floor().max(0.0)) as usize,
+                ((cy + r).ceil() as isize).min(height as isize - 1),
+            );
             if x1 < 0 || y1 < 0 {
                 return;
             }
@@ -132,18 +138,37 @@ impl Draft {
     }
     /// Same prompts and strokes (predictions aside).
     pub fn same_input(&self, o: &Draft) -> bool {
-        self.points == o.points && self.bbox == o.bbox && self.strokes == o.strokes && self.choice == o.choice && self.unprompted == o.unprompted
+        self.points == o.points
+            && self.bbox == o.bbox
+            && self.strokes == o.strokes
+            && self.choice == o.choice
+            && self.unprompted == o.unprompted
     }
 }
 
 /// An undoable edit of one image's annotations.
 #[derive(Clone, Debug)]
 pub enum Edit {
-    Draft { before: Draft, after: Draft },
-    Accept { object: ObjectEntry, mask: Arc<Vec<bool>>, index: usize, draft_before: Draft },
-    Delete { object: ObjectEntry, mask: Option<Arc<Vec<bool>>>, index: usize },
+    Draft {
+        before: Draft,
+        after: Draft,
+    },
+    Accept {
+        object: ObjectEntry,
+        mask: Arc<Vec<bool>>,
+        index: usize,
+        draft_before: Draft,
+    },
+    Delete {
+        object: ObjectEntry,
+        mask: Option<Arc<Vec<bool>>>,
+        index: usize,
+    },
     /// Mask replaced (brush on an accepted object) or metadata changed (label, visibility).
-    Replace { before: (ObjectEntry, Option<Arc<Vec<bool>>>), after: (ObjectEntry, Option<Arc<Vec<bool>>>) },
+    Replace {
+        before: (ObjectEntry, Option<Arc<Vec<bool>>>),
+        after: (ObjectEntry, Option<Arc<Vec<bool>>>),
+    },
 }
 
 impl Edit {
@@ -183,11 +208,26 @@ mod tests {
     fn stroke_paints_a_disc_and_a_line() {
         let (w, h) = (20, 10);
         let mut m = vec![false; w * h];
-        Stroke { add: true, radius: 2.0, points: vec![[5.0, 5.0]] }.apply(&mut m, w, h);
+        Stroke {
+            add: true,
+            radius: 2.0,
+            points: vec![[5.0, 5.0]],
+        }
+        .apply(&mut m, w, h);
         assert!(m[5 * w + 5] && !m[0]);
-        Stroke { add: true, radius: 1.0, points: vec![[2.0, 2.0], [18.0, 2.0]] }.apply(&mut m, w, h);
+        Stroke {
+            add: true,
+            radius: 1.0,
+            points: vec![[2.0, 2.0], [18.0, 2.0]],
+        }
+        .apply(&mut m, w, h);
         assert!(m[2 * w + 10] && m[2 * w + 17]);
-        Stroke { add: false, radius: 3.0, points: vec![[5.0, 5.0]] }.apply(&mut m, w, h);
+        Stroke {
+            add: false,
+            radius: 3.0,
+            points: vec![[5.0, 5.0]],
+        }
+        .apply(&mut m, w, h);
         assert!(!m[5 * w + 5]);
     }
 }

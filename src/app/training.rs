@@ -59,29 +59,51 @@ pub fn spawn(req: TrainRequest, waker: Waker) -> TrainHandle {
     let cancel = Arc::new(AtomicBool::new(false));
     let c = cancel.clone();
     let w = waker.clone();
-    let spawned = std::thread::Builder::new().name("trainer".into()).spawn(move || {
-        super::lower_thread_priority();
-        let tx2 = tx.clone();
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(req, &tx, &c, &w)));
-        let done = match res {
-            Ok(r) => r,
-            Err(p) => {
-                let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
-                Err(format!("training failed inside the engine: {msg}"))
-            }
-        };
-        let _ = tx2.send(TrainMsg::Done(done));
-        waker.wake();
-    });
+    let spawned = std::thread::Builder::new()
+        .name("trainer".into())
+        .spawn(move || {
+            super::lower_thread_priority();
+            let tx2 = tx.clone();
+            let res =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(req, &tx, &c, &w)));
+            let done = match res {
+                Ok(r) => r,
+                Err(p) => {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(format!("training failed inside the engine: {msg}"))
+                }
+            };
+            let _ = tx2.send(TrainMsg::Done(done));
+            waker.wake();
+        });
     if let Err(e) = spawned {
         let (tx, rx2) = std::sync::mpsc::channel();
-        let _ = tx.send(TrainMsg::Done(Err(format!("cannot start the training thread: {e}"))));
-        return TrainHandle { rx: rx2, cancel, started: Instant::now() };
+        let _ = tx.send(TrainMsg::Done(Err(format!(
+            "cannot start the training thread: {e}"
+        ))));
+        return TrainHandle {
+            rx: rx2,
+            cancel,
+            started: Instant::now(),
+        };
     }
-    TrainHandle { rx, cancel, started: Instant::now() }
+    TrainHandle {
+        rx,
+        cancel,
+        started: Instant::now(),
+    }
 }
 
-fn run(req: TrainRequest, tx: &Sender<TrainMsg>, cancel: &AtomicBool, waker: &Waker) -> Result<Option<TrainOutcome>, String> {
+fn run(
+    req: TrainRequest,
+    tx: &Sender<TrainMsg>,
+    cancel: &AtomicBool,
+    waker: &Waker,
+) -> Result<Option<TrainOutcome>, String> {
     let status = |s: String| {
         let _ = tx.send(TrainMsg::Status(s));
         waker.wake();
@@ -104,7 +126,11 @@ fn run(req: TrainRequest, tx: &Sender<TrainMsg>, cancel: &AtomicBool, waker: &Wa
             let mask = read_mask_file(m, w, h).map_err(|e| format!("{e:#}"))?;
             let area = mask.iter().filter(|&&v| v).count();
             if area >= req.config.min_area.max(1) {
-                objects.push(Object { image: idx, mask, area });
+                objects.push(Object {
+                    image: idx,
+                    mask,
+                    area,
+                });
             }
         }
         images.push(img);
@@ -118,14 +144,35 @@ fn run(req: TrainRequest, tx: &Sender<TrainMsg>, cancel: &AtomicBool, waker: &Wa
     }
     let mut data = TrainData::new(images, names, objects);
     let how = data.split(req.config.val_split, req.config.seed);
-    status(format!("{} objects: {} train, {} validation (split {how}); loading the base model…", data.objects.len(), data.train.len(), data.val.len()));
-    let (sam, info) = crate::sam::load_sam(&req.model.path, req.model.config.clone(), &req.device.device).map_err(|e| format!("{e}"))?;
+    status(format!(
+        "{} objects: {} train, {} validation (split {how}); loading the base model…",
+        data.objects.len(),
+        data.train.len(),
+        data.val.len()
+    ));
+    let (sam, info) = crate::sam::load_sam(
+        &req.model.path,
+        req.model.config.clone(),
+        &req.device.device,
+    )
+    .map_err(|e| format!("{e}"))?;
     status("training…".into());
     let mut emit = |e: TrainEvent| {
         let _ = tx.send(TrainMsg::Event(e));
         waker.wake();
     };
-    crate::train::train(&sam, &info, &data, &req.config, &req.device.device, &req.out, req.resume, &mut emit, cancel).map_err(|e| format!("{e:#}"))
+    crate::train::train(
+        &sam,
+        &info,
+        &data,
+        &req.config,
+        &req.device.device,
+        &req.out,
+        req.resume,
+        &mut emit,
+        cancel,
+    )
+    .map_err(|e| format!("{e:#}"))
 }
 
 /// Everything the Adapt panel shows about the current (or last) run.
@@ -180,18 +227,36 @@ impl TrainView {
     pub fn reset(&mut self) {
         let last = self.last.take();
         let cell = self.alpha_cell;
-        *self = TrainView { last, alpha_cell: cell, ..Default::default() };
+        *self = TrainView {
+            last,
+            alpha_cell: cell,
+            ..Default::default()
+        };
     }
 
     pub fn progress(&self) -> f32 {
-        if self.total_steps == 0 { 0.0 } else { self.step as f32 / self.total_steps as f32 }
+        if self.total_steps == 0 {
+            0.0
+        } else {
+            self.step as f32 / self.total_steps as f32
+        }
     }
 
     /// Applies one event.
     pub fn apply(&mut self, e: TrainEvent) {
         self.events_seen += 1;
         match e {
-            TrainEvent::Started { total_steps, start_step, n_train, n_val, trainable_params, total_params, stage_steps, op_names, cell_names } => {
+            TrainEvent::Started {
+                total_steps,
+                start_step,
+                n_train,
+                n_val,
+                trainable_params,
+                total_params,
+                stage_steps,
+                op_names,
+                cell_names,
+            } => {
                 self.total_steps = total_steps;
                 self.start_step = start_step;
                 self.step = start_step;
@@ -204,7 +269,17 @@ impl TrainView {
                 self.cell_names = cell_names;
                 self.status = "training…".into();
             }
-            TrainEvent::Step { step, loss, mask_loss, iou_loss, lr, stage, elapsed_s, eta_s, .. } => {
+            TrainEvent::Step {
+                step,
+                loss,
+                mask_loss,
+                iou_loss,
+                lr,
+                stage,
+                elapsed_s,
+                eta_s,
+                ..
+            } => {
                 self.step = step;
                 self.loss.push([step as f64, loss]);
                 self.mask_loss.push([step as f64, mask_loss]);
@@ -220,7 +295,15 @@ impl TrainView {
             TrainEvent::Alpha { step, weights } => {
                 if !weights.is_empty() {
                     let n_ops = weights[0].len();
-                    let mean: Vec<f32> = (0..n_ops).map(|o| weights.iter().map(|w| w.get(o).copied().unwrap_or(0.0)).sum::<f32>() / weights.len() as f32).collect();
+                    let mean: Vec<f32> = (0..n_ops)
+                        .map(|o| {
+                            weights
+                                .iter()
+                                .map(|w| w.get(o).copied().unwrap_or(0.0))
+                                .sum::<f32>()
+                                / weights.len() as f32
+                        })
+                        .collect();
                     self.alpha_mean.push((step, mean));
                     // Keep at most ~400 snapshots of every cell.
                     if self.alpha_hist.len() >= 400 {
@@ -230,14 +313,24 @@ impl TrainView {
                 }
                 self.alpha = Some((step, weights));
             }
-            TrainEvent::StageChanged { step, stage, chosen } => {
+            TrainEvent::StageChanged {
+                step,
+                stage,
+                chosen,
+            } => {
                 self.stage = Some(stage);
                 self.stage_changes.push((step, stage));
                 if !chosen.is_empty() {
                     self.chosen = chosen;
                 }
             }
-            TrainEvent::Validation { step, dice, iou, is_base, best } => {
+            TrainEvent::Validation {
+                step,
+                dice,
+                iou,
+                is_base,
+                best,
+            } => {
                 if is_base {
                     self.base = Some((dice, iou));
                 }
@@ -277,7 +370,12 @@ pub fn stage_color(s: Stage) -> egui::Color32 {
 /// Colour map for α heatmaps (0 → dark blue, 1 → yellow).
 pub fn heat(v: f32) -> egui::Color32 {
     let v = v.clamp(0.0, 1.0);
-    let stops = [(0.0, [30, 30, 80]), (0.35, [40, 110, 160]), (0.65, [90, 190, 110]), (1.0, [250, 230, 60])];
+    let stops = [
+        (0.0, [30, 30, 80]),
+        (0.35, [40, 110, 160]),
+        (0.65, [90, 190, 110]),
+        (1.0, [250, 230, 60]),
+    ];
     for w in stops.windows(2) {
         let ((a, ca), (b, cb)) = (w[0], w[1]);
         if v <= b {

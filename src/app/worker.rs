@@ -50,8 +50,20 @@ pub enum Job {
     /// Loads an adapter into the `Adapted` slot (None unloads it).
     SetAdapter(Option<PathBuf>),
     /// Embedding wanted for `slot`. `prefetch` jobs run only when nothing else waits.
-    Embed { slot: Slot, key: ImageKey, image: Arc<RgbImage>, prefetch: bool, cache_dir: Option<PathBuf> },
-    Predict { slot: Slot, key: ImageKey, prompt: PromptInput, multimask: bool, seq: u64 },
+    Embed {
+        slot: Slot,
+        key: ImageKey,
+        image: Arc<RgbImage>,
+        prefetch: bool,
+        cache_dir: Option<PathBuf>,
+    },
+    Predict {
+        slot: Slot,
+        key: ImageKey,
+        prompt: PromptInput,
+        multimask: bool,
+        seq: u64,
+    },
     /// Drop queued work for images other than these (the user moved on).
     Retain(Vec<u64>),
     Shutdown,
@@ -87,15 +99,50 @@ impl PredView {
 }
 
 pub enum Event {
-    ModelLoading { slot: Slot, what: String },
-    ModelLoaded { slot: Slot, summary: ModelSummary, info: Box<CheckpointInfo> },
-    ModelUnloaded { slot: Slot },
-    ModelError { slot: Slot, error: String },
-    EmbedStarted { slot: Slot, key: ImageKey, expected_ms: Option<f64> },
-    EmbedDone { slot: Slot, key: ImageKey, ms: f64, from_cache: bool },
-    EmbedError { slot: Slot, key: ImageKey, error: String },
-    Predicted { slot: Slot, key: ImageKey, seq: u64, pred: Arc<PredView> },
-    PredictError { slot: Slot, key: ImageKey, seq: u64, error: String },
+    ModelLoading {
+        slot: Slot,
+        what: String,
+    },
+    ModelLoaded {
+        slot: Slot,
+        summary: ModelSummary,
+        info: Box<CheckpointInfo>,
+    },
+    ModelUnloaded {
+        slot: Slot,
+    },
+    ModelError {
+        slot: Slot,
+        error: String,
+    },
+    EmbedStarted {
+        slot: Slot,
+        key: ImageKey,
+        expected_ms: Option<f64>,
+    },
+    EmbedDone {
+        slot: Slot,
+        key: ImageKey,
+        ms: f64,
+        from_cache: bool,
+    },
+    EmbedError {
+        slot: Slot,
+        key: ImageKey,
+        error: String,
+    },
+    Predicted {
+        slot: Slot,
+        key: ImageKey,
+        seq: u64,
+        pred: Arc<PredView>,
+    },
+    PredictError {
+        slot: Slot,
+        key: ImageKey,
+        seq: u64,
+        error: String,
+    },
 }
 
 /// The UI's handle on the worker thread.
@@ -116,7 +163,11 @@ impl WorkerHandle {
                 Worker::new(device, etx, waker).run(jrx)
             })
             .expect("spawn worker thread");
-        WorkerHandle { tx, rx, thread: Some(thread) }
+        WorkerHandle {
+            tx,
+            rx,
+            thread: Some(thread),
+        }
     }
     pub fn send(&self, job: Job) {
         let _ = self.tx.send(job);
@@ -214,7 +265,13 @@ impl Worker {
                 self.load = Some(spec);
             }
             Job::SetAdapter(p) => self.adapter = Some(p),
-            Job::Embed { slot, key, image, prefetch, cache_dir } => {
+            Job::Embed {
+                slot,
+                key,
+                image,
+                prefetch,
+                cache_dir,
+            } => {
                 self.images.insert(key.id, image);
                 if let Some(d) = cache_dir {
                     self.cache_dirs.insert(key.id, d);
@@ -226,7 +283,13 @@ impl Worker {
                     self.embeds.push_front((slot, key, false));
                 }
             }
-            Job::Predict { slot, key, prompt, multimask, seq } => {
+            Job::Predict {
+                slot,
+                key,
+                prompt,
+                multimask,
+                seq,
+            } => {
                 self.predicts.insert(slot, (key, prompt, multimask, seq));
             }
             Job::Retain(ids) => {
@@ -238,7 +301,10 @@ impl Worker {
     }
 
     fn has_work(&self) -> bool {
-        self.load.is_some() || self.adapter.is_some() || !self.predicts.is_empty() || !self.embeds.is_empty()
+        self.load.is_some()
+            || self.adapter.is_some()
+            || !self.predicts.is_empty()
+            || !self.embeds.is_empty()
     }
 
     fn run(mut self, rx: Receiver<Job>) {
@@ -299,8 +365,15 @@ impl Worker {
     }
 
     fn load_model(&mut self, spec: ModelSpec) {
-        let name = spec.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        self.emit(Event::ModelLoading { slot: Slot::Base, what: name.clone() });
+        let name = spec
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        self.emit(Event::ModelLoading {
+            slot: Slot::Base,
+            what: name.clone(),
+        });
         let t = Instant::now();
         let device = self.device.device.clone();
         let res = guarded(|| Ok(load_sam(&spec.path, spec.config.clone(), &device)?));
@@ -319,14 +392,27 @@ impl Worker {
                     card: None,
                 };
                 let ident = short(&info.sha256).to_string();
-                self.base = Some((LoadedSlot { predictor: Predictor::new(sam, device), ident }, info.clone()));
-                self.emit(Event::ModelLoaded { slot: Slot::Base, summary, info: Box::new(info) });
+                self.base = Some((
+                    LoadedSlot {
+                        predictor: Predictor::new(sam, device),
+                        ident,
+                    },
+                    info.clone(),
+                ));
+                self.emit(Event::ModelLoaded {
+                    slot: Slot::Base,
+                    summary,
+                    info: Box::new(info),
+                });
                 if self.adapter_path.is_some() && self.adapter.is_none() {
                     // Re-apply the adapter that was selected on top of the new base.
                     self.adapter = Some(self.adapter_path.clone());
                 }
             }
-            Err(e) => self.emit(Event::ModelError { slot: Slot::Base, error: e }),
+            Err(e) => self.emit(Event::ModelError {
+                slot: Slot::Base,
+                error: e,
+            }),
         }
     }
 
@@ -334,15 +420,26 @@ impl Worker {
         self.adapter_path = path.clone();
         let Some(path) = path else {
             self.adapted = None;
-            self.emit(Event::ModelUnloaded { slot: Slot::Adapted });
+            self.emit(Event::ModelUnloaded {
+                slot: Slot::Adapted,
+            });
             return;
         };
         let Some((base, info)) = &self.base else {
-            self.emit(Event::ModelError { slot: Slot::Adapted, error: "load a base model before an adapter".into() });
+            self.emit(Event::ModelError {
+                slot: Slot::Adapted,
+                error: "load a base model before an adapter".into(),
+            });
             return;
         };
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        self.emit(Event::ModelLoading { slot: Slot::Adapted, what: name.clone() });
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        self.emit(Event::ModelLoading {
+            slot: Slot::Adapted,
+            what: name.clone(),
+        });
         let t = Instant::now();
         let mut sam: Sam = base.predictor.model.clone();
         let device = self.device.device.clone();
@@ -365,19 +462,32 @@ impl Worker {
                     load_ms: ms,
                     card: Some(card),
                 };
-                self.adapted = Some(LoadedSlot { predictor: Predictor::new(sam, device), ident });
-                self.emit(Event::ModelLoaded { slot: Slot::Adapted, summary, info: Box::new(info) });
+                self.adapted = Some(LoadedSlot {
+                    predictor: Predictor::new(sam, device),
+                    ident,
+                });
+                self.emit(Event::ModelLoaded {
+                    slot: Slot::Adapted,
+                    summary,
+                    info: Box::new(info),
+                });
             }
             Err(e) => {
                 self.adapter_path = None;
                 self.adapted = None;
-                self.emit(Event::ModelError { slot: Slot::Adapted, error: e });
+                self.emit(Event::ModelError {
+                    slot: Slot::Adapted,
+                    error: e,
+                });
             }
         }
     }
 
     fn cached(&self, ident: &str, sha: &str) -> Option<ImageEmbedding> {
-        self.cache.iter().find(|((i, s), _)| i == ident && s == sha).map(|(_, e)| e.clone())
+        self.cache
+            .iter()
+            .find(|((i, s), _)| i == ident && s == sha)
+            .map(|(_, e)| e.clone())
     }
 
     fn remember(&mut self, ident: String, sha: String, emb: ImageEmbedding) {
@@ -389,28 +499,52 @@ impl Worker {
     }
 
     /// The embedding of `key` for `slot`: memory, then disk, then the encoder.
-    fn embedding(&mut self, slot: Slot, key: &ImageKey, announce: bool) -> Result<ImageEmbedding, String> {
-        let Some(ls) = self.slot(slot) else { return Err("no model loaded".into()) };
+    fn embedding(
+        &mut self,
+        slot: Slot,
+        key: &ImageKey,
+        announce: bool,
+    ) -> Result<ImageEmbedding, String> {
+        let Some(ls) = self.slot(slot) else {
+            return Err("no model loaded".into());
+        };
         let ident = ls.ident.clone();
         if let Some(e) = self.cached(&ident, &key.sha256) {
             if announce {
-                self.emit(Event::EmbedDone { slot, key: key.clone(), ms: 0.0, from_cache: true });
+                self.emit(Event::EmbedDone {
+                    slot,
+                    key: key.clone(),
+                    ms: 0.0,
+                    from_cache: true,
+                });
             }
             return Ok(e);
         }
-        let file = self.cache_dirs.get(&key.id).map(|d| d.join(format!("{}_{}.emb", short(&key.sha256), ident)));
+        let file = self
+            .cache_dirs
+            .get(&key.id)
+            .map(|d| d.join(format!("{}_{}.emb", short(&key.sha256), ident)));
         if let Some(f) = &file {
             let t = Instant::now();
             if let Some(e) = read_embedding(f, &self.device.device) {
                 self.remember(ident, key.sha256.clone(), e.clone());
-                self.emit(Event::EmbedDone { slot, key: key.clone(), ms: t.elapsed().as_secs_f64() * 1e3, from_cache: true });
+                self.emit(Event::EmbedDone {
+                    slot,
+                    key: key.clone(),
+                    ms: t.elapsed().as_secs_f64() * 1e3,
+                    from_cache: true,
+                });
                 return Ok(e);
             }
         }
         let Some(img) = self.images.get(&key.id).cloned() else {
             return Err("the image is not loaded".into());
         };
-        self.emit(Event::EmbedStarted { slot, key: key.clone(), expected_ms: self.last_embed_ms.get(&slot).copied() });
+        self.emit(Event::EmbedStarted {
+            slot,
+            key: key.clone(),
+            expected_ms: self.last_embed_ms.get(&slot).copied(),
+        });
         let t = Instant::now();
         let ls = self.slot(slot).expect("checked");
         let res = guarded(|| Ok(ls.predictor.set_image(&img)));
@@ -424,25 +558,51 @@ impl Worker {
                     tracing::warn!("embedding cache: {err:#}");
                 }
                 self.remember(ident, key.sha256.clone(), e.clone());
-                self.emit(Event::EmbedDone { slot, key: key.clone(), ms, from_cache: false });
+                self.emit(Event::EmbedDone {
+                    slot,
+                    key: key.clone(),
+                    ms,
+                    from_cache: false,
+                });
                 Ok(e)
             }
             Err(err) => {
-                self.emit(Event::EmbedError { slot, key: key.clone(), error: err.clone() });
+                self.emit(Event::EmbedError {
+                    slot,
+                    key: key.clone(),
+                    error: err.clone(),
+                });
                 Err(err)
             }
         }
     }
 
-    fn predict(&mut self, slot: Slot, key: ImageKey, prompt: PromptInput, multimask: bool, seq: u64) {
+    fn predict(
+        &mut self,
+        slot: Slot,
+        key: ImageKey,
+        prompt: PromptInput,
+        multimask: bool,
+        seq: u64,
+    ) {
         if self.slot(slot).is_none() {
-            self.emit(Event::PredictError { slot, key, seq, error: "no model loaded".into() });
+            self.emit(Event::PredictError {
+                slot,
+                key,
+                seq,
+                error: "no model loaded".into(),
+            });
             return;
         }
         let emb = match self.embedding(slot, &key, false) {
             Ok(e) => e,
             Err(error) => {
-                self.emit(Event::PredictError { slot, key, seq, error });
+                self.emit(Event::PredictError {
+                    slot,
+                    key,
+                    seq,
+                    error,
+                });
                 return;
             }
         };
@@ -458,9 +618,19 @@ impl Worker {
                     size: p.size,
                     ms: t.elapsed().as_secs_f64() * 1e3,
                 };
-                self.emit(Event::Predicted { slot, key, seq, pred: Arc::new(view) });
+                self.emit(Event::Predicted {
+                    slot,
+                    key,
+                    seq,
+                    pred: Arc::new(view),
+                });
             }
-            Err(error) => self.emit(Event::PredictError { slot, key, seq, error }),
+            Err(error) => self.emit(Event::PredictError {
+                slot,
+                key,
+                seq,
+                error,
+            }),
         }
     }
 }
@@ -473,7 +643,13 @@ fn write_embedding(path: &Path, e: &ImageEmbedding) -> anyhow::Result<()> {
         std::fs::create_dir_all(d)?;
     }
     let dims = e.embedding.dims();
-    let data: Vec<f32> = e.embedding.clone().into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let data: Vec<f32> = e
+        .embedding
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let header = serde_json::json!({ "dims": dims, "input_size": e.input_size, "original_size": e.original_size });
     let mut bytes = Vec::with_capacity(data.len() * 4 + 256);
     bytes.extend_from_slice(EMB_MAGIC);
@@ -492,13 +668,21 @@ fn read_embedding(path: &Path, device: &Device) -> Option<ImageEmbedding> {
     let header: serde_json::Value = serde_json::from_slice(&rest[..nl]).ok()?;
     let dims: Vec<usize> = serde_json::from_value(header.get("dims")?.clone()).ok()?;
     let input_size: [usize; 2] = serde_json::from_value(header.get("input_size")?.clone()).ok()?;
-    let original_size: [usize; 2] = serde_json::from_value(header.get("original_size")?.clone()).ok()?;
+    let original_size: [usize; 2] =
+        serde_json::from_value(header.get("original_size")?.clone()).ok()?;
     let body = &rest[nl + 1..];
     let n: usize = dims.iter().product();
     if dims.len() != 4 || body.len() != n * 4 {
         return None;
     }
-    let data: Vec<f32> = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data: Vec<f32> = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     let embedding = Tensor::<4>::from_data(TensorData::new(data, dims), device);
-    Some(ImageEmbedding { embedding, input_size, original_size })
+    Some(ImageEmbedding {
+        embedding,
+        input_size,
+        original_size,
+    })
 }

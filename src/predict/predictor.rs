@@ -66,7 +66,12 @@ impl Prediction {
 fn to_planes(t: Tensor<4>) -> (Vec<Vec<f32>>, [usize; 2]) {
     let [_, m, h, w] = t.dims();
     let v: Vec<f32> = t.into_data().convert::<f32>().to_vec().unwrap_or_default();
-    ((0..m).map(|i| v[i * h * w..(i + 1) * h * w].to_vec()).collect(), [h, w])
+    (
+        (0..m)
+            .map(|i| v[i * h * w..(i + 1) * h * w].to_vec())
+            .collect(),
+        [h, w],
+    )
 }
 
 pub struct Predictor {
@@ -97,7 +102,11 @@ impl Predictor {
     pub fn set_image(&self, img: &RgbImage) -> ImageEmbedding {
         let p = self.preprocess(img);
         let embedding = self.model.embed_image(self.input_tensor(&p));
-        ImageEmbedding { embedding, input_size: p.input_size, original_size: p.original_size }
+        ImageEmbedding {
+            embedding,
+            input_size: p.input_size,
+            original_size: p.original_size,
+        }
     }
 
     /// Prompts in the model input frame, as tensors.
@@ -106,29 +115,68 @@ impl Predictor {
         let d = &self.device;
         let points = (!prompt.points.is_empty()).then(|| {
             let n = prompt.points.len();
-            let coords: Vec<f32> = prompt.points.iter().flat_map(|p| apply_coords([p.x, p.y], original_size, s)).collect();
-            let labels: Vec<f32> = prompt.points.iter().map(|p| if p.positive { 1.0 } else { 0.0 }).collect();
+            let coords: Vec<f32> = prompt
+                .points
+                .iter()
+                .flat_map(|p| apply_coords([p.x, p.y], original_size, s))
+                .collect();
+            let labels: Vec<f32> = prompt
+                .points
+                .iter()
+                .map(|p| if p.positive { 1.0 } else { 0.0 })
+                .collect();
             (
                 Tensor::<3>::from_data(TensorData::new(coords, [1, n, 2]), d),
                 Tensor::<2>::from_data(TensorData::new(labels, [1, n]), d),
             )
         });
-        let boxes = prompt.bbox.map(|b| Tensor::<2>::from_data(TensorData::new(apply_box(b, original_size, s).to_vec(), [1, 4]), d));
+        let boxes = prompt.bbox.map(|b| {
+            Tensor::<2>::from_data(
+                TensorData::new(apply_box(b, original_size, s).to_vec(), [1, 4]),
+                d,
+            )
+        });
         let masks = prompt.mask_input.as_ref().map(|m| {
             let side = (m.len() as f64).sqrt() as usize;
             Tensor::<4>::from_data(TensorData::new(m.clone(), [1, 1, side, side]), d)
         });
-        Prompts { points, boxes, masks }
+        Prompts {
+            points,
+            boxes,
+            masks,
+        }
     }
 
     /// `SamPredictor.predict(..., return_logits=True)`.
-    pub fn predict(&self, emb: &ImageEmbedding, prompt: &PromptInput, multimask_output: bool) -> Prediction {
+    pub fn predict(
+        &self,
+        emb: &ImageEmbedding,
+        prompt: &PromptInput,
+        multimask_output: bool,
+    ) -> Prediction {
         let prompts = self.prompt_tensors(prompt, emb.original_size);
-        let out = self.model.decode(emb.embedding.clone(), &prompts, multimask_output);
-        let masks = self.model.postprocess_masks(out.low_res_masks.clone(), emb.input_size, emb.original_size);
-        let iou: Vec<f32> = out.iou_predictions.into_data().convert::<f32>().to_vec().unwrap_or_default();
+        let out = self
+            .model
+            .decode(emb.embedding.clone(), &prompts, multimask_output);
+        let masks = self.model.postprocess_masks(
+            out.low_res_masks.clone(),
+            emb.input_size,
+            emb.original_size,
+        );
+        let iou: Vec<f32> = out
+            .iou_predictions
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap_or_default();
         let (low_res, low_res_size) = to_planes(out.low_res_masks);
         let (masks, size) = to_planes(masks);
-        Prediction { masks, iou, low_res, size, low_res_size }
+        Prediction {
+            masks,
+            iou,
+            low_res,
+            size,
+            low_res_size,
+        }
     }
 }

@@ -37,9 +37,17 @@ fn coeffs(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>, Vec<i
             ww += w;
         }
         for x in 0..ksize {
-            let v = if x < xmax && ww != 0.0 { k[x] / ww } else { 0.0 };
+            let v = if x < xmax && ww != 0.0 {
+                k[x] / ww
+            } else {
+                0.0
+            };
             let f = v * (1u32 << PRECISION_BITS) as f64;
-            kk[xx * ksize + x] = if v < 0.0 { (-0.5 + f) as i32 } else { (0.5 + f) as i32 };
+            kk[xx * ksize + x] = if v < 0.0 {
+                (-0.5 + f) as i32
+            } else {
+                (0.5 + f) as i32
+            };
         }
         bounds.push((xmin, xmax));
     }
@@ -135,14 +143,21 @@ pub fn preprocess(img: &RgbImage, img_size: usize, mean: [f32; 3], std: [f32; 3]
             }
         }
     }
-    Preprocessed { data, input_size: [nh, nw], original_size: [h, w] }
+    Preprocessed {
+        data,
+        input_size: [nh, nw],
+        original_size: [h, w],
+    }
 }
 
 /// `apply_coords`: original pixel (x, y) -> model input frame.
 pub fn apply_coords(xy: [f64; 2], original_size: [usize; 2], img_size: usize) -> [f32; 2] {
     let [oh, ow] = original_size;
     let (nh, nw) = get_preprocess_shape(oh, ow, img_size);
-    [(xy[0] * (nw as f64 / ow as f64)) as f32, (xy[1] * (nh as f64 / oh as f64)) as f32]
+    [
+        (xy[0] * (nw as f64 / ow as f64)) as f32,
+        (xy[1] * (nh as f64 / oh as f64)) as f32,
+    ]
 }
 
 /// `apply_boxes`: x0, y0, x1, y1 in original pixels -> model input frame.

@@ -98,7 +98,10 @@ pub fn rle_from_string(s: &str) -> Result<Vec<u32>> {
         }
         counts.push(x);
     }
-    counts.into_iter().map(|c| u32::try_from(c).map_err(|_| anyhow::anyhow!("negative RLE count"))).collect()
+    counts
+        .into_iter()
+        .map(|c| u32::try_from(c).map_err(|_| anyhow::anyhow!("negative RLE count")))
+        .collect()
 }
 
 /// One annotated object for export.
@@ -125,7 +128,11 @@ pub fn build(images: &[CocoImage], description: &str) -> Value {
     for im in images {
         imgs.push(json!({ "id": im.id, "file_name": im.file_name, "width": im.width, "height": im.height }));
         for o in &im.objects {
-            let Some((area, [x0, y0, x1, y1])) = crate::project::project::mask_stats(o.mask, im.width) else { continue };
+            let Some((area, [x0, y0, x1, y1])) =
+                crate::project::project::mask_stats(o.mask, im.width)
+            else {
+                continue;
+            };
             let cat = match categories.iter().position(|c| c == o.category) {
                 Some(i) => i,
                 None => {
@@ -145,7 +152,11 @@ pub fn build(images: &[CocoImage], description: &str) -> Value {
             }));
         }
     }
-    let cats: Vec<Value> = categories.iter().enumerate().map(|(i, c)| json!({ "id": i + 1, "name": c, "supercategory": "" })).collect();
+    let cats: Vec<Value> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({ "id": i + 1, "name": c, "supercategory": "" }))
+        .collect();
     json!({
         "info": { "description": description, "version": "1.0", "contributor": "segadapt",
                   "date_created": crate::project::project::now_secs() },

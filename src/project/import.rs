@@ -52,7 +52,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_pixels: MAX_PIXELS, max_bytes: MAX_DECODED_BYTES }
+        Limits {
+            max_pixels: MAX_PIXELS,
+            max_bytes: MAX_DECODED_BYTES,
+        }
     }
 }
 
@@ -69,14 +72,20 @@ pub enum Window {
 
 impl Default for Window {
     fn default() -> Self {
-        Window::Percentile { low: 0.5, high: 99.5 }
+        Window::Percentile {
+            low: 0.5,
+            high: 99.5,
+        }
     }
 }
 
 impl Window {
     /// A CT-style window: `level ± width / 2`.
     pub fn level_width(level: f64, width: f64) -> Self {
-        Window::Range { min: level - width / 2.0, max: level + width / 2.0 }
+        Window::Range {
+            min: level - width / 2.0,
+            max: level + width / 2.0,
+        }
     }
 
     /// Parses `p0.5,99.5` (percentiles) or `-160,240` (range) or `level:40,width:400`.
@@ -99,7 +108,10 @@ impl Window {
             if v.len() != 2 {
                 bail!("window '{s}': expected p<low>,<high> percentiles");
             }
-            Window::Percentile { low: v[0], high: v[1] }
+            Window::Percentile {
+                low: v[0],
+                high: v[1],
+            }
         } else if s.starts_with("level") {
             let v = nums(s)?;
             if v.len() != 2 {
@@ -111,7 +123,10 @@ impl Window {
             if v.len() != 2 {
                 bail!("window '{s}': expected <min>,<max>, p<low>,<high> or level:<L>,width:<W>");
             }
-            Window::Range { min: v[0], max: v[1] }
+            Window::Range {
+                min: v[0],
+                max: v[1],
+            }
         };
         w.validate()?;
         Ok(w)
@@ -251,7 +266,11 @@ impl Plane {
             }
             (_, win) => apply_window(&self.colour_values(), win.unwrap_or_default()),
         };
-        let rgb = if k == 1 { bytes.iter().flat_map(|&g| [g, g, g]).collect() } else { bytes };
+        let rgb = if k == 1 {
+            bytes.iter().flat_map(|&g| [g, g, g]).collect()
+        } else {
+            bytes
+        };
         RgbImage::from_raw(w, h, rgb).unwrap_or_else(|| RgbImage::new(w, h))
     }
 }
@@ -313,7 +332,12 @@ pub fn plane_from_dynamic(img: DynamicImage) -> Plane {
         DynamicImage::ImageRgb32F(i) => (3, Samples::F32(i.into_raw())),
         other => (4, Samples::F32(other.to_rgba32f().into_raw())),
     };
-    Plane { width, height, channels, samples }
+    Plane {
+        width,
+        height,
+        channels,
+        samples,
+    }
 }
 
 /// Converts any decoded image to 8-bit RGB by the rule in the module docs.
@@ -341,13 +365,21 @@ fn sniff(path: &Path) -> Result<Format> {
     if path.is_dir() {
         bail!("image {}: is a folder, not an image file", path.display());
     }
-    let mut f = std::fs::File::open(path).with_context(|| format!("image {}: cannot open", path.display()))?;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("image {}: cannot open", path.display()))?;
     let mut head = Vec::with_capacity(352);
-    (&mut f).take(352).read_to_end(&mut head).with_context(|| format!("image {}: cannot read", path.display()))?;
+    (&mut f)
+        .take(352)
+        .read_to_end(&mut head)
+        .with_context(|| format!("image {}: cannot read", path.display()))?;
     if head.is_empty() {
         bail!("image {}: the file is empty (0 bytes)", path.display());
     }
-    if head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") || head.starts_with(b"II+\0") || head.starts_with(b"MM\0+") {
+    if head.starts_with(b"II*\0")
+        || head.starts_with(b"MM\0*")
+        || head.starts_with(b"II+\0")
+        || head.starts_with(b"MM\0+")
+    {
         return Ok(Format::Tiff);
     }
     if self::nifti::sniff(path, &head) {
@@ -360,7 +392,10 @@ fn sniff(path: &Path) -> Result<Format> {
 fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(_) => bail!("image {}: corrupt or malformed data (the decoder failed)", path.display()),
+        Err(_) => bail!(
+            "image {}: corrupt or malformed data (the decoder failed)",
+            path.display()
+        ),
     }
 }
 
@@ -401,24 +436,38 @@ fn open_dynamic(path: &Path, limits: &Limits) -> Result<DynamicImage> {
     let mut l = image::Limits::default();
     l.max_alloc = Some(limits.max_bytes);
     reader.limits(l);
-    let (w, h) =
-        reader.into_dimensions().with_context(|| format!("image {}: unreadable or unsupported image", path.display()))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .with_context(|| format!("image {}: unreadable or unsupported image", path.display()))?;
     check_size(path, w as u64, h as u64, 1, limits)?;
     let mut reader = ImageReader::open(path)?.with_guessed_format()?;
     let mut l = image::Limits::default();
     l.max_alloc = Some(limits.max_bytes);
     reader.limits(l);
-    reader.decode().with_context(|| format!("image {}: corrupt, truncated or unsupported image data", path.display()))
+    reader.decode().with_context(|| {
+        format!(
+            "image {}: corrupt, truncated or unsupported image data",
+            path.display()
+        )
+    })
 }
 
-fn tiff_decoder(path: &Path, limits: &Limits) -> Result<tiff::decoder::Decoder<std::io::BufReader<std::fs::File>>> {
-    let f = std::fs::File::open(path).with_context(|| format!("image {}: cannot open", path.display()))?;
+fn tiff_decoder(
+    path: &Path,
+    limits: &Limits,
+) -> Result<tiff::decoder::Decoder<std::io::BufReader<std::fs::File>>> {
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("image {}: cannot open", path.display()))?;
     let mut l = tiff::decoder::Limits::default();
     l.decoding_buffer_size = usize::try_from(limits.max_bytes).unwrap_or(usize::MAX);
     l.intermediate_buffer_size = l.decoding_buffer_size.min(512 << 20);
     l.ifd_value_size = 64 << 20;
-    let d = tiff::decoder::Decoder::new(std::io::BufReader::new(f))
-        .map_err(|e| anyhow::anyhow!("image {}: corrupt or unsupported TIFF ({e})", path.display()))?;
+    let d = tiff::decoder::Decoder::new(std::io::BufReader::new(f)).map_err(|e| {
+        anyhow::anyhow!(
+            "image {}: corrupt or unsupported TIFF ({e})",
+            path.display()
+        )
+    })?;
     Ok(d.with_limits(l))
 }
 
@@ -426,7 +475,9 @@ fn tiff_pages(path: &Path, limits: &Limits) -> Result<usize> {
     let mut d = tiff_decoder(path, limits)?;
     let mut n = 1;
     while d.more_images() && n < MAX_PAGES {
-        d.next_image().map_err(|e| anyhow::anyhow!("image {}: corrupt TIFF page {n} ({e})", path.display()))?;
+        d.next_image().map_err(|e| {
+            anyhow::anyhow!("image {}: corrupt TIFF page {n} ({e})", path.display())
+        })?;
         n += 1;
     }
     Ok(n)
@@ -446,14 +497,21 @@ fn tiff_plane(path: &Path, page: usize, limits: &Limits) -> Result<Plane> {
             )
         })?;
     }
-    let (w, h) = d.dimensions().map_err(|e| anyhow::anyhow!("image {}: corrupt TIFF ({e})", path.display()))?;
-    let ct = d.colortype().map_err(|e| anyhow::anyhow!("image {}: unsupported TIFF ({e})", path.display()))?;
+    let (w, h) = d
+        .dimensions()
+        .map_err(|e| anyhow::anyhow!("image {}: corrupt TIFF ({e})", path.display()))?;
+    let ct = d
+        .colortype()
+        .map_err(|e| anyhow::anyhow!("image {}: unsupported TIFF ({e})", path.display()))?;
     let (channels, bits) = match ct {
         C::Gray(b) => (1usize, b),
         C::GrayA(b) => (2, b),
         C::RGB(b) => (3, b),
         C::RGBA(b) => (4, b),
-        C::Multiband { bit_depth, num_samples } if num_samples > 0 => (num_samples as usize, bit_depth),
+        C::Multiband {
+            bit_depth,
+            num_samples,
+        } if num_samples > 0 => (num_samples as usize, bit_depth),
         other => {
             // Palette, CMYK, YCbCr, ...: the `image` decoder handles some of these.
             if page == 0 {
@@ -461,19 +519,34 @@ fn tiff_plane(path: &Path, page: usize, limits: &Limits) -> Result<Plane> {
                     .map(plane_from_dynamic)
                     .map_err(|e| anyhow::anyhow!("{e:#} (TIFF colour type {other:?})"));
             }
-            bail!("image {}: TIFF colour type {other:?} is not supported", path.display());
+            bail!(
+                "image {}: TIFF colour type {other:?} is not supported",
+                path.display()
+            );
         }
     };
     if !matches!(bits, 8 | 16 | 32 | 64) {
         if page == 0 {
             return open_dynamic(path, limits).map(plane_from_dynamic);
         }
-        bail!("image {}: {bits}-bit TIFF samples are not supported", path.display());
+        bail!(
+            "image {}: {bits}-bit TIFF samples are not supported",
+            path.display()
+        );
     }
-    check_size(path, w as u64, h as u64, channels as u64 * (bits as u64 / 8), limits)?;
-    let data = d
-        .read_image()
-        .map_err(|e| anyhow::anyhow!("image {}: corrupt, truncated or unsupported TIFF data ({e})", path.display()))?;
+    check_size(
+        path,
+        w as u64,
+        h as u64,
+        channels as u64 * (bits as u64 / 8),
+        limits,
+    )?;
+    let data = d.read_image().map_err(|e| {
+        anyhow::anyhow!(
+            "image {}: corrupt, truncated or unsupported TIFF data ({e})",
+            path.display()
+        )
+    })?;
     let samples = match data {
         D::U8(v) => Samples::U8(v),
         D::U16(v) => Samples::U16(v),
@@ -489,9 +562,17 @@ fn tiff_plane(path: &Path, page: usize, limits: &Limits) -> Result<Plane> {
     };
     let (w, h) = (w as usize, h as usize);
     if samples.len() < w * h * channels {
-        bail!("image {}: TIFF data is shorter than its {w}×{h}×{channels} size", path.display());
+        bail!(
+            "image {}: TIFF data is shorter than its {w}×{h}×{channels} size",
+            path.display()
+        );
     }
-    Ok(Plane { width: w, height: h, channels, samples })
+    Ok(Plane {
+        width: w,
+        height: h,
+        channels,
+        samples,
+    })
 }
 
 /// Number of 2-D slices in a file: TIFF pages, NIfTI slices along `axis`, 1 otherwise.
@@ -511,19 +592,30 @@ pub fn load_plane(path: &Path, opts: &ImportOptions) -> Result<Plane> {
             Format::Tiff => tiff_plane(path, opts.slice, &opts.limits)?,
             Format::Nifti => {
                 let v = self::nifti::load_volume(path, opts.limits.max_bytes)?;
-                let p = v.slice(opts.axis, opts.slice).map_err(|e| anyhow::anyhow!("image {}: {e}", path.display()))?;
+                let p = v
+                    .slice(opts.axis, opts.slice)
+                    .map_err(|e| anyhow::anyhow!("image {}: {e}", path.display()))?;
                 check_size(path, p.width as u64, p.height as u64, 1, &opts.limits)?;
                 p
             }
             Format::Other => {
                 if opts.slice > 0 {
-                    bail!("image {}: slice {} does not exist (a single image has only slice 0)", path.display(), opts.slice);
+                    bail!(
+                        "image {}: slice {} does not exist (a single image has only slice 0)",
+                        path.display(),
+                        opts.slice
+                    );
                 }
                 plane_from_dynamic(open_dynamic(path, &opts.limits)?)
             }
         };
         if plane.width == 0 || plane.height == 0 {
-            bail!("image {}: has zero size ({}×{})", path.display(), plane.width, plane.height);
+            bail!(
+                "image {}: has zero size ({}×{})",
+                path.display(),
+                plane.width,
+                plane.height
+            );
         }
         Ok(plane)
     })
@@ -579,8 +671,10 @@ pub fn load_labels_with(path: &Path, opts: &ImportOptions) -> Result<LabelImage>
     let what = "label images must hold 0 for background and k = 1, 2, … for object k";
     // Which channel carries the label; colour must be gray.
     if c >= 3 {
-        let differs = (0..n)
-            .find(|&i| p.samples.get(i * c) != p.samples.get(i * c + 1) || p.samples.get(i * c) != p.samples.get(i * c + 2));
+        let differs = (0..n).find(|&i| {
+            p.samples.get(i * c) != p.samples.get(i * c + 1)
+                || p.samples.get(i * c) != p.samples.get(i * c + 2)
+        });
         if let Some(i) = differs {
             bail!(
                 "mask {}: a colour image (pixel ({}, {}) has different R, G, B); {what}, in one channel (8-, 16- or 32-bit gray)",
@@ -599,14 +693,23 @@ pub fn load_labels_with(path: &Path, opts: &ImportOptions) -> Result<LabelImage>
             for i in 0..n {
                 let x = v[i * c];
                 if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= u32::MAX as f32) {
-                    bail!("mask {}: value {x} at pixel ({}, {}) is not a label; {what}", path.display(), i % w, i / w);
+                    bail!(
+                        "mask {}: value {x} at pixel ({}, {}) is not a label; {what}",
+                        path.display(),
+                        i % w,
+                        i / w
+                    );
                 }
                 out.push(x as u32);
             }
             out
         }
     };
-    Ok(LabelImage { width: w, height: h, labels })
+    Ok(LabelImage {
+        width: w,
+        height: h,
+        labels,
+    })
 }
 
 #[cfg(test)]
@@ -615,9 +718,27 @@ mod tests {
 
     #[test]
     fn window_parse() {
-        assert_eq!(Window::parse("p1,99").unwrap(), Window::Percentile { low: 1.0, high: 99.0 });
-        assert_eq!(Window::parse("-160,240").unwrap(), Window::Range { min: -160.0, max: 240.0 });
-        assert_eq!(Window::parse("level:40,width:400").unwrap(), Window::Range { min: -160.0, max: 240.0 });
+        assert_eq!(
+            Window::parse("p1,99").unwrap(),
+            Window::Percentile {
+                low: 1.0,
+                high: 99.0
+            }
+        );
+        assert_eq!(
+            Window::parse("-160,240").unwrap(),
+            Window::Range {
+                min: -160.0,
+                max: 240.0
+            }
+        );
+        assert_eq!(
+            Window::parse("level:40,width:400").unwrap(),
+            Window::Range {
+                min: -160.0,
+                max: 240.0
+            }
+        );
         assert!(Window::parse("5,1").is_err());
         assert!(Window::parse("p50,10").is_err());
         assert!(Window::parse("x").is_err());
@@ -625,11 +746,16 @@ mod tests {
 
     #[test]
     fn plane_rules_match_dynamic_image() {
-        let g16 = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(7, 5, |x, y| image::Luma([(x * 1000 + y * 37) as u16]));
+        let g16 = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(7, 5, |x, y| {
+            image::Luma([(x * 1000 + y * 37) as u16])
+        });
         let a = to_rgb8(DynamicImage::ImageLuma16(g16.clone()));
         let vals: Vec<f32> = g16.as_raw().iter().map(|&v| v as f32).collect();
         let s = stretch_to_u8(&vals, 0.5, 99.5);
-        assert_eq!(a.as_raw(), &s.iter().flat_map(|&v| [v, v, v]).collect::<Vec<_>>());
+        assert_eq!(
+            a.as_raw(),
+            &s.iter().flat_map(|&v| [v, v, v]).collect::<Vec<_>>()
+        );
         let rgba = image::RgbaImage::from_fn(3, 2, |x, y| image::Rgba([x as u8, y as u8, 9, 200]));
         let b = to_rgb8(DynamicImage::ImageRgba8(rgba.clone()));
         assert_eq!(b, DynamicImage::ImageRgba8(rgba).to_rgb8());
@@ -637,6 +763,12 @@ mod tests {
 
     #[test]
     fn fixed_window() {
-        assert_eq!(apply_window(&[-1000.0, 40.0, 3000.0, f32::NAN], Window::level_width(40.0, 400.0)), vec![0, 128, 255, 0]);
+        assert_eq!(
+            apply_window(
+                &[-1000.0, 40.0, 3000.0, f32::NAN],
+                Window::level_width(40.0, 400.0)
+            ),
+            vec![0, 128, 255, 0]
+        );
     }
 }

@@ -59,11 +59,17 @@ pub struct Volume {
 
 /// True when the first bytes look like NIfTI-1 (single file) or gzip with a NIfTI name.
 pub fn sniff(path: &Path, head: &[u8]) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
     if head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b {
         return name.ends_with(".nii.gz") || name.ends_with(".nii.gzip");
     }
-    is_nifti1_header(head) || (head.len() >= 4 && (name.ends_with(".nii") || name.ends_with(".hdr")) && is_nifti2_header(head))
+    is_nifti1_header(head)
+        || (head.len() >= 4
+            && (name.ends_with(".nii") || name.ends_with(".hdr"))
+            && is_nifti2_header(head))
 }
 
 fn is_nifti1_header(h: &[u8]) -> bool {
@@ -77,12 +83,18 @@ fn is_nifti2_header(h: &[u8]) -> bool {
 }
 
 fn open_stream(path: &Path) -> Result<Box<dyn Read>> {
-    let mut f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("volume {}: cannot open ({e})", path.display()))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("volume {}: cannot open ({e})", path.display()))?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).unwrap_or(0);
-    let f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("volume {}: cannot open ({e})", path.display()))?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("volume {}: cannot open ({e})", path.display()))?;
     let r = BufReader::new(f);
-    Ok(if n == 2 && magic == [0x1f, 0x8b] { Box::new(flate2::read::MultiGzDecoder::new(r)) } else { Box::new(r) })
+    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else {
+        Box::new(r)
+    })
 }
 
 /// Header facts needed before reading data.
@@ -98,46 +110,104 @@ struct Layout {
 
 fn read_header(path: &Path, stream: &mut dyn Read) -> Result<Layout> {
     let mut head = vec![0u8; 348];
-    read_full(stream, &mut head)
-        .map_err(|_| anyhow::anyhow!("volume {}: truncated NIfTI header (file too short)", path.display()))?;
+    read_full(stream, &mut head).map_err(|_| {
+        anyhow::anyhow!(
+            "volume {}: truncated NIfTI header (file too short)",
+            path.display()
+        )
+    })?;
     if is_nifti2_header(&head) {
-        bail!("volume {}: NIfTI-2 files are not supported; save as NIfTI-1 (e.g. nibabel.Nifti1Image)", path.display());
+        bail!(
+            "volume {}: NIfTI-2 files are not supported; save as NIfTI-1 (e.g. nibabel.Nifti1Image)",
+            path.display()
+        );
     }
     if !is_nifti1_header(&head) {
-        bail!("volume {}: not a NIfTI-1 file (bad header size or magic)", path.display());
+        bail!(
+            "volume {}: not a NIfTI-1 file (bad header size or magic)",
+            path.display()
+        );
     }
     if &head[344..348] == b"ni1\0" {
-        bail!("volume {}: a .hdr/.img pair; convert it to a single .nii or .nii.gz file", path.display());
+        bail!(
+            "volume {}: a .hdr/.img pair; convert it to a single .nii or .nii.gz file",
+            path.display()
+        );
     }
-    let h =
-        NiftiHeader::from_reader(&head[..]).map_err(|e| anyhow::anyhow!("volume {}: bad NIfTI header ({e})", path.display()))?;
+    let h = NiftiHeader::from_reader(&head[..])
+        .map_err(|e| anyhow::anyhow!("volume {}: bad NIfTI header ({e})", path.display()))?;
     let ndim = h.dim[0] as usize;
     if !(1..=7).contains(&ndim) {
-        bail!("volume {}: bad NIfTI header (dim[0] = {ndim})", path.display());
+        bail!(
+            "volume {}: bad NIfTI header (dim[0] = {ndim})",
+            path.display()
+        );
     }
     let d = |i: usize| if i <= ndim { h.dim[i] as usize } else { 1 };
     let dims = [d(1), d(2), d(3)];
     if dims.contains(&0) {
-        bail!("volume {}: has a zero-size dimension {:?}", path.display(), &h.dim[1..=ndim]);
+        bail!(
+            "volume {}: has a zero-size dimension {:?}",
+            path.display(),
+            &h.dim[1..=ndim]
+        );
     }
-    let dtype =
-        h.data_type().map_err(|_| anyhow::anyhow!("volume {}: unknown NIfTI data type code {}", path.display(), h.datatype))?;
+    let dtype = h.data_type().map_err(|_| {
+        anyhow::anyhow!(
+            "volume {}: unknown NIfTI data type code {}",
+            path.display(),
+            h.datatype
+        )
+    })?;
     match dtype {
-        NiftiType::Complex64 | NiftiType::Complex128 | NiftiType::Complex256 | NiftiType::Float128 => {
-            bail!("volume {}: data type {dtype:?} is not supported (use real-valued 8–64-bit data)", path.display())
+        NiftiType::Complex64
+        | NiftiType::Complex128
+        | NiftiType::Complex256
+        | NiftiType::Float128 => {
+            bail!(
+                "volume {}: data type {dtype:?} is not supported (use real-valued 8–64-bit data)",
+                path.display()
+            )
         }
         _ => {}
     }
-    let vox_offset = if h.vox_offset.is_finite() && h.vox_offset >= 348.0 { h.vox_offset as u64 } else { 352 };
-    if vox_offset > 348 + (64 << 20) {
-        bail!("volume {}: bad NIfTI header (voxel data offset {vox_offset})", path.display());
-    }
-    let slope = if h.scl_slope.is_finite() && h.scl_slope != 0.0 { h.scl_slope } else { 1.0 };
-    let inter = if h.scl_inter.is_finite() && h.scl_slope != 0.0 { h.scl_inter } else { 0.0 };
-    let sp = |i: usize| {
-        if h.pixdim[i].is_finite() && h.pixdim[i] > 0.0 { h.pixdim[i] } else { 1.0 }
+    let vox_offset = if h.vox_offset.is_finite() && h.vox_offset >= 348.0 {
+        h.vox_offset as u64
+    } else {
+        352
     };
-    Ok(Layout { dims, spacing: [sp(1), sp(2), sp(3)], dtype, endianness: h.endianness, vox_offset, slope, inter })
+    if vox_offset > 348 + (64 << 20) {
+        bail!(
+            "volume {}: bad NIfTI header (voxel data offset {vox_offset})",
+            path.display()
+        );
+    }
+    let slope = if h.scl_slope.is_finite() && h.scl_slope != 0.0 {
+        h.scl_slope
+    } else {
+        1.0
+    };
+    let inter = if h.scl_inter.is_finite() && h.scl_slope != 0.0 {
+        h.scl_inter
+    } else {
+        0.0
+    };
+    let sp = |i: usize| {
+        if h.pixdim[i].is_finite() && h.pixdim[i] > 0.0 {
+            h.pixdim[i]
+        } else {
+            1.0
+        }
+    };
+    Ok(Layout {
+        dims,
+        spacing: [sp(1), sp(2), sp(3)],
+        dtype,
+        endianness: h.endianness,
+        vox_offset,
+        slope,
+        inter,
+    })
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<()> {
@@ -164,7 +234,9 @@ pub fn slice_count(path: &Path, axis: Axis) -> Result<usize> {
 pub fn load_volume(path: &Path, max_bytes: u64) -> Result<Volume> {
     let mut s = open_stream(path)?;
     let l = read_header(path, &mut *s)?;
-    let n = (l.dims[0] as u64).checked_mul(l.dims[1] as u64).and_then(|v| v.checked_mul(l.dims[2] as u64));
+    let n = (l.dims[0] as u64)
+        .checked_mul(l.dims[1] as u64)
+        .and_then(|v| v.checked_mul(l.dims[2] as u64));
     let size_of = l.dtype.size_of() as u64;
     let channels = match l.dtype {
         NiftiType::Rgb24 => 3usize,
@@ -175,7 +247,11 @@ pub fn load_volume(path: &Path, max_bytes: u64) -> Result<Volume> {
     // Decoded samples take at most 4 bytes per voxel (f32, or 3–4 colour bytes).
     let decoded = n.and_then(|n| n.checked_mul(4));
     let (Some(n), Some(raw_bytes), Some(decoded)) = (n, raw_bytes, decoded) else {
-        bail!("volume {}: dimensions {:?} overflow", path.display(), l.dims);
+        bail!(
+            "volume {}: dimensions {:?} overflow",
+            path.display(),
+            l.dims
+        );
     };
     if raw_bytes.max(decoded) > max_bytes {
         bail!(
@@ -194,19 +270,36 @@ pub fn load_volume(path: &Path, max_bytes: u64) -> Result<Volume> {
     let skipped = std::io::copy(&mut (&mut s).take(skip), &mut std::io::sink())
         .map_err(|e| anyhow::anyhow!("volume {}: corrupt or truncated ({e})", path.display()))?;
     if skipped != skip {
-        bail!("volume {}: truncated (ends before the voxel data)", path.display());
+        bail!(
+            "volume {}: truncated (ends before the voxel data)",
+            path.display()
+        );
     }
     let mut raw = Vec::new();
-    raw.try_reserve_exact(raw_bytes as usize).map_err(|_| anyhow::anyhow!("volume {}: not enough memory", path.display()))?;
+    raw.try_reserve_exact(raw_bytes as usize)
+        .map_err(|_| anyhow::anyhow!("volume {}: not enough memory", path.display()))?;
     let got = (&mut s)
         .take(raw_bytes)
         .read_to_end(&mut raw)
-        .map_err(|e| anyhow::anyhow!("volume {}: corrupt or truncated compressed data ({e})", path.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "volume {}: corrupt or truncated compressed data ({e})",
+                path.display()
+            )
+        })?;
     if (got as u64) != raw_bytes {
-        bail!("volume {}: truncated: {got} of {raw_bytes} bytes of voxel data", path.display());
+        bail!(
+            "volume {}: truncated: {got} of {raw_bytes} bytes of voxel data",
+            path.display()
+        );
     }
     let data = decode(&raw, l.dtype, l.endianness, l.slope, l.inter, n as usize);
-    Ok(Volume { dims: l.dims, spacing: l.spacing, channels, data })
+    Ok(Volume {
+        dims: l.dims,
+        spacing: l.spacing,
+        channels,
+        data,
+    })
 }
 
 fn decode(raw: &[u8], t: NiftiType, e: Endianness, slope: f32, inter: f32, n: usize) -> Samples {
@@ -216,14 +309,22 @@ fn decode(raw: &[u8], t: NiftiType, e: Endianness, slope: f32, inter: f32, n: us
             raw.chunks_exact($sz)
                 .map(|c| {
                     let b: [u8; $sz] = c.try_into().unwrap_or([0; $sz]);
-                    if le { <$ty>::from_le_bytes(b) } else { <$ty>::from_be_bytes(b) }
+                    if le {
+                        <$ty>::from_le_bytes(b)
+                    } else {
+                        <$ty>::from_be_bytes(b)
+                    }
                 })
                 .collect::<Vec<$ty>>()
         };
     }
     let identity = slope == 1.0 && inter == 0.0;
     let scaled = |v: Vec<f32>| {
-        if identity { v } else { v.into_iter().map(|x| x * slope + inter).collect() }
+        if identity {
+            v
+        } else {
+            v.into_iter().map(|x| x * slope + inter).collect()
+        }
     };
     match t {
         NiftiType::Uint8 if identity => Samples::U8(raw[..n].to_vec()),
@@ -231,14 +332,28 @@ fn decode(raw: &[u8], t: NiftiType, e: Endianness, slope: f32, inter: f32, n: us
         NiftiType::Rgb24 | NiftiType::Rgba32 => Samples::U8(raw.to_vec()),
         NiftiType::Uint8 => Samples::F32(scaled(raw.iter().map(|&v| v as f32).collect())),
         NiftiType::Int8 => Samples::F32(scaled(raw.iter().map(|&v| v as i8 as f32).collect())),
-        NiftiType::Uint16 => Samples::F32(scaled(conv!(u16, 2).into_iter().map(|v| v as f32).collect())),
-        NiftiType::Int16 => Samples::F32(scaled(conv!(i16, 2).into_iter().map(|v| v as f32).collect())),
-        NiftiType::Uint32 => Samples::F32(scaled(conv!(u32, 4).into_iter().map(|v| v as f32).collect())),
-        NiftiType::Int32 => Samples::F32(scaled(conv!(i32, 4).into_iter().map(|v| v as f32).collect())),
-        NiftiType::Uint64 => Samples::F32(scaled(conv!(u64, 8).into_iter().map(|v| v as f32).collect())),
-        NiftiType::Int64 => Samples::F32(scaled(conv!(i64, 8).into_iter().map(|v| v as f32).collect())),
+        NiftiType::Uint16 => Samples::F32(scaled(
+            conv!(u16, 2).into_iter().map(|v| v as f32).collect(),
+        )),
+        NiftiType::Int16 => Samples::F32(scaled(
+            conv!(i16, 2).into_iter().map(|v| v as f32).collect(),
+        )),
+        NiftiType::Uint32 => Samples::F32(scaled(
+            conv!(u32, 4).into_iter().map(|v| v as f32).collect(),
+        )),
+        NiftiType::Int32 => Samples::F32(scaled(
+            conv!(i32, 4).into_iter().map(|v| v as f32).collect(),
+        )),
+        NiftiType::Uint64 => Samples::F32(scaled(
+            conv!(u64, 8).into_iter().map(|v| v as f32).collect(),
+        )),
+        NiftiType::Int64 => Samples::F32(scaled(
+            conv!(i64, 8).into_iter().map(|v| v as f32).collect(),
+        )),
         NiftiType::Float32 => Samples::F32(scaled(conv!(f32, 4))),
-        NiftiType::Float64 => Samples::F32(scaled(conv!(f64, 8).into_iter().map(|v| v as f32).collect())),
+        NiftiType::Float64 => Samples::F32(scaled(
+            conv!(f64, 8).into_iter().map(|v| v as f32).collect(),
+        )),
         // Refused in read_header.
         _ => Samples::F32(vec![0.0; n]),
     }
@@ -258,7 +373,10 @@ impl Volume {
         let [nx, ny, nz] = self.dims;
         let count = self.slice_count(axis);
         if index >= count {
-            bail!("slice {index} does not exist: the volume has {count} slices along {axis:?} (0..{})", count.saturating_sub(1));
+            bail!(
+                "slice {index} does not exist: the volume has {count} slices along {axis:?} (0..{})",
+                count.saturating_sub(1)
+            );
         }
         // (width axis length, height axis length, voxel index of (col, row_from_bottom))
         let (w, h): (usize, usize) = match axis {
@@ -282,11 +400,21 @@ impl Volume {
             }
         }
         let samples = match &self.data {
-            Samples::U8(v) => Samples::U8(order.iter().flat_map(|&i| v[i * c..i * c + c].iter().copied()).collect()),
+            Samples::U8(v) => Samples::U8(
+                order
+                    .iter()
+                    .flat_map(|&i| v[i * c..i * c + c].iter().copied())
+                    .collect(),
+            ),
             Samples::U16(v) => Samples::U16(order.iter().map(|&i| v[i]).collect()),
             Samples::U32(v) => Samples::U32(order.iter().map(|&i| v[i]).collect()),
             Samples::F32(v) => Samples::F32(order.iter().map(|&i| v[i]).collect()),
         };
-        Ok(Plane { width: w, height: h, channels: c, samples })
+        Ok(Plane {
+            width: w,
+            height: h,
+            channels: c,
+            samples,
+        })
     }
 }

@@ -195,7 +195,8 @@ pub fn mask_stats(mask: &[bool], width: usize) -> Option<(u64, [u32; 4])> {
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    crate::sam::checkpoint::sha256_file(path).with_context(|| format!("cannot read {}", path.display()))
+    crate::sam::checkpoint::sha256_file(path)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// A project and the folder it lives in.
@@ -233,17 +234,21 @@ impl Project {
 
     /// Parses `project.json` bytes, migrating older versions.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_slice(bytes).context("project.json is not valid JSON")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).context("project.json is not valid JSON")?;
         let format = v.get("format").and_then(|f| f.as_str()).unwrap_or("");
         if format != FORMAT {
             bail!("not a segadapt project (format '{format}', expected '{FORMAT}')");
         }
         let version = v.get("version").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
         if version > VERSION {
-            bail!("project.json version {version} is newer than this segadapt understands ({VERSION}); update segadapt");
+            bail!(
+                "project.json version {version} is newer than this segadapt understands ({VERSION}); update segadapt"
+            );
         }
         // Version 0 → 1: no structural change; fields added since default through serde.
-        let mut p: Project = serde_json::from_value(v).context("project.json does not match the project format")?;
+        let mut p: Project =
+            serde_json::from_value(v).context("project.json does not match the project format")?;
         p.version = VERSION;
         // Ids must stay unique even if the file was edited by hand.
         let max_id = p
@@ -277,7 +282,10 @@ fn unique_name(dir: &Path, name: &str) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "image".into());
-    let ext = p.extension().map(|s| format!(".{}", s.to_string_lossy())).unwrap_or_default();
+    let ext = p
+        .extension()
+        .map(|s| format!(".{}", s.to_string_lossy()))
+        .unwrap_or_default();
     let mut candidate = format!("{stem}{ext}");
     let mut k = 1;
     while dir.join(&candidate).exists() {
@@ -291,10 +299,14 @@ impl OpenProject {
     /// Creates a new, empty project folder (the folder may exist but must not hold a project).
     pub fn create(root: &Path, name: &str) -> Result<Self> {
         if root.join(PROJECT_FILE).exists() {
-            bail!("{} already holds a project; open it instead", root.display());
+            bail!(
+                "{} already holds a project; open it instead",
+                root.display()
+            );
         }
         for d in ["", IMAGES_DIR, ANNOTATIONS_DIR, ADAPTERS_DIR, CACHE_DIR] {
-            std::fs::create_dir_all(root.join(d)).with_context(|| format!("cannot create folder {}", root.join(d).display()))?;
+            std::fs::create_dir_all(root.join(d))
+                .with_context(|| format!("cannot create folder {}", root.join(d).display()))?;
         }
         let p = OpenProject {
             root: root.to_path_buf(),
@@ -307,12 +319,20 @@ impl OpenProject {
     /// Opens `root/project.json` (or a path to the json itself).
     pub fn open(path: &Path) -> Result<Self> {
         let (root, file) = if path.is_file() {
-            (path.parent().map(Path::to_path_buf).unwrap_or_default(), path.to_path_buf())
+            (
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                path.to_path_buf(),
+            )
         } else {
             (path.to_path_buf(), path.join(PROJECT_FILE))
         };
-        let bytes =
-            std::fs::read(&file).with_context(|| format!("no project at {} (cannot read {})", root.display(), file.display()))?;
+        let bytes = std::fs::read(&file).with_context(|| {
+            format!(
+                "no project at {} (cannot read {})",
+                root.display(),
+                file.display()
+            )
+        })?;
         let project = Project::from_json(&bytes).with_context(|| format!("{}", file.display()))?;
         for d in [IMAGES_DIR, ANNOTATIONS_DIR, ADAPTERS_DIR, CACHE_DIR] {
             let _ = std::fs::create_dir_all(root.join(d));
@@ -331,7 +351,11 @@ impl OpenProject {
 
     /// Absolute path of a path stored in the project (relative ones are under the folder).
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.root.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
     }
 
     pub fn image_path(&self, img: &ImageEntry) -> PathBuf {
@@ -354,11 +378,20 @@ impl OpenProject {
 
     /// Adds an image prepared by [`prepare_image`] (refusing duplicates). Returns its id.
     pub fn insert_image(&mut self, mut entry: ImageEntry) -> Result<u64> {
-        if let Some(dup) = self.project.images.iter().find(|i| i.sha256 == entry.sha256) {
+        if let Some(dup) = self
+            .project
+            .images
+            .iter()
+            .find(|i| i.sha256 == entry.sha256)
+        {
             if entry.copied {
                 let _ = std::fs::remove_file(self.resolve(&entry.path));
             }
-            bail!("'{}' is already in the project (as '{}')", entry.name, dup.name);
+            bail!(
+                "'{}' is already in the project (as '{}')",
+                entry.name,
+                dup.name
+            );
         }
         entry.id = self.project.take_id();
         let id = entry.id;
@@ -368,7 +401,11 @@ impl OpenProject {
 
     /// Adds every image file of a folder (not recursive), sorted by name. Returns the ids
     /// added and the (file, error) pairs that were skipped.
-    pub fn add_folder(&mut self, dir: &Path, copy: bool) -> Result<(Vec<u64>, Vec<(PathBuf, String)>)> {
+    pub fn add_folder(
+        &mut self,
+        dir: &Path,
+        copy: bool,
+    ) -> Result<(Vec<u64>, Vec<(PathBuf, String)>)> {
         let files = list_images(dir)?;
         let (mut ok, mut skipped) = (Vec::new(), Vec::new());
         for f in files {
@@ -421,7 +458,9 @@ impl OpenProject {
             return 0;
         };
         for d in dirs.flatten() {
-            let Ok(files) = std::fs::read_dir(d.path()) else { continue };
+            let Ok(files) = std::fs::read_dir(d.path()) else {
+                continue;
+            };
             for f in files.flatten() {
                 let p = f.path();
                 if p.is_file() && !referenced.contains(&p) && std::fs::remove_file(&p).is_ok() {
@@ -509,7 +548,9 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter(|p| {
             p.is_file()
                 && p.extension()
-                    .map(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
+                    .map(|e| {
+                        IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
+                    })
                     .unwrap_or(false)
         })
         .collect();
@@ -529,7 +570,8 @@ pub fn prepare_image(root: &Path, src: &Path, copy: bool) -> Result<ImageEntry> 
         .unwrap_or_else(|| "image".into());
     let path = if copy {
         let dir = root.join(IMAGES_DIR);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let file = unique_name(&dir, &name);
         let bytes = std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
         atomic_write(&dir.join(&file), &bytes)?;
@@ -568,15 +610,36 @@ pub fn read_mask_file(path: &Path, width: usize, height: usize) -> Result<Vec<bo
 /// with 12 ground-truth nuclei each, so Adapt can run right away; the fourth left to annotate).
 pub mod demo {
     pub const IMAGES: [(&str, &[u8]); 4] = [
-        ("nuclei_0.png", include_bytes!("../../assets/demo/nuclei/images/nuclei_0.png")),
-        ("nuclei_1.png", include_bytes!("../../assets/demo/nuclei/images/nuclei_1.png")),
-        ("nuclei_2.png", include_bytes!("../../assets/demo/nuclei/images/nuclei_2.png")),
-        ("nuclei_3.png", include_bytes!("../../assets/demo/nuclei/images/nuclei_3.png")),
+        (
+            "nuclei_0.png",
+            include_bytes!("../../assets/demo/nuclei/images/nuclei_0.png"),
+        ),
+        (
+            "nuclei_1.png",
+            include_bytes!("../../assets/demo/nuclei/images/nuclei_1.png"),
+        ),
+        (
+            "nuclei_2.png",
+            include_bytes!("../../assets/demo/nuclei/images/nuclei_2.png"),
+        ),
+        (
+            "nuclei_3.png",
+            include_bytes!("../../assets/demo/nuclei/images/nuclei_3.png"),
+        ),
     ];
     pub const LABELS: [(&str, &[u8]); 3] = [
-        ("nuclei_0.png", include_bytes!("../../assets/demo/nuclei/labels/nuclei_0.png")),
-        ("nuclei_1.png", include_bytes!("../../assets/demo/nuclei/labels/nuclei_1.png")),
-        ("nuclei_2.png", include_bytes!("../../assets/demo/nuclei/labels/nuclei_2.png")),
+        (
+            "nuclei_0.png",
+            include_bytes!("../../assets/demo/nuclei/labels/nuclei_0.png"),
+        ),
+        (
+            "nuclei_1.png",
+            include_bytes!("../../assets/demo/nuclei/labels/nuclei_1.png"),
+        ),
+        (
+            "nuclei_2.png",
+            include_bytes!("../../assets/demo/nuclei/labels/nuclei_2.png"),
+        ),
     ];
 }
 
@@ -627,9 +690,15 @@ mod tests {
         let q = OpenProject::open(&dir).unwrap();
         assert_eq!(p.project, q.project);
         let img = &q.project.images[0];
-        let m = q.read_mask(&img.objects[0], img.width as usize, img.height as usize).unwrap();
+        let m = q
+            .read_mask(&img.objects[0], img.width as usize, img.height as usize)
+            .unwrap();
         assert_eq!(m.iter().filter(|&&v| v).count() as u64, img.objects[0].area);
-        std::fs::write(dir.join(ANNOTATIONS_DIR).join("img1").join("stray.png"), b"x").unwrap();
+        std::fs::write(
+            dir.join(ANNOTATIONS_DIR).join("img1").join("stray.png"),
+            b"x",
+        )
+        .unwrap();
         assert_eq!(q.collect_garbage(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -11,8 +11,8 @@ use burn::store::{ModuleSnapshot, PytorchStore};
 use sha2::{Digest, Sha256};
 
 use super::config::{
-    EncoderConfig, MaskDecoderConfig, ModelType, PIXEL_MEAN, PIXEL_STD, PromptEncoderConfig, SamConfig, TinyVitConfig,
-    TwoWayTransformerConfig, VitConfig,
+    EncoderConfig, MaskDecoderConfig, ModelType, PIXEL_MEAN, PIXEL_STD, PromptEncoderConfig,
+    SamConfig, TinyVitConfig, TwoWayTransformerConfig, VitConfig,
 };
 use super::sam::Sam;
 
@@ -21,7 +21,10 @@ pub enum CheckpointError {
     #[error("checkpoint {path}: file not found")]
     NotFound { path: PathBuf },
     #[error("checkpoint {path}: cannot read file: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "checkpoint {path}: not a readable PyTorch checkpoint ({reason}). Expected an official SAM \
          .pth file or MobileSAM's mobile_sam.pt; the file may be truncated or of another format"
@@ -30,7 +33,11 @@ pub enum CheckpointError {
     #[error("checkpoint {path}: not a SAM checkpoint: {reason}")]
     NotSam { path: PathBuf, reason: String },
     #[error("checkpoint {path}: tensors do not fit the {model} model: {reason}")]
-    Mismatch { path: PathBuf, model: String, reason: String },
+    Mismatch {
+        path: PathBuf,
+        model: String,
+        reason: String,
+    },
 }
 
 /// What was loaded, for model cards, caches and the UI.
@@ -64,25 +71,43 @@ fn read_shapes(path: &Path) -> Result<Shapes, CheckpointError> {
     if !path.exists() {
         return Err(CheckpointError::NotFound { path: path.into() });
     }
-    std::fs::File::open(path).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
+    std::fs::File::open(path).map_err(|source| CheckpointError::Io {
+        path: path.into(),
+        source,
+    })?;
     // The reader parses untrusted pickle data; never let a malformed file take the app down.
     let p = path.to_path_buf();
     let reader = std::panic::catch_unwind(move || PytorchReader::new(&p))
-        .map_err(|_| CheckpointError::NotPytorch { path: path.into(), reason: "the reader failed on malformed data".into() })?
-        .map_err(|e| CheckpointError::NotPytorch { path: path.into(), reason: e.to_string() })?;
-    Ok(reader.tensors().iter().map(|(k, t)| (k.clone(), t.shape().to_vec())).collect())
+        .map_err(|_| CheckpointError::NotPytorch {
+            path: path.into(),
+            reason: "the reader failed on malformed data".into(),
+        })?
+        .map_err(|e| CheckpointError::NotPytorch {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+    Ok(reader
+        .tensors()
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape().to_vec()))
+        .collect())
 }
 
 /// Key prefix in front of `image_encoder.` etc. (e.g. `model.` in wrapped checkpoints).
 fn find_prefix(shapes: &Shapes) -> Option<String> {
-    shapes
-        .keys()
-        .find_map(|k| k.strip_suffix("mask_decoder.iou_token.weight").map(str::to_string))
+    shapes.keys().find_map(|k| {
+        k.strip_suffix("mask_decoder.iou_token.weight")
+            .map(str::to_string)
+    })
 }
 
 fn count_indexed(shapes: &Shapes, prefix: &str) -> usize {
     (0..)
-        .take_while(|i| shapes.keys().any(|k| k.starts_with(&format!("{prefix}{i}."))))
+        .take_while(|i| {
+            shapes
+                .keys()
+                .any(|k| k.starts_with(&format!("{prefix}{i}.")))
+        })
         .count()
 }
 
@@ -96,7 +121,8 @@ pub fn detect_config(shapes: &Shapes) -> Result<SamConfig, String> {
     let tokens = get("mask_decoder.mask_tokens.weight")?[0];
     let t_depth = count_indexed(shapes, "mask_decoder.transformer.layers.");
     let mlp_dim = get("mask_decoder.transformer.layers.0.mlp.lin1.weight")?[0];
-    let cross_q = get("mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight")?[0];
+    let cross_q =
+        get("mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight")?[0];
     let iou_depth = count_indexed(shapes, "mask_decoder.iou_prediction_head.layers.");
     let iou_hidden = get("mask_decoder.iou_prediction_head.layers.0.weight")?[0];
 
@@ -176,7 +202,11 @@ pub fn detect_config(shapes: &Shapes) -> Result<SamConfig, String> {
             local_conv_size: ks,
             out_chans: get("image_encoder.neck.0.weight")?[0],
         };
-        let mt = if cfg.embed_dims == [64, 128, 160, 320] { ModelType::VitT } else { ModelType::Custom };
+        let mt = if cfg.embed_dims == [64, 128, 160, 320] {
+            ModelType::VitT
+        } else {
+            ModelType::Custom
+        };
         (mt, EncoderConfig::TinyVit(cfg))
     } else {
         return Err("no ViT or TinyViT image encoder tensors (image_encoder.patch_embed.*)".into());
@@ -221,7 +251,10 @@ fn is_unused_extra(key: &str) -> bool {
 
 /// Maps official key names onto this port's field names (numeric `nn.Sequential` slots).
 fn store_for(path: &Path, prefix: &str) -> PytorchStore {
-    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false).allow_partial(true).validate(true);
+    let mut store = PytorchStore::from_file(path)
+        .map_indices_contiguous(false)
+        .allow_partial(true)
+        .validate(true);
     if !prefix.is_empty() {
         store = store.with_key_remapping(&format!("^{}", regex_escape(prefix)), "");
     }
@@ -230,16 +263,46 @@ fn store_for(path: &Path, prefix: &str) -> PytorchStore {
         (r"^image_encoder\.neck\.1\.", "image_encoder.neck.ln1."),
         (r"^image_encoder\.neck\.2\.", "image_encoder.neck.conv2."),
         (r"^image_encoder\.neck\.3\.", "image_encoder.neck.ln2."),
-        (r"^image_encoder\.patch_embed\.seq\.0\.", "image_encoder.patch_embed.seq0."),
-        (r"^image_encoder\.patch_embed\.seq\.2\.", "image_encoder.patch_embed.seq2."),
-        (r"^prompt_encoder\.mask_downscaling\.0\.", "prompt_encoder.mask_downscaling.conv0."),
-        (r"^prompt_encoder\.mask_downscaling\.1\.", "prompt_encoder.mask_downscaling.ln1."),
-        (r"^prompt_encoder\.mask_downscaling\.3\.", "prompt_encoder.mask_downscaling.conv3."),
-        (r"^prompt_encoder\.mask_downscaling\.4\.", "prompt_encoder.mask_downscaling.ln4."),
-        (r"^prompt_encoder\.mask_downscaling\.6\.", "prompt_encoder.mask_downscaling.conv6."),
-        (r"^mask_decoder\.output_upscaling\.0\.", "mask_decoder.output_upscaling.conv0."),
-        (r"^mask_decoder\.output_upscaling\.1\.", "mask_decoder.output_upscaling.ln1."),
-        (r"^mask_decoder\.output_upscaling\.3\.", "mask_decoder.output_upscaling.conv3."),
+        (
+            r"^image_encoder\.patch_embed\.seq\.0\.",
+            "image_encoder.patch_embed.seq0.",
+        ),
+        (
+            r"^image_encoder\.patch_embed\.seq\.2\.",
+            "image_encoder.patch_embed.seq2.",
+        ),
+        (
+            r"^prompt_encoder\.mask_downscaling\.0\.",
+            "prompt_encoder.mask_downscaling.conv0.",
+        ),
+        (
+            r"^prompt_encoder\.mask_downscaling\.1\.",
+            "prompt_encoder.mask_downscaling.ln1.",
+        ),
+        (
+            r"^prompt_encoder\.mask_downscaling\.3\.",
+            "prompt_encoder.mask_downscaling.conv3.",
+        ),
+        (
+            r"^prompt_encoder\.mask_downscaling\.4\.",
+            "prompt_encoder.mask_downscaling.ln4.",
+        ),
+        (
+            r"^prompt_encoder\.mask_downscaling\.6\.",
+            "prompt_encoder.mask_downscaling.conv6.",
+        ),
+        (
+            r"^mask_decoder\.output_upscaling\.0\.",
+            "mask_decoder.output_upscaling.conv0.",
+        ),
+        (
+            r"^mask_decoder\.output_upscaling\.1\.",
+            "mask_decoder.output_upscaling.ln1.",
+        ),
+        (
+            r"^mask_decoder\.output_upscaling\.3\.",
+            "mask_decoder.output_upscaling.conv3.",
+        ),
     ];
     for (from, to) in rules {
         store = store.with_key_remapping(from, to);
@@ -254,16 +317,46 @@ pub fn official_key(path: &str) -> String {
         ("image_encoder.neck.ln1.", "image_encoder.neck.1."),
         ("image_encoder.neck.conv2.", "image_encoder.neck.2."),
         ("image_encoder.neck.ln2.", "image_encoder.neck.3."),
-        ("image_encoder.patch_embed.seq0.", "image_encoder.patch_embed.seq.0."),
-        ("image_encoder.patch_embed.seq2.", "image_encoder.patch_embed.seq.2."),
-        ("prompt_encoder.mask_downscaling.conv0.", "prompt_encoder.mask_downscaling.0."),
-        ("prompt_encoder.mask_downscaling.ln1.", "prompt_encoder.mask_downscaling.1."),
-        ("prompt_encoder.mask_downscaling.conv3.", "prompt_encoder.mask_downscaling.3."),
-        ("prompt_encoder.mask_downscaling.ln4.", "prompt_encoder.mask_downscaling.4."),
-        ("prompt_encoder.mask_downscaling.conv6.", "prompt_encoder.mask_downscaling.6."),
-        ("mask_decoder.output_upscaling.conv0.", "mask_decoder.output_upscaling.0."),
-        ("mask_decoder.output_upscaling.ln1.", "mask_decoder.output_upscaling.1."),
-        ("mask_decoder.output_upscaling.conv3.", "mask_decoder.output_upscaling.3."),
+        (
+            "image_encoder.patch_embed.seq0.",
+            "image_encoder.patch_embed.seq.0.",
+        ),
+        (
+            "image_encoder.patch_embed.seq2.",
+            "image_encoder.patch_embed.seq.2.",
+        ),
+        (
+            "prompt_encoder.mask_downscaling.conv0.",
+            "prompt_encoder.mask_downscaling.0.",
+        ),
+        (
+            "prompt_encoder.mask_downscaling.ln1.",
+            "prompt_encoder.mask_downscaling.1.",
+        ),
+        (
+            "prompt_encoder.mask_downscaling.conv3.",
+            "prompt_encoder.mask_downscaling.3.",
+        ),
+        (
+            "prompt_encoder.mask_downscaling.ln4.",
+            "prompt_encoder.mask_downscaling.4.",
+        ),
+        (
+            "prompt_encoder.mask_downscaling.conv6.",
+            "prompt_encoder.mask_downscaling.6.",
+        ),
+        (
+            "mask_decoder.output_upscaling.conv0.",
+            "mask_decoder.output_upscaling.0.",
+        ),
+        (
+            "mask_decoder.output_upscaling.ln1.",
+            "mask_decoder.output_upscaling.1.",
+        ),
+        (
+            "mask_decoder.output_upscaling.conv3.",
+            "mask_decoder.output_upscaling.3.",
+        ),
     ];
     for (ours, theirs) in rules {
         if let Some(rest) = path.strip_prefix(ours) {
@@ -274,28 +367,51 @@ pub fn official_key(path: &str) -> String {
 }
 
 fn regex_escape(s: &str) -> String {
-    s.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] }).collect()
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
 }
 
 /// Loads a SAM checkpoint. `config` overrides detection (needed for non-official models whose
 /// head counts are not recorded in the weights).
-pub fn load_sam(path: &Path, config: Option<SamConfig>, device: &Device) -> Result<(Sam, CheckpointInfo), CheckpointError> {
+pub fn load_sam(
+    path: &Path,
+    config: Option<SamConfig>,
+    device: &Device,
+) -> Result<(Sam, CheckpointInfo), CheckpointError> {
     let shapes = read_shapes(path)?;
     let prefix = find_prefix(&shapes).ok_or_else(|| CheckpointError::NotSam {
         path: path.into(),
         reason: format!(
             "no 'mask_decoder.iou_token.weight' among its {} tensors (first keys: {})",
             shapes.len(),
-            shapes.keys().take(3).cloned().collect::<Vec<_>>().join(", ")
+            shapes
+                .keys()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     })?;
     let stripped: Shapes = shapes
         .iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix.as_str()).map(|k| (k.to_string(), v.clone())))
+        .filter_map(|(k, v)| {
+            k.strip_prefix(prefix.as_str())
+                .map(|k| (k.to_string(), v.clone()))
+        })
         .collect();
     let config = match config {
         Some(c) => c,
-        None => detect_config(&stripped).map_err(|reason| CheckpointError::NotSam { path: path.into(), reason })?,
+        None => detect_config(&stripped).map_err(|reason| CheckpointError::NotSam {
+            path: path.into(),
+            reason,
+        })?,
     };
     let mismatch = |reason: String| CheckpointError::Mismatch {
         path: path.into(),
@@ -304,21 +420,53 @@ pub fn load_sam(path: &Path, config: Option<SamConfig>, device: &Device) -> Resu
     };
     let mut model = Sam::new(&config, device);
     let mut store = store_for(path, &prefix);
-    let result = model.load_from(&mut store).map_err(|e| mismatch(e.to_string()))?;
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| mismatch(e.to_string()))?;
     if !result.errors.is_empty() {
-        let msgs: Vec<String> = result.errors.iter().take(5).map(|e| e.to_string()).collect();
+        let msgs: Vec<String> = result
+            .errors
+            .iter()
+            .take(5)
+            .map(|e| e.to_string())
+            .collect();
         return Err(mismatch(msgs.join("; ")));
     }
     if !result.missing.is_empty() {
-        let miss: Vec<String> = result.missing.iter().take(8).map(|m| format!("{m:?}")).collect();
-        return Err(mismatch(format!("{} tensors missing, e.g. {}", result.missing.len(), miss.join(", "))));
+        let miss: Vec<String> = result
+            .missing
+            .iter()
+            .take(8)
+            .map(|m| format!("{m:?}"))
+            .collect();
+        return Err(mismatch(format!(
+            "{} tensors missing, e.g. {}",
+            result.missing.len(),
+            miss.join(", ")
+        )));
     }
-    let unused: Vec<&String> = result.unused.iter().filter(|k| !is_unused_extra(k)).collect();
+    let unused: Vec<&String> = result
+        .unused
+        .iter()
+        .filter(|k| !is_unused_extra(k))
+        .collect();
     if !unused.is_empty() {
         let u: Vec<String> = unused.iter().take(8).map(|s| s.to_string()).collect();
-        return Err(mismatch(format!("{} unexpected tensors, e.g. {}", unused.len(), u.join(", "))));
+        return Err(mismatch(format!(
+            "{} unexpected tensors, e.g. {}",
+            unused.len(),
+            u.join(", ")
+        )));
     }
-    let sha256 = sha256_file(path).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
-    let info = CheckpointInfo { path: path.into(), sha256, config, num_tensors: shapes.len() };
+    let sha256 = sha256_file(path).map_err(|source| CheckpointError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let info = CheckpointInfo {
+        path: path.into(),
+        sha256,
+        config,
+        num_tensors: shapes.len(),
+    };
     Ok((model, info))
 }

@@ -232,12 +232,19 @@ impl SamConfig {
         fn uv(v: &serde_json::Value, k: &str) -> Result<Vec<usize>, String> {
             v.get(k)
                 .and_then(|x| x.as_array())
-                .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_u64())
+                        .map(|x| x as usize)
+                        .collect()
+                })
                 .ok_or_else(|| format!("missing list '{k}'"))
         }
         fn f3(v: &serde_json::Value, k: &str, default: [f32; 3]) -> [f32; 3] {
             match v.get(k).and_then(|x| x.as_array()) {
-                Some(a) if a.len() == 3 => [0, 1, 2].map(|i| a[i].as_f64().unwrap_or(default[i] as f64) as f32),
+                Some(a) if a.len() == 3 => {
+                    [0, 1, 2].map(|i| a[i].as_f64().unwrap_or(default[i] as f64) as f32)
+                }
                 _ => default,
             }
         }
@@ -266,7 +273,10 @@ impl SamConfig {
                 mlp_ratio: f(ie, "mlp_ratio")?,
                 out_chans: u(ie, "out_chans")?,
                 qkv_bias: ie.get("qkv_bias").and_then(|v| v.as_bool()).unwrap_or(true),
-                use_rel_pos: ie.get("use_rel_pos").and_then(|v| v.as_bool()).unwrap_or(true),
+                use_rel_pos: ie
+                    .get("use_rel_pos")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(true),
                 window_size: u(ie, "window_size")?,
                 global_attn_indexes: uv(ie, "global_attn_indexes")?,
             })
@@ -276,7 +286,8 @@ impl SamConfig {
         let tr = &md["transformer"];
         let two = |k: &str| -> Result<[usize; 2], String> {
             let v = uv(pe, k)?;
-            v.try_into().map_err(|_| format!("'{k}' must have 2 entries"))
+            v.try_into()
+                .map_err(|_| format!("'{k}' must have 2 entries"))
         };
         Ok(SamConfig {
             model_type: ModelType::Custom,

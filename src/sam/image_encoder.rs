@@ -67,7 +67,13 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(dim: usize, num_heads: usize, qkv_bias: bool, rel_pos: Option<[usize; 2]>, device: &Device) -> Self {
+    pub fn new(
+        dim: usize,
+        num_heads: usize,
+        qkv_bias: bool,
+        rel_pos: Option<[usize; 2]>,
+        device: &Device,
+    ) -> Self {
         let head_dim = dim / num_heads;
         let rp = |n: usize| Param::from_tensor(Tensor::zeros([2 * n - 1, head_dim], device));
         Self {
@@ -118,8 +124,15 @@ impl Attention {
             outs.push(softmax(attn, 2).matmul(vc));
             start += len;
         }
-        let out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(outs, 0) };
-        let out = out.reshape([b, nh, h, w, hd]).permute([0, 2, 3, 1, 4]).reshape([b, h, w, c]);
+        let out = if outs.len() == 1 {
+            outs.pop().unwrap()
+        } else {
+            Tensor::cat(outs, 0)
+        };
+        let out = out
+            .reshape([b, nh, h, w, hd])
+            .permute([0, 2, 3, 1, 4])
+            .reshape([b, h, w, c]);
         let mut y = self.proj.forward(out.clone());
         if let Some(a) = &self.proj_adapter {
             y = y + a.forward(out, AdaptTarget::Plain);
@@ -211,14 +224,23 @@ pub fn window_partition(x: Tensor<4>, ws: usize) -> (Tensor<4>, [usize; 2]) {
     (windows, [hp, wp])
 }
 
-pub fn window_unpartition(windows: Tensor<4>, ws: usize, [hp, wp]: [usize; 2], [h, w]: [usize; 2]) -> Tensor<4> {
+pub fn window_unpartition(
+    windows: Tensor<4>,
+    ws: usize,
+    [hp, wp]: [usize; 2],
+    [h, w]: [usize; 2],
+) -> Tensor<4> {
     let [bw, _, _, c] = windows.dims();
     let b = bw / (hp * wp / ws / ws);
     let x = windows
         .reshape([b, hp / ws, wp / ws, ws, ws, c])
         .permute([0, 1, 3, 2, 4, 5])
         .reshape([b, hp, wp, c]);
-    if hp > h || wp > w { x.slice(s![.., 0..h, 0..w, ..]) } else { x }
+    if hp > h || wp > w {
+        x.slice(s![.., 0..h, 0..w, ..])
+    } else {
+        x
+    }
 }
 
 #[derive(Module, Debug)]
@@ -260,8 +282,16 @@ impl ImageEncoderViT {
         let grid = cfg.img_size / cfg.patch_size;
         let blocks = (0..cfg.depth)
             .map(|i| {
-                let window_size = if cfg.global_attn_indexes.contains(&i) { 0 } else { cfg.window_size };
-                let input = if window_size == 0 { [grid, grid] } else { [window_size, window_size] };
+                let window_size = if cfg.global_attn_indexes.contains(&i) {
+                    0
+                } else {
+                    cfg.window_size
+                };
+                let input = if window_size == 0 {
+                    [grid, grid]
+                } else {
+                    [window_size, window_size]
+                };
                 Block {
                     norm1: layer_norm(cfg.embed_dim, 1e-6, device),
                     attn: Attention::new(
@@ -272,18 +302,29 @@ impl ImageEncoderViT {
                         device,
                     ),
                     norm2: layer_norm(cfg.embed_dim, 1e-6, device),
-                    mlp: MlpBlock::new(cfg.embed_dim, (cfg.embed_dim as f64 * cfg.mlp_ratio) as usize, Act::Gelu, device),
+                    mlp: MlpBlock::new(
+                        cfg.embed_dim,
+                        (cfg.embed_dim as f64 * cfg.mlp_ratio) as usize,
+                        Act::Gelu,
+                        device,
+                    ),
                     window_size,
                 }
             })
             .collect();
         Self {
             patch_embed: PatchEmbed {
-                proj: burn::nn::conv::Conv2dConfig::new([cfg.in_chans, cfg.embed_dim], [cfg.patch_size, cfg.patch_size])
-                    .with_stride([cfg.patch_size, cfg.patch_size])
-                    .init(device),
+                proj: burn::nn::conv::Conv2dConfig::new(
+                    [cfg.in_chans, cfg.embed_dim],
+                    [cfg.patch_size, cfg.patch_size],
+                )
+                .with_stride([cfg.patch_size, cfg.patch_size])
+                .init(device),
             },
-            pos_embed: Some(Param::from_tensor(Tensor::zeros([1, grid, grid, cfg.embed_dim], device))),
+            pos_embed: Some(Param::from_tensor(Tensor::zeros(
+                [1, grid, grid, cfg.embed_dim],
+                device,
+            ))),
             blocks,
             neck: Neck::new(cfg.embed_dim, cfg.out_chans, device),
             img_size: cfg.img_size,

@@ -16,12 +16,21 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(input: usize, hidden: usize, output: usize, num_layers: usize, device: &Device) -> Self {
+    pub fn new(
+        input: usize,
+        hidden: usize,
+        output: usize,
+        num_layers: usize,
+        device: &Device,
+    ) -> Self {
         let mut dims = vec![input];
         dims.extend(std::iter::repeat_n(hidden, num_layers - 1));
         dims.push(output);
         Self {
-            layers: dims.windows(2).map(|w| linear(w[0], w[1], true, device)).collect(),
+            layers: dims
+                .windows(2)
+                .map(|w| linear(w[0], w[1], true, device))
+                .collect(),
             sigmoid_output: false,
         }
     }
@@ -66,7 +75,11 @@ impl MaskDecoder {
     pub fn new(cfg: &MaskDecoderConfig, device: &Device) -> Self {
         let d = cfg.transformer_dim;
         let t = cfg.num_multimask_outputs + 1;
-        let convt = |a: usize, b: usize| ConvTranspose2dConfig::new([a, b], [2, 2]).with_stride([2, 2]).init(device);
+        let convt = |a: usize, b: usize| {
+            ConvTranspose2dConfig::new([a, b], [2, 2])
+                .with_stride([2, 2])
+                .init(device)
+        };
         Self {
             transformer: TwoWayTransformer::new(&cfg.transformer, device),
             iou_token: EmbeddingConfig::new(1, d).init(device),
@@ -77,7 +90,13 @@ impl MaskDecoder {
                 conv3: convt(d / 4, d / 8),
             },
             output_hypernetworks_mlps: (0..t).map(|_| Mlp::new(d, d, d / 8, 3, device)).collect(),
-            iou_prediction_head: Mlp::new(d, cfg.iou_head_hidden_dim, t, cfg.iou_head_depth, device),
+            iou_prediction_head: Mlp::new(
+                d,
+                cfg.iou_head_hidden_dim,
+                t,
+                cfg.iou_head_depth,
+                device,
+            ),
             num_mask_tokens: t,
         }
     }
@@ -110,7 +129,10 @@ impl MaskDecoder {
         dense: Tensor<4>,
     ) -> (Tensor<4>, Tensor<2>) {
         let bs = dense.dims()[0];
-        let output_tokens = Tensor::cat(vec![self.iou_token.weight.val(), self.mask_tokens.weight.val()], 0);
+        let output_tokens = Tensor::cat(
+            vec![self.iou_token.weight.val(), self.mask_tokens.weight.val()],
+            0,
+        );
         let [nt, c] = output_tokens.dims();
         let output_tokens = output_tokens.unsqueeze_dim::<3>(0).expand([bs, nt, c]);
         let tokens = match sparse {
@@ -119,7 +141,11 @@ impl MaskDecoder {
         };
         let [ib, _, h, w] = image_embeddings.dims();
         // One image embedding serves every prompt of the batch (repeat_interleave in the reference).
-        let src = if ib == bs { image_embeddings } else { image_embeddings.expand([bs, c, h, w]) };
+        let src = if ib == bs {
+            image_embeddings
+        } else {
+            image_embeddings.expand([bs, c, h, w])
+        };
         let src = src + dense;
         let pos_src = image_pe.expand([bs, c, h, w]);
         let (hs, src) = self.transformer.forward(src, pos_src, tokens);
@@ -128,10 +154,18 @@ impl MaskDecoder {
         let up = self.output_upscaling.forward(src);
         let [_, cu, hu, wu] = up.dims();
         let hyper: Vec<Tensor<2>> = (0..self.num_mask_tokens)
-            .map(|i| self.output_hypernetworks_mlps[i].forward(hs.clone().narrow(1, 1 + i, 1).reshape([bs, c])))
+            .map(|i| {
+                self.output_hypernetworks_mlps[i]
+                    .forward(hs.clone().narrow(1, 1 + i, 1).reshape([bs, c]))
+            })
             .collect();
         let hyper_in = Tensor::stack::<3>(hyper, 1);
-        let masks = hyper_in.matmul(up.reshape([bs, cu, hu * wu])).reshape([bs, self.num_mask_tokens, hu, wu]);
+        let masks = hyper_in.matmul(up.reshape([bs, cu, hu * wu])).reshape([
+            bs,
+            self.num_mask_tokens,
+            hu,
+            wu,
+        ]);
         let iou_pred = self.iou_prediction_head.forward(iou_token_out);
         (masks, iou_pred)
     }

@@ -51,7 +51,10 @@ impl PositionEmbeddingRandom {
     pub fn forward_with_coords(&self, coords: Tensor<3>, [ih, iw]: [usize; 2]) -> Tensor<3> {
         let [b, n, _] = coords.dims();
         let device = coords.device();
-        let scale = Tensor::<3>::from_data(TensorData::new(vec![1.0 / iw as f32, 1.0 / ih as f32], [1, 1, 2]), &device);
+        let scale = Tensor::<3>::from_data(
+            TensorData::new(vec![1.0 / iw as f32, 1.0 / ih as f32], [1, 1, 2]),
+            &device,
+        );
         let _ = (b, n);
         self.pe_encoding(coords * scale)
     }
@@ -126,7 +129,9 @@ impl PromptEncoder {
     }
 
     pub fn get_dense_pe(&self) -> Tensor<4> {
-        self.pe_layer.forward(self.image_embedding_size).unsqueeze_dim(0)
+        self.pe_layer
+            .forward(self.image_embedding_size)
+            .unsqueeze_dim(0)
     }
 
     fn embed_points(&self, points: Tensor<3>, labels: Tensor<2>, pad: bool) -> Tensor<3> {
@@ -138,7 +143,9 @@ impl PromptEncoder {
             points = Tensor::cat(vec![points, Tensor::zeros([b, 1, 2], &device)], 1);
             labels = Tensor::cat(vec![labels, Tensor::ones([b, 1], &device).neg()], 1);
         }
-        let pe = self.pe_layer.forward_with_coords(points, self.input_image_size);
+        let pe = self
+            .pe_layer
+            .forward_with_coords(points, self.input_image_size);
         let is = |v: f32| labels.clone().equal_elem(v).float().unsqueeze_dim::<3>(2);
         let row = |e: &Embedding| e.weight.val().unsqueeze_dim::<3>(0);
         let (pad_m, neg_m, pos_m) = (is(-1.0), is(0.0), is(1.0));
@@ -151,9 +158,14 @@ impl PromptEncoder {
     fn embed_boxes(&self, boxes: Tensor<2>) -> Tensor<3> {
         let [b, _] = boxes.dims();
         let coords = (boxes + 0.5).reshape([b, 2, 2]);
-        let pe = self.pe_layer.forward_with_coords(coords, self.input_image_size);
+        let pe = self
+            .pe_layer
+            .forward_with_coords(coords, self.input_image_size);
         let corners = Tensor::cat(
-            vec![self.point_embeddings[2].weight.val(), self.point_embeddings[3].weight.val()],
+            vec![
+                self.point_embeddings[2].weight.val(),
+                self.point_embeddings[3].weight.val(),
+            ],
             0,
         );
         pe + corners.unsqueeze_dim(0)

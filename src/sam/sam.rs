@@ -49,7 +49,9 @@ impl ImageEncoder {
     pub fn forward_suffix(&self, x: Tensor<4>, first: usize) -> Tensor<4> {
         match self {
             ImageEncoder::Vit(e) => e.forward_neck(e.forward_blocks(x, first..e.blocks.len())),
-            ImageEncoder::TinyVit(e) => e.forward_neck(e.forward_layers(x, first.max(1)..e.layers.len())),
+            ImageEncoder::TinyVit(e) => {
+                e.forward_neck(e.forward_layers(x, first.max(1)..e.layers.len()))
+            }
         }
     }
 }
@@ -96,7 +98,12 @@ impl Sam {
     }
 
     /// Prompt encoder + mask decoder on a precomputed embedding.
-    pub fn decode(&self, image_embeddings: Tensor<4>, prompts: &Prompts, multimask_output: bool) -> DecoderOutput {
+    pub fn decode(
+        &self,
+        image_embeddings: Tensor<4>,
+        prompts: &Prompts,
+        multimask_output: bool,
+    ) -> DecoderOutput {
         let device = image_embeddings.device();
         let (sparse, dense) = self.prompt_encoder.forward(prompts, &device);
         let (low_res_masks, iou_predictions) = self.mask_decoder.forward(
@@ -106,12 +113,20 @@ impl Sam {
             dense,
             multimask_output,
         );
-        DecoderOutput { low_res_masks, iou_predictions }
+        DecoderOutput {
+            low_res_masks,
+            iou_predictions,
+        }
     }
 
     /// Upscale low-res logits to the padded input, crop the padding, resize to the original.
     /// `input_size` and `original_size` are (H, W).
-    pub fn postprocess_masks(&self, masks: Tensor<4>, input_size: [usize; 2], original_size: [usize; 2]) -> Tensor<4> {
+    pub fn postprocess_masks(
+        &self,
+        masks: Tensor<4>,
+        input_size: [usize; 2],
+        original_size: [usize; 2],
+    ) -> Tensor<4> {
         let img = self.img_size();
         let bilinear = |size: [usize; 2]| {
             InterpolateOptions::new(InterpolateMode::Bilinear)

@@ -43,7 +43,13 @@ pub struct DataManifest {
 
 impl TrainData {
     pub fn new(images: Vec<RgbImage>, image_names: Vec<String>, objects: Vec<Object>) -> Self {
-        Self { images, image_names, objects, train: Vec::new(), val: Vec::new() }
+        Self {
+            images,
+            image_names,
+            objects,
+            train: Vec::new(),
+            val: Vec::new(),
+        }
     }
 
     /// Loads `images/` + `masks/` label images; objects smaller than `min_area` are skipped.
@@ -55,17 +61,30 @@ impl TrainData {
             let img = load_rgb(&ip)?;
             let labels = load_labels(&mp)?;
             if (labels.width, labels.height) != (img.width() as usize, img.height() as usize) {
-                bail!("mask {} does not match the size of image {}", mp.display(), ip.display());
+                bail!(
+                    "mask {} does not match the size of image {}",
+                    mp.display(),
+                    ip.display()
+                );
             }
             let idx = images.len();
             for id in labels.ids() {
                 let mask = labels.mask_of(id);
                 let area = mask.iter().filter(|&&m| m).count();
                 if area >= min_area.max(1) {
-                    objects.push(Object { image: idx, mask, area });
+                    objects.push(Object {
+                        image: idx,
+                        mask,
+                        area,
+                    });
                 }
             }
-            names.push(ip.file_name().unwrap_or_default().to_string_lossy().to_string());
+            names.push(
+                ip.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string(),
+            );
             images.push(img);
         }
         if objects.is_empty() {
@@ -78,7 +97,9 @@ impl TrainData {
     /// objects are split within images. At least one object stays on each side.
     pub fn split(&mut self, val_fraction: f64, seed: u64) -> String {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_5B17);
-        let n_val_target = ((self.objects.len() as f64) * val_fraction).round().max(1.0) as usize;
+        let n_val_target = ((self.objects.len() as f64) * val_fraction)
+            .round()
+            .max(1.0) as usize;
         self.train.clear();
         self.val.clear();
         let how;
@@ -95,7 +116,11 @@ impl TrainData {
                 val_imgs.push(i);
             }
             for (k, o) in self.objects.iter().enumerate() {
-                if val_imgs.contains(&o.image) { self.val.push(k) } else { self.train.push(k) }
+                if val_imgs.contains(&o.image) {
+                    self.val.push(k)
+                } else {
+                    self.train.push(k)
+                }
             }
             how = format!("by image ({} validation images)", val_imgs.len());
         } else {
@@ -165,7 +190,8 @@ impl Dihedral {
         for y in 0..oh {
             for x in 0..ow {
                 let (sx, sy) = self.src(x, y, w, h);
-                out[(y * ow + x) * 3..(y * ow + x) * 3 + 3].copy_from_slice(&raw[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
+                out[(y * ow + x) * 3..(y * ow + x) * 3 + 3]
+                    .copy_from_slice(&raw[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
             }
         }
         RgbImage::from_raw(ow as u32, oh as u32, out).expect("size")
@@ -176,6 +202,14 @@ impl Dihedral {
 pub fn jitter_intensity(img: &RgbImage, rng: &mut StdRng, strength: f32) -> RgbImage {
     let c = 1.0 + rng.random_range(-strength..=strength);
     let b = 255.0 * rng.random_range(-strength..=strength) * 0.5;
-    let raw: Vec<u8> = img.as_raw().iter().map(|&v| ((v as f32 - 128.0) * c + 128.0 + b).round().clamp(0.0, 255.0) as u8).collect();
+    let raw: Vec<u8> = img
+        .as_raw()
+        .iter()
+        .map(|&v| {
+            ((v as f32 - 128.0) * c + 128.0 + b)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        })
+        .collect();
     RgbImage::from_raw(img.width(), img.height(), raw).expect("size")
 }

@@ -52,10 +52,26 @@ pub enum TrainEvent {
         eta_s: f64,
     },
     /// softmax(α) per cell, rows in `cell_names` order.
-    Alpha { step: usize, weights: Vec<Vec<f32>> },
-    StageChanged { step: usize, stage: Stage, chosen: Vec<(String, String)> },
-    Validation { step: usize, dice: f64, iou: f64, is_base: bool, best: bool },
+    Alpha {
+        step: usize,
+        weights: Vec<Vec<f32>>,
+    },
+    StageChanged {
+        step: usize,
+        stage: Stage,
+        chosen: Vec<(String, String)>,
+    },
+    Validation {
+        step: usize,
+        dice: f64,
+        iou: f64,
+        is_base: bool,
+        best: bool,
+    },
     Finished(TrainOutcome),
-    Cancelled { step: usize, resume_dir: PathBuf },
+    Cancelled {
+        step: usize,
+        resume_dir: PathBuf,
+    },
     Error(String),
 }

@@ -19,9 +19,14 @@ pub enum LossKind {
 fn bce(logits: Tensor<4>, target: Tensor<4>, weight: Option<Tensor<4>>) -> Tensor<1> {
     let [n, _, h, w] = logits.dims();
     // -[t·log σ(x) + (1-t)·log σ(-x)]
-    let l = (target.clone() * log_sigmoid(logits.clone()) + (target.neg() + 1.0) * log_sigmoid(logits.neg())).neg();
+    let l = (target.clone() * log_sigmoid(logits.clone())
+        + (target.neg() + 1.0) * log_sigmoid(logits.neg()))
+    .neg();
     match weight {
-        Some(wt) => (l * wt.clone()).reshape([n, h * w]).sum_dim(1).reshape([n]) / wt.reshape([n, h * w]).sum_dim(1).reshape([n]),
+        Some(wt) => {
+            (l * wt.clone()).reshape([n, h * w]).sum_dim(1).reshape([n])
+                / wt.reshape([n, h * w]).sum_dim(1).reshape([n])
+        }
         None => l.reshape([n, h * w]).mean_dim(1).reshape([n]),
     }
 }
@@ -33,7 +38,10 @@ fn dice(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
     let t = target.reshape([n, h * w]);
     let inter = (p.clone() * t.clone()).sum_dim(1);
     let denom = p.sum_dim(1) + t.sum_dim(1);
-    ((inter * 2.0 + 1.0) / (denom + 1.0)).neg().add_scalar(1.0).reshape([n])
+    ((inter * 2.0 + 1.0) / (denom + 1.0))
+        .neg()
+        .add_scalar(1.0)
+        .reshape([n])
 }
 
 /// PraNet's structure loss: pixels near boundaries weigh up to 6×.
@@ -41,14 +49,22 @@ fn structure(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
     let [n, _, h, w] = logits.dims();
     let pooled = avg_pool2d(
         target.clone(),
-        AvgPoolOptions::new([31, 31]).with_stride([1, 1]).with_padding([15, 15]).with_count_include_pad(true),
+        AvgPoolOptions::new([31, 31])
+            .with_stride([1, 1])
+            .with_padding([15, 15])
+            .with_count_include_pad(true),
     );
     let weit = (pooled - target.clone()).abs() * 5.0 + 1.0;
     let wbce = bce(logits.clone(), target.clone(), Some(weit.clone()));
     let p = sigmoid(logits);
-    let inter = (p.clone() * target.clone() * weit.clone()).reshape([n, h * w]).sum_dim(1);
+    let inter = (p.clone() * target.clone() * weit.clone())
+        .reshape([n, h * w])
+        .sum_dim(1);
     let union = ((p + target) * weit).reshape([n, h * w]).sum_dim(1);
-    let wiou = ((inter.clone() + 1.0) / (union - inter + 1.0)).neg().add_scalar(1.0).reshape([n]);
+    let wiou = ((inter.clone() + 1.0) / (union - inter + 1.0))
+        .neg()
+        .add_scalar(1.0)
+        .reshape([n]);
     wbce + wiou
 }
 
@@ -63,8 +79,16 @@ pub fn mask_loss(kind: LossKind, logits: Tensor<4>, target: Tensor<4>) -> Tensor
 /// IoU of thresholded logits with binary targets, per sample (no gradient): (N, 1, h, w) -> (N).
 pub fn hard_iou(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
     let [n, _, h, w] = logits.dims();
-    let p = logits.detach().greater_elem(0.0).float().reshape([n, h * w]);
-    let t = target.detach().greater_elem(0.5).float().reshape([n, h * w]);
+    let p = logits
+        .detach()
+        .greater_elem(0.0)
+        .float()
+        .reshape([n, h * w]);
+    let t = target
+        .detach()
+        .greater_elem(0.5)
+        .float()
+        .reshape([n, h * w]);
     let inter = (p.clone() * t.clone()).sum_dim(1);
     let union = (p + t).clamp_max(1.0).sum_dim(1);
     (inter / (union + 1e-6)).reshape([n])

@@ -42,7 +42,11 @@ fn encoder_cost(cfg: &SamConfig, img: usize, first_stage: usize) -> (f64, f64) {
             let n = grid * grid;
             let c = v.embed_dim as f64;
             for i in first_stage..v.depth {
-                let win = if v.global_attn_indexes.contains(&i) { n } else { (v.window_size * v.window_size) as f64 };
+                let win = if v.global_attn_indexes.contains(&i) {
+                    n
+                } else {
+                    (v.window_size * v.window_size) as f64
+                };
                 let (m, a) = block_cost(n, win, c, v.num_heads as f64, c * v.mlp_ratio);
                 macs += m;
                 acts += a;
@@ -56,7 +60,13 @@ fn encoder_cost(cfg: &SamConfig, img: usize, first_stage: usize) -> (f64, f64) {
                     let win = (t.window_sizes[i] * t.window_sizes[i]) as f64;
                     if i >= first_stage {
                         for _ in 0..t.depths[i] {
-                            let (m, a) = block_cost(n, win, d as f64, t.num_heads[i] as f64, d as f64 * t.mlp_ratio);
+                            let (m, a) = block_cost(
+                                n,
+                                win,
+                                d as f64,
+                                t.num_heads[i] as f64,
+                                d as f64 * t.mlp_ratio,
+                            );
                             macs += m + n * d as f64 * 9.0;
                             acts += a + n * d as f64;
                         }
@@ -87,7 +97,13 @@ pub fn measure_gflops(device: &Device) -> f64 {
     2.0 * (n * n * n * reps) as f64 / s / 1e9
 }
 
-pub fn plan(model: &SamConfig, cfg: &TrainConfig, first_stage: usize, device: &Device, memory_budget_mib: f64) -> Plan {
+pub fn plan(
+    model: &SamConfig,
+    cfg: &TrainConfig,
+    first_stage: usize,
+    device: &Device,
+    memory_budget_mib: f64,
+) -> Plan {
     let img = model.img_size();
     let (enc_macs, enc_acts) = encoder_cost(model, img, first_stage);
     let k = cfg.objects_per_step.max(1) as f64;
@@ -119,5 +135,11 @@ pub fn plan(model: &SamConfig, cfg: &TrainConfig, first_stage: usize, device: &D
             cfg.schedule.steps
         ));
     }
-    Plan { gmacs_per_step: macs / 1e9, step_seconds, activation_mib, measured_gflops: measured, suggestions }
+    Plan {
+        gmacs_per_step: macs / 1e9,
+        step_seconds,
+        activation_mib,
+        measured_gflops: measured,
+        suggestions,
+    }
 }

@@ -39,7 +39,15 @@ pub struct Schedule {
 
 impl Default for Schedule {
     fn default() -> Self {
-        Self { steps: 300, warmup_frac: 0.25, search_frac: 0.5, lr: 1e-4, alpha_lr: 3e-3, lr_warmup_frac: 0.05, poly_power: 0.9 }
+        Self {
+            steps: 300,
+            warmup_frac: 0.25,
+            search_frac: 0.5,
+            lr: 1e-4,
+            alpha_lr: 3e-3,
+            lr_warmup_frac: 0.05,
+            poly_power: 0.9,
+        }
     }
 }
 
@@ -80,7 +88,10 @@ mod tests {
 
     #[test]
     fn stages_and_lr() {
-        let s = Schedule { steps: 100, ..Default::default() };
+        let s = Schedule {
+            steps: 100,
+            ..Default::default()
+        };
         assert_eq!(s.boundaries(), (25, 75));
         assert_eq!(s.stage(24), Stage::Warmup);
         assert_eq!(s.stage(25), Stage::Search);

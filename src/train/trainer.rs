@@ -26,7 +26,10 @@ use super::prompts::{PromptKind, PromptMix, sample_prompt};
 use super::schedule::{Schedule, Stage};
 use crate::adapt::conv_lora::take_aux_losses;
 use crate::adapt::file::{AdapterCard, save_adapter};
-use crate::adapt::{AdapterConfig, CellState, apply_adapters, cells, first_adapted_stage, param_counts, set_cell_states, set_training};
+use crate::adapt::{
+    AdapterConfig, CellState, apply_adapters, cells, first_adapted_stage, param_counts,
+    set_cell_states, set_training,
+};
 use crate::fsutil::atomic_write;
 use crate::metrics::{bbox, dice, iou};
 use crate::predict::transforms::{get_preprocess_shape, preprocess};
@@ -96,12 +99,18 @@ struct ResumeState {
 }
 
 pub fn final_path(out: &Path) -> PathBuf {
-    let stem = out.file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let stem = out
+        .file_stem()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     out.with_file_name(format!("{stem}.final.safetensors"))
 }
 
 pub fn resume_dir(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     out.with_file_name(format!("{name}.resume"))
 }
 
@@ -127,7 +136,11 @@ impl ModuleMapper for StableIds {
 }
 
 fn step_rng(seed: u64, step: usize, salt: u64) -> StdRng {
-    StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ salt)
+    StdRng::seed_from_u64(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (step as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            ^ salt,
+    )
 }
 
 /// Soft low-resolution target in the padded model frame: the fraction of each low-res cell
@@ -168,8 +181,13 @@ pub fn validate(model: &Sam, data: &TrainData, device: &Device) -> (f64, f64) {
         let emb = predictor.set_image(img);
         for &o in &by_image[&i] {
             let gt = &data.objects[o].mask;
-            let Some([x0, y0, x1, y1]) = bbox(gt, w) else { continue };
-            let p = PromptInput { bbox: Some([x0 as f64, y0 as f64, x1 as f64, y1 as f64]), ..Default::default() };
+            let Some([x0, y0, x1, y1]) = bbox(gt, w) else {
+                continue;
+            };
+            let p = PromptInput {
+                bbox: Some([x0 as f64, y0 as f64, x1 as f64, y1 as f64]),
+                ..Default::default()
+            };
             let pred = predictor.predict(&emb, &p, false);
             let m = pred.binary(0);
             sd += dice(&m, gt);
@@ -177,43 +195,80 @@ pub fn validate(model: &Sam, data: &TrainData, device: &Device) -> (f64, f64) {
             n += 1;
         }
     }
-    if n == 0 { (0.0, 0.0) } else { (sd / n as f64, si / n as f64) }
+    if n == 0 {
+        (0.0, 0.0)
+    } else {
+        (sd / n as f64, si / n as f64)
+    }
 }
 
-fn batch_prompts(prompts: &[PromptInput], sizes: [usize; 2], img_size: usize, device: &Device) -> crate::sam::Prompts {
+fn batch_prompts(
+    prompts: &[PromptInput],
+    sizes: [usize; 2],
+    img_size: usize,
+    device: &Device,
+) -> crate::sam::Prompts {
     use crate::predict::transforms::{apply_box, apply_coords};
     let k = prompts.len();
     let n = prompts[0].points.len();
     let points = (n > 0).then(|| {
-        let coords: Vec<f32> = prompts.iter().flat_map(|p| p.points.iter().flat_map(|q| apply_coords([q.x, q.y], sizes, img_size))).collect();
-        let labels: Vec<f32> = prompts.iter().flat_map(|p| p.points.iter().map(|q| if q.positive { 1.0 } else { 0.0 })).collect();
+        let coords: Vec<f32> = prompts
+            .iter()
+            .flat_map(|p| {
+                p.points
+                    .iter()
+                    .flat_map(|q| apply_coords([q.x, q.y], sizes, img_size))
+            })
+            .collect();
+        let labels: Vec<f32> = prompts
+            .iter()
+            .flat_map(|p| p.points.iter().map(|q| if q.positive { 1.0 } else { 0.0 }))
+            .collect();
         (
             Tensor::<3>::from_data(TensorData::new(coords, [k, n, 2]), device),
             Tensor::<2>::from_data(TensorData::new(labels, [k, n]), device),
         )
     });
     let boxes = prompts[0].bbox.is_some().then(|| {
-        let b: Vec<f32> = prompts.iter().flat_map(|p| apply_box(p.bbox.expect("batch shares prompt kind"), sizes, img_size)).collect();
+        let b: Vec<f32> = prompts
+            .iter()
+            .flat_map(|p| apply_box(p.bbox.expect("batch shares prompt kind"), sizes, img_size))
+            .collect();
         Tensor::<2>::from_data(TensorData::new(b, [k, 4]), device)
     });
-    crate::sam::Prompts { points, boxes, masks: None }
+    crate::sam::Prompts {
+        points,
+        boxes,
+        masks: None,
+    }
 }
 
 fn trainable_group(train_decoder: bool) -> ParamGroup {
-    let re = if train_decoder { r"(_adapter\.)|(mask_decoder\.)" } else { r"_adapter\." };
+    let re = if train_decoder {
+        r"(_adapter\.)|(mask_decoder\.)"
+    } else {
+        r"_adapter\."
+    };
     ParamGroup::from_regex(re).expect("valid regex")
 }
 
 fn tensor_regex(train_decoder: bool) -> &'static str {
-    if train_decoder { r"(_adapter\.)|(^mask_decoder\.)" } else { r"_adapter\." }
+    if train_decoder {
+        r"(_adapter\.)|(^mask_decoder\.)"
+    } else {
+        r"_adapter\."
+    }
 }
 
 fn make_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
-    AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init().with_group(
-        ParamGroup::from_predicate("cell.alpha"),
-        AdamConfig::new().build(),
-        None,
-    )
+    AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init()
+        .with_group(
+            ParamGroup::from_predicate("cell.alpha"),
+            AdamConfig::new().build(),
+            None,
+        )
 }
 
 /// Runs training. `emit` receives every event; `cancel` stops at the next step boundary and
@@ -232,7 +287,11 @@ pub fn train(
 ) -> Result<Option<TrainOutcome>> {
     let t0 = Instant::now();
     if data.train.is_empty() || data.val.is_empty() {
-        bail!("need at least one training and one validation object (have {} and {})", data.train.len(), data.val.len());
+        bail!(
+            "need at least one training and one validation object (have {} and {})",
+            data.train.len(),
+            data.val.len()
+        );
     }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
@@ -241,13 +300,20 @@ pub fn train(
     }
     let rdir = resume_dir(out);
     let state: Option<ResumeState> = if resume {
-        let s = std::fs::read(rdir.join("state.json")).with_context(|| format!("no resumable run at {}", rdir.display()))?;
+        let s = std::fs::read(rdir.join("state.json"))
+            .with_context(|| format!("no resumable run at {}", rdir.display()))?;
         let s: ResumeState = serde_json::from_slice(&s).context("unreadable resume state")?;
         if s.base_sha256 != info.sha256 {
-            bail!("the run in {} was started on another base model", rdir.display());
+            bail!(
+                "the run in {} was started on another base model",
+                rdir.display()
+            );
         }
         if s.config != *cfg {
-            bail!("the run in {} used other settings; resume with the same settings", rdir.display());
+            bail!(
+                "the run in {} used other settings; resume with the same settings",
+                rdir.display()
+            );
         }
         Some(s)
     } else {
@@ -263,10 +329,15 @@ pub fn train(
     let mut model = model;
     let mut optim = make_optimizer(cfg);
     let mut start = 0;
-    let (mut base_score, mut best, mut since_best) = ((0.0, 0.0), (f64::NEG_INFINITY, 0.0, 0usize), 0usize);
+    let (mut base_score, mut best, mut since_best) =
+        ((0.0, 0.0), (f64::NEG_INFINITY, 0.0, 0usize), 0usize);
     if let Some(s) = &state {
-        let mut store = SafetensorsStore::from_file(rdir.join("model.safetensors")).with_regex(tensor_regex(cfg.train_decoder)).allow_partial(true);
-        model.load_from(&mut store).map_err(|e| anyhow::anyhow!("resume: {e}"))?;
+        let mut store = SafetensorsStore::from_file(rdir.join("model.safetensors"))
+            .with_regex(tensor_regex(cfg.train_decoder))
+            .allow_partial(true);
+        model
+            .load_from(&mut store)
+            .map_err(|e| anyhow::anyhow!("resume: {e}"))?;
         let states: HashMap<String, CellState> = s.cell_states.iter().cloned().collect();
         crate::adapt::for_each_slot(&mut model, |slot_info, slot, _| {
             if let Some(a) = slot {
@@ -277,7 +348,9 @@ pub fn train(
                 }
             }
         });
-        optim = optim.load(rdir.join("optim.bpk")).map_err(|e| anyhow::anyhow!("resume optimizer: {e}"))?;
+        optim = optim
+            .load(rdir.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("resume optimizer: {e}"))?;
         start = s.next_step;
         base_score = s.base_score;
         best = s.best;
@@ -285,12 +358,21 @@ pub fn train(
     }
     let ad = device.clone().autodiff();
     // Gradient flags take effect on the autodiff device: freeze the base, train the rest.
-    let mut model = model.fork(&ad).train().no_grad().set_require_grad_group(trainable_group(cfg.train_decoder), true);
+    let mut model = model
+        .fork(&ad)
+        .train()
+        .no_grad()
+        .set_require_grad_group(trainable_group(cfg.train_decoder), true);
     set_training(&mut model, true);
 
     let first = first_adapted_stage(&model).unwrap_or(0);
     let counts = param_counts(&model);
-    let trainable = counts.adapter + if cfg.train_decoder { counts.mask_decoder } else { 0 };
+    let trainable = counts.adapter
+        + if cfg.train_decoder {
+            counts.mask_decoder
+        } else {
+            0
+        };
     let cell_list = cells(&model);
     let (s1, s2) = sched.boundaries();
     emit(TrainEvent::Started {
@@ -300,17 +382,36 @@ pub fn train(
         n_val: data.val.len(),
         trainable_params: trainable,
         total_params: counts.total,
-        stage_steps: if has_cells { (s1, s2) } else { (sched.steps, sched.steps) },
-        op_names: cfg.adapter.ops.iter().map(|o| o.name().to_string()).collect(),
+        stage_steps: if has_cells {
+            (s1, s2)
+        } else {
+            (sched.steps, sched.steps)
+        },
+        op_names: cfg
+            .adapter
+            .ops
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect(),
         cell_names: cell_list.iter().map(|(n, _)| n.clone()).collect(),
     });
 
-    let val_every = if cfg.val_every > 0 { cfg.val_every } else { (sched.steps / 10).max(1) };
+    let val_every = if cfg.val_every > 0 {
+        cfg.val_every
+    } else {
+        (sched.steps / 10).max(1)
+    };
     if state.is_none() {
         let (d, i) = validate(&model.valid(), data, device);
         base_score = (d, i);
         best = (d, i, 0);
-        emit(TrainEvent::Validation { step: 0, dice: d, iou: i, is_base: true, best: false });
+        emit(TrainEvent::Validation {
+            step: 0,
+            dice: d,
+            iou: i,
+            is_base: true,
+            best: false,
+        });
     }
 
     // Frozen encoder prefix per (image, augmentation), computed once.
@@ -322,17 +423,33 @@ pub fn train(
         v.dedup();
         v
     };
-    let mut stage = if has_cells { sched.stage(start.saturating_sub(1)) } else { Stage::Warmup };
+    let mut stage = if has_cells {
+        sched.stage(start.saturating_sub(1))
+    } else {
+        Stage::Warmup
+    };
     if has_cells && state.is_none() {
-        set_cell_states(&mut model, if stage == Stage::Search { CellState::Mixed } else { CellState::FrozenAlpha });
+        set_cell_states(
+            &mut model,
+            if stage == Stage::Search {
+                CellState::Mixed
+            } else {
+                CellState::FrozenAlpha
+            },
+        );
     }
     let mut stopped_early = false;
     let mut step = start;
     let step_t0 = Instant::now();
     while step < sched.steps {
         if cancel.load(Ordering::Relaxed) {
-            save_resume(&model, &optim, cfg, info, step, base_score, best, since_best, &rdir)?;
-            emit(TrainEvent::Cancelled { step, resume_dir: rdir.clone() });
+            save_resume(
+                &model, &optim, cfg, info, step, base_score, best, since_best, &rdir,
+            )?;
+            emit(TrainEvent::Cancelled {
+                step,
+                resume_dir: rdir.clone(),
+            });
             return Ok(None);
         }
         if has_cells {
@@ -343,13 +460,22 @@ pub fn train(
                     Stage::Search => CellState::Mixed,
                     Stage::Consolidate => CellState::Discrete(0),
                 };
-                let already_discrete = cells(&model).iter().all(|(_, c)| matches!(c.state, CellState::Discrete(_)));
+                let already_discrete = cells(&model)
+                    .iter()
+                    .all(|(_, c)| matches!(c.state, CellState::Discrete(_)));
                 if !(s == Stage::Consolidate && already_discrete) {
                     set_cell_states(&mut model, cs);
                 }
                 if s != stage {
-                    let chosen = cells(&model).iter().filter_map(|(n, c)| c.chosen().map(|o| (n.clone(), o.name().to_string()))).collect();
-                    emit(TrainEvent::StageChanged { step, stage: s, chosen });
+                    let chosen = cells(&model)
+                        .iter()
+                        .filter_map(|(n, c)| c.chosen().map(|o| (n.clone(), o.name().to_string())))
+                        .collect();
+                    emit(TrainEvent::StageChanged {
+                        step,
+                        stage: s,
+                        chosen,
+                    });
                 }
                 stage = s;
             }
@@ -361,7 +487,11 @@ pub fn train(
             let mut rng = step_rng(cfg.seed, step, micro as u64);
             ad.seed(rng.random());
             let img_i = train_images[rng.random_range(0..train_images.len())];
-            let d = Dihedral(if cfg.augment { rng.random_range(0..8u8) } else { 0 });
+            let d = Dihedral(if cfg.augment {
+                rng.random_range(0..8u8)
+            } else {
+                0
+            });
             let src = &data.images[img_i];
             let (w0, h0) = (src.width() as usize, src.height() as usize);
             let (w, h) = d.out_size(w0, h0);
@@ -374,7 +504,10 @@ pub fn train(
                 }
                 let c = &base.config;
                 let p = preprocess(&aug, img_size, c.pixel_mean, c.pixel_std);
-                let x = Tensor::<4>::from_data(TensorData::new(p.data, [1, 3, img_size, img_size]), device);
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(p.data, [1, 3, img_size, img_size]),
+                    device,
+                );
                 let pre = base.image_encoder.forward_prefix(x, first);
                 let pre = Tensor::<4>::from_data(pre.into_data(), &ad);
                 if cache_order.len() >= 64 {
@@ -386,28 +519,50 @@ pub fn train(
                 prefix_cache.insert(key, (pre, [h, w]));
             }
             let (prefix, sizes) = prefix_cache[&key].clone();
-            let mut objs: Vec<usize> = data.train.iter().copied().filter(|&o| data.objects[o].image == img_i).collect();
+            let mut objs: Vec<usize> = data
+                .train
+                .iter()
+                .copied()
+                .filter(|&o| data.objects[o].image == img_i)
+                .collect();
             objs.shuffle(&mut rng);
             objs.truncate(cfg.objects_per_step.max(1));
             let kind = cfg.prompt_mix.sample(&mut rng);
             let n_points = rng.random_range(1..=cfg.prompt_mix.max_points.max(1));
-            let masks: Vec<Vec<bool>> = objs.iter().map(|&o| d.apply_mask(&data.objects[o].mask, w0, h0)).collect();
-            let (prompts, targets): (Vec<PromptInput>, Vec<Vec<bool>>) = if kind == PromptKind::None {
+            let masks: Vec<Vec<bool>> = objs
+                .iter()
+                .map(|&o| d.apply_mask(&data.objects[o].mask, w0, h0))
+                .collect();
+            let (prompts, targets): (Vec<PromptInput>, Vec<Vec<bool>>) = if kind == PromptKind::None
+            {
                 // No prompt: the target is every training object of the image.
                 let mut union = vec![false; w * h];
-                for o in data.train.iter().filter(|&&o| data.objects[o].image == img_i) {
-                    for (u, m) in union.iter_mut().zip(d.apply_mask(&data.objects[*o].mask, w0, h0)) {
+                for o in data
+                    .train
+                    .iter()
+                    .filter(|&&o| data.objects[o].image == img_i)
+                {
+                    for (u, m) in union
+                        .iter_mut()
+                        .zip(d.apply_mask(&data.objects[*o].mask, w0, h0))
+                    {
                         *u |= m;
                     }
                 }
                 (vec![PromptInput::default()], vec![union])
             } else {
-                let p = masks.iter().map(|m| sample_prompt(kind, m, w, h, &cfg.prompt_mix, n_points, &mut rng)).collect();
+                let p = masks
+                    .iter()
+                    .map(|m| sample_prompt(kind, m, w, h, &cfg.prompt_mix, n_points, &mut rng))
+                    .collect();
                 (p, masks)
             };
             let k = targets.len();
             let low = img_size / 4;
-            let tgt: Vec<f32> = targets.iter().flat_map(|m| low_res_target(m, w, h, img_size, low)).collect();
+            let tgt: Vec<f32> = targets
+                .iter()
+                .flat_map(|m| low_res_target(m, w, h, img_size, low))
+                .collect();
             let target = Tensor::<4>::from_data(TensorData::new(tgt, [k, 1, low, low]), &ad);
 
             let emb = model.image_encoder.forward_suffix(prefix, first);
@@ -419,15 +574,25 @@ pub fn train(
             let multimask = kind == PromptKind::Points;
             let out = model.decode(emb, &prompts_t, multimask);
             let m = out.low_res_masks.dims()[1];
-            let per_mask: Vec<Tensor<1>> =
-                (0..m).map(|j| mask_loss(cfg.loss, out.low_res_masks.clone().narrow(1, j, 1), target.clone())).collect();
+            let per_mask: Vec<Tensor<1>> = (0..m)
+                .map(|j| {
+                    mask_loss(
+                        cfg.loss,
+                        out.low_res_masks.clone().narrow(1, j, 1),
+                        target.clone(),
+                    )
+                })
+                .collect();
             let losses = Tensor::stack::<2>(per_mask, 1); // (k, m)
             let best_j = losses.clone().detach().argmin(1); // (k, 1)
             let mask_l = losses.gather(1, best_j.clone()).mean();
             let chosen_logits = if m == 1 {
                 out.low_res_masks.clone()
             } else {
-                let idx = best_j.clone().reshape([k, 1, 1, 1]).expand([k, 1, low, low]);
+                let idx = best_j
+                    .clone()
+                    .reshape([k, 1, 1, 1])
+                    .expand([k, 1, low, low]);
                 out.low_res_masks.clone().gather(1, idx)
             };
             let actual = hard_iou(chosen_logits, target);
@@ -456,8 +621,14 @@ pub fn train(
                 }
             });
         }
-        let lr_policy = ModuleLrScheduler::new(lr).with_group(ParamGroup::from_predicate("cell.alpha"), sched.alpha_lr).step();
-        model = optim.step(lr_policy, model, grads_acc.expect("at least one micro-step"));
+        let lr_policy = ModuleLrScheduler::new(lr)
+            .with_group(ParamGroup::from_predicate("cell.alpha"), sched.alpha_lr)
+            .step();
+        model = optim.step(
+            lr_policy,
+            model,
+            grads_acc.expect("at least one micro-step"),
+        );
         let n = cfg.grad_accum.max(1) as f64;
         step += 1;
         let elapsed = step_t0.elapsed().as_secs_f64();
@@ -474,7 +645,10 @@ pub fn train(
             eta_s: elapsed / done * (sched.steps - step) as f64,
         });
         if has_cells {
-            emit(TrainEvent::Alpha { step, weights: cells(&model).iter().map(|(_, c)| c.weights()).collect() });
+            emit(TrainEvent::Alpha {
+                step,
+                weights: cells(&model).iter().map(|(_, c)| c.weights()).collect(),
+            });
         }
         if step % val_every == 0 || step == sched.steps {
             let mut valid = model.valid();
@@ -495,9 +669,19 @@ pub fn train(
             } else {
                 since_best += 1;
             }
-            emit(TrainEvent::Validation { step, dice: d, iou: i, is_base: false, best: improved });
+            emit(TrainEvent::Validation {
+                step,
+                dice: d,
+                iou: i,
+                is_base: false,
+                best: improved,
+            });
             let may_stop = !has_cells || stage == Stage::Consolidate;
-            if cfg.early_stop_patience > 0 && may_stop && since_best >= cfg.early_stop_patience && step < sched.steps {
+            if cfg.early_stop_patience > 0
+                && may_stop
+                && since_best >= cfg.early_stop_patience
+                && step < sched.steps
+            {
                 stopped_early = true;
                 break;
             }
@@ -510,7 +694,10 @@ pub fn train(
         save_adapter(&valid, &card, &final_path(out))?;
     }
     let improved = best.0 > base_score.0 && best.2 > 0;
-    let chosen_ops = cells(&model).iter().filter_map(|(n, c)| c.chosen().map(|o| (n.clone(), o.name().to_string()))).collect();
+    let chosen_ops = cells(&model)
+        .iter()
+        .filter_map(|(n, c)| c.chosen().map(|o| (n.clone(), o.name().to_string())))
+        .collect();
     let message = if improved {
         format!(
             "adapted model beats the base on the validation split: Dice {:.4} → {:.4}, IoU {:.4} → {:.4} (best at step {})",
@@ -562,8 +749,13 @@ fn save_resume(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let valid = model.valid();
     let mut store = SafetensorsStore::from_bytes(None).with_regex(tensor_regex(cfg.train_decoder));
-    valid.save_into(&mut store).map_err(|e| anyhow::anyhow!("{e}"))?;
-    atomic_write(&dir.join("model.safetensors"), &store.get_bytes().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    valid
+        .save_into(&mut store)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    atomic_write(
+        &dir.join("model.safetensors"),
+        &store.get_bytes().map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?;
     let bytes = optim.into_bytes().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     atomic_write(&dir.join("optim.bpk"), &bytes)?;
     let mut cell_states = Vec::new();
@@ -586,5 +778,8 @@ fn save_resume(
         since_best,
         cell_states,
     };
-    atomic_write(&dir.join("state.json"), serde_json::to_string_pretty(&st)?.as_bytes())
+    atomic_write(
+        &dir.join("state.json"),
+        serde_json::to_string_pretty(&st)?.as_bytes(),
+    )
 }

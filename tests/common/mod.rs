@@ -9,7 +9,9 @@ use burn::prelude::*;
 use segadapt::sam::config::SamConfig;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub struct Refs {
@@ -26,7 +28,11 @@ impl Refs {
         let mut map = HashMap::new();
         for (k, v) in st.tensors() {
             assert_eq!(v.dtype(), safetensors::Dtype::F32, "{k} must be f32");
-            let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data: Vec<f32> = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             map.insert(k, (data, v.shape().to_vec()));
         }
         Refs { map }
@@ -35,13 +41,20 @@ impl Refs {
         self.map.contains_key(k)
     }
     pub fn vec(&self, k: &str) -> &Vec<f32> {
-        &self.map.get(k).unwrap_or_else(|| panic!("reference '{k}' missing")).0
+        &self
+            .map
+            .get(k)
+            .unwrap_or_else(|| panic!("reference '{k}' missing"))
+            .0
     }
     pub fn shape(&self, k: &str) -> &Vec<usize> {
         &self.map[k].1
     }
     pub fn tensor<const D: usize>(&self, k: &str, device: &Device) -> Tensor<D> {
-        let (v, s) = &self.map.get(k).unwrap_or_else(|| panic!("reference '{k}' missing"));
+        let (v, s) = &self
+            .map
+            .get(k)
+            .unwrap_or_else(|| panic!("reference '{k}' missing"));
         Tensor::from_data(TensorData::new(v.clone(), s.clone()), device)
     }
 }
@@ -53,7 +66,10 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// Max |a - b|, asserting equal length.
 pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
@@ -65,7 +81,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 
 /// The SamConfig of a tiny fixture model, from the json `make_fixtures.py` wrote.
 pub fn fixture_config(json_name: &str) -> SamConfig {
-    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture(json_name)).unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture(json_name)).unwrap()).unwrap();
     SamConfig::from_reference_json(&j).unwrap()
 }
 
