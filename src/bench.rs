@@ -289,6 +289,10 @@ fn time_calls(iters: usize, budget_s: f64, mut f: impl FnMut()) -> Vec<f64> {
         let t = Instant::now();
         f();
         calls.push(t.elapsed().as_secs_f64() * 1e3);
+        if t.elapsed().as_secs_f64() > 2.0 {
+            // Slow calls (cold GPU starts) show progress, so a run cut short says where it was.
+            eprintln!("    call {}: {:.1} s", calls.len(), t.elapsed().as_secs_f64());
+        }
         let warm = calls.len() - 1;
         if warm >= iters || (warm >= 1 && t_case.elapsed().as_secs_f64() > budget_s) {
             break;
@@ -417,26 +421,33 @@ fn bench_train(
     let cfg = config_by_name(name)?;
     let d = &dev.device;
     let s = cfg.img_size();
-    let mut model = Sam::new(&cfg, d);
-    let acfg = AdapterConfig {
-        method,
-        ..Default::default()
-    };
-    apply_adapters(&mut model, &acfg, d);
-    let first = first_adapted_stage(&model).unwrap_or(0);
-    // Frozen prefix, computed once (the trainer caches it per image).
-    let x = input_tensor(s, 1, 3, d);
-    let prefix = model.image_encoder.forward_prefix(x, first);
-    let prefix_data = prefix.into_data();
-    let model = model
-        .no_grad()
-        .set_require_grad_group(trainable_group(), true);
     let ad = if ckpt {
         d.clone().autodiff().gradient_checkpointing()
     } else {
         d.clone().autodiff()
     };
-    let mut model = model.fork(&ad);
+    // With checkpointing the parameters are built on the autodiff device itself: `fork` does
+    // not carry the checkpointing strategy over (burn 0.22.1 then panics on "strategy
+    // mismatch" at the first op that mixes a parameter with an input).
+    let home = if ckpt { &ad } else { d };
+    let mut model = Sam::new(&cfg, home);
+    let acfg = AdapterConfig {
+        method,
+        ..Default::default()
+    };
+    apply_adapters(&mut model, &acfg, home);
+    let first = first_adapted_stage(&model).unwrap_or(0);
+    // Frozen prefix, computed once (the trainer caches it per image).
+    let x = input_tensor(s, 1, 3, home);
+    let prefix = model.image_encoder.forward_prefix(x, first);
+    let prefix_data = prefix.into_data();
+    eprintln!("    train/{name}/{}: model and frozen prefix ready", method.name());
+    // As the trainer does: gradient flags take effect on the autodiff device.
+    let model = if ckpt { model } else { model.fork(&ad) };
+    let mut model = model
+        .train()
+        .no_grad()
+        .set_require_grad_group(trainable_group(), true);
     set_training(&mut model, true);
     if method.has_cell() {
         set_cell_states(&mut model, CellState::Mixed);

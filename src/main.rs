@@ -258,6 +258,13 @@ struct TrainArgs {
     /// Continue a cancelled run (same settings).
     #[arg(long)]
     resume: bool,
+    /// After training, run the `eval` protocol (box and point) on this held-out data dir with
+    /// the base model and with the adapter, in the same process.
+    #[arg(long)]
+    test_data: Option<PathBuf>,
+    /// Write a JSON report of the run (timings, validation, test results, α, chosen ops).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
@@ -361,7 +368,16 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
         let c = cancel.clone();
         let _ = ctrlc_hook(move || c.store(true, Ordering::Relaxed));
     }
+    for p in [&a.report].into_iter().flatten() {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            anyhow::bail!("output folder {} does not exist", dir.display());
+        }
+    }
+    let test_pairs = a.test_data.as_deref().map(list_pairs).transpose()?;
     let pb = bar(cfg.schedule.steps as u64, "train");
+    let mut step_times: Vec<(usize, f64)> = Vec::new();
     let mut cells: Vec<String> = Vec::new();
     let mut ops: Vec<String> = Vec::new();
     let mut last_alpha: Vec<Vec<f32>> = Vec::new();
@@ -392,8 +408,10 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             loss,
             stage,
             lr,
+            elapsed_s,
             ..
         } => {
+            step_times.push((step, elapsed_s));
             pb.set_position(step as u64);
             pb.set_message(format!("{} loss {loss:.4} lr {lr:.1e}", stage.name()));
         }
@@ -496,7 +514,102 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             ""
         }
     );
+    let timing = StepTiming::from_elapsed(&step_times);
+    if let Some(t) = &timing {
+        println!(
+            "step time: first {:.2} s (kernel compilation, prefix caching), median {:.3} s, mean {:.3} s over steps 2..{} (validation included in the mean)",
+            t.first_s, t.median_s, t.mean_s, o.steps_done
+        );
+    }
+    let mut test = serde_json::Map::new();
+    if let Some(pairs) = &test_pairs {
+        let mut table = Vec::new();
+        let mut models: Vec<(&str, Option<&std::path::Path>)> = vec![("base", None)];
+        if o.improved {
+            models.push(("adapted", Some(a.out.as_path())));
+        }
+        let test_dir = a.test_data.clone().unwrap_or_default();
+        for (name, adapter) in models {
+            let m = segadapt::engine::load(&a.model, adapter, None, dev.clone())?;
+            let mut by_prompt = serde_json::Map::new();
+            for prompt in [EvalPrompt::Box, EvalPrompt::Point] {
+                let pbe = bar(0, &format!("test {name} {prompt:?}"));
+                let r = evaluate(&m.predictor, pairs, prompt, cfg.min_area, |done, total| {
+                    pbe.set_length(total as u64);
+                    pbe.set_position(done as u64);
+                })?;
+                pbe.finish_and_clear();
+                table.push((name, prompt, r.mean_dice, r.mean_iou, r.n_objects));
+                by_prompt.insert(format!("{prompt:?}").to_lowercase(), serde_json::to_value(&r)?);
+            }
+            test.insert(name.to_string(), serde_json::Value::Object(by_prompt));
+        }
+        println!(
+            "held-out test ({}):\n{:<10} {:<6} {:>9} {:>9} {:>8}",
+            test_dir.display(),
+            "model",
+            "prompt",
+            "Dice",
+            "IoU",
+            "objects"
+        );
+        for (name, prompt, d, i, n) in &table {
+            println!(
+                "{name:<10} {:<6} {d:>9.4} {i:>9.4} {n:>8}",
+                format!("{prompt:?}").to_lowercase()
+            );
+        }
+        if !o.improved {
+            println!("(no adapter was kept, so the base model is what this run leaves you with)");
+        }
+    }
+    if let Some(path) = &a.report {
+        let report = serde_json::json!({
+            "method": a.method.name(),
+            "device": dev.description,
+            "steps": o.steps_done,
+            "seconds": o.seconds,
+            "step_time": timing,
+            "data": {"train_objects": data.train.len(), "val_objects": data.val.len()},
+            "validation": {"base_dice": o.base_dice, "base_iou": o.base_iou, "best_dice": o.best_dice, "best_iou": o.best_iou, "best_step": o.best_step, "improved": o.improved},
+            "stopped_early": o.stopped_early,
+            "chosen_ops": o.chosen_ops,
+            "cells": cells,
+            "ops": ops,
+            "alpha": last_alpha,
+            "test": test,
+            "message": o.message,
+        });
+        atomic_write(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        eprintln!("report: {}", path.display());
+    }
     Ok(())
+}
+
+/// Per-step wall time from the trainer's cumulative `elapsed_s`: the first step (cold kernels)
+/// apart, then median and mean of the rest.
+#[derive(serde::Serialize)]
+struct StepTiming {
+    first_s: f64,
+    median_s: f64,
+    mean_s: f64,
+}
+
+impl StepTiming {
+    fn from_elapsed(steps: &[(usize, f64)]) -> Option<Self> {
+        let first = steps.first()?;
+        let mut d: Vec<f64> = steps.windows(2).map(|w| w[1].1 - w[0].1).collect();
+        if d.is_empty() {
+            return None;
+        }
+        let mean_s = d.iter().sum::<f64>() / d.len() as f64;
+        d.sort_by(f64::total_cmp);
+        Some(Self {
+            first_s: first.1,
+            median_s: d[d.len() / 2],
+            mean_s,
+        })
+    }
 }
 
 /// Ctrl-C requests a clean cancel (a resumable state is written) instead of killing the run.

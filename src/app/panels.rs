@@ -38,6 +38,18 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("F12", "frame-time overlay"),
 ];
 
+/// Colour of each candidate op in the α lines and the heatmap's column titles.
+const OP_COLORS: [Color32; 8] = [
+    Color32::from_rgb(230, 230, 230),
+    Color32::from_rgb(240, 120, 90),
+    Color32::from_rgb(250, 200, 70),
+    Color32::from_rgb(120, 200, 120),
+    Color32::from_rgb(110, 170, 240),
+    Color32::from_rgb(200, 140, 240),
+    Color32::from_rgb(120, 220, 220),
+    Color32::from_rgb(240, 140, 200),
+];
+
 fn short_hash(s: &str) -> &str {
     &s[..12.min(s.len())]
 }
@@ -1264,7 +1276,7 @@ impl SegApp {
                 egui::Align2::CENTER_CENTER,
                 short,
                 egui::FontId::proportional(10.0),
-                ui.visuals().text_color(),
+                OP_COLORS[j % OP_COLORS.len()],
             );
         }
         let chosen: std::collections::HashMap<&str, &str> = t
@@ -1280,7 +1292,7 @@ impl SegApp {
             .flatten()
             .map(|v| (v * nf - 1.0).abs())
             .fold(0.0f32, f32::max)
-            .max(0.05);
+            .max(0.005);
         let show_every = (12.0 / ch).ceil() as usize;
         for (i, name) in cells.iter().enumerate() {
             let y = top + i as f32 * ch;
@@ -1329,7 +1341,7 @@ impl SegApp {
         }
         ui.label(
             RichText::new(format!(
-                "colour: weight relative to uniform 1/{n_ops} (mid), full scale ±{:.0}%; white frame = chosen op; step {}",
+                "colour: weight relative to uniform 1/{n_ops} (mid), full scale ±{:.1}%; white frame = chosen op; step {}",
                 maxdev * 100.0,
                 self.train.alpha.as_ref().map(|a| a.0).unwrap_or(0)
             ))
@@ -1352,19 +1364,10 @@ impl SegApp {
             ))
             .small(),
         );
-        let colors = [
-            Color32::from_rgb(230, 230, 230),
-            Color32::from_rgb(240, 120, 90),
-            Color32::from_rgb(250, 200, 70),
-            Color32::from_rgb(120, 200, 120),
-            Color32::from_rgb(110, 170, 240),
-            Color32::from_rgb(200, 140, 240),
-            Color32::from_rgb(120, 220, 220),
-            Color32::from_rgb(240, 140, 200),
-        ];
+        let colors = OP_COLORS;
+        // No legend: the heatmap's column titles above carry the same colours.
         Plot::new("alpha-plot")
             .height(110.0)
-            .legend(Legend::default().position(Corner::LeftTop))
             .include_y(0.0)
             .include_x(0.0)
             .include_x(t.total_steps as f64)

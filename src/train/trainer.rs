@@ -31,7 +31,8 @@ use crate::adapt::{
     set_cell_states, set_training,
 };
 use crate::fsutil::atomic_write;
-use crate::metrics::{bbox, dice, iou};
+use crate::eval::{EvalPrompt, protocol_prompt};
+use crate::metrics::{dice, iou};
 use crate::predict::transforms::{get_preprocess_shape, preprocess};
 use crate::predict::{Predictor, PromptInput};
 use crate::sam::{CheckpointInfo, Sam};
@@ -163,7 +164,10 @@ pub fn low_res_target(mask: &[bool], w: usize, h: usize, img_size: usize, low: u
     out
 }
 
-/// Box-prompt Dice and IoU on the validation objects, at the original resolution.
+/// Dice and IoU on the validation objects at the original resolution, averaged over the two
+/// prompts of the `eval` protocol (tight box; one interior point, best of 3 masks). Both count
+/// because the adapted model must stay promptable the way users prompt it: a run that only
+/// improves boxes while points get worse is not an improvement.
 pub fn validate(model: &Sam, data: &TrainData, device: &Device) -> (f64, f64) {
     let mut eval_model = model.clone();
     set_training(&mut eval_model, false);
@@ -177,22 +181,20 @@ pub fn validate(model: &Sam, data: &TrainData, device: &Device) -> (f64, f64) {
     keys.sort_unstable();
     for i in keys {
         let img = &data.images[i];
-        let w = img.width() as usize;
+        let (w, h) = (img.width() as usize, img.height() as usize);
         let emb = predictor.set_image(img);
         for &o in &by_image[&i] {
             let gt = &data.objects[o].mask;
-            let Some([x0, y0, x1, y1]) = bbox(gt, w) else {
-                continue;
-            };
-            let p = PromptInput {
-                bbox: Some([x0 as f64, y0 as f64, x1 as f64, y1 as f64]),
-                ..Default::default()
-            };
-            let pred = predictor.predict(&emb, &p, false);
-            let m = pred.binary(0);
-            sd += dice(&m, gt);
-            si += iou(&m, gt);
-            n += 1;
+            for kind in [EvalPrompt::Box, EvalPrompt::Point] {
+                let Some((p, multimask)) = protocol_prompt(gt, w, h, kind) else {
+                    continue;
+                };
+                let pred = predictor.predict(&emb, &p, multimask);
+                let m = pred.binary(pred.best());
+                sd += dice(&m, gt);
+                si += iou(&m, gt);
+                n += 1;
+            }
         }
     }
     if n == 0 {
@@ -270,6 +272,9 @@ fn make_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
             None,
         )
 }
+
+/// Smallest validation Dice gain that counts as better.
+pub const MIN_GAIN: f64 = 1e-4;
 
 /// Runs training. `emit` receives every event; `cancel` stops at the next step boundary and
 /// leaves a resume folder. Returns `Ok(None)` when cancelled.
@@ -654,7 +659,8 @@ pub fn train(
             let mut valid = model.valid();
             set_training(&mut valid, false);
             let (d, i) = validate(&valid, data, device);
-            let improved = d > best.0;
+            // A gain below MIN_GAIN is noise (a few boundary pixels), not a better model.
+            let improved = d > best.0 + MIN_GAIN;
             if improved {
                 best = (d, i, step);
                 since_best = 0;
@@ -662,7 +668,7 @@ pub fn train(
                 card.training = serde_json::json!({
                     "config": cfg,
                     "data": data.manifest(if data.images.len() >= 3 { "by image" } else { "by object" }),
-                    "validation": {"step": step, "dice": d, "iou": i, "base_dice": base_score.0, "base_iou": base_score.1, "prompt": "tight box"},
+                    "validation": {"step": step, "dice": d, "iou": i, "base_dice": base_score.0, "base_iou": base_score.1, "prompt": "mean of tight box and interior point"},
                     "seed": cfg.seed,
                 });
                 save_adapter(&valid, &card, out)?;

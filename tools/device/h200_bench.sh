@@ -1,50 +1,67 @@
 #!/usr/bin/env bash
-# GPU numbers for issue 6 on the lent H200 (device tool `run`, carry: .gl .devbin).
-# Usage (in the repo root on the device machine):  tools/device/h200_bench.sh PHASE
-#   PHASE = a | b | c   (each fits in one 10-minute call; results land in $OUT)
-#   a: encoders, prompt→mask, throughput, MobileSAM training steps (4 methods), ours + PyTorch
-#   b: ViT-B training steps (4 methods; NAS-LoRA also with gradient checkpointing), ours + PyTorch
-#   c: cold start again in fresh processes with the kernel cache that a/b left on disk,
-#      and the SPIR-V build when .devbin has one
-# .devbin/ holds segadapt_bench*.xz (stripped release builds) and py/ (segment_anything and
-# mobile_sam sources, which the device image lacks).
+# GPU numbers for issue 6 on the lent H200 (device tool `run`, carry: .gl .devbin/segadapt.xz .devbin/py).
+# Usage (repo root on the device machine):  tools/device/h200_bench.sh PHASE   (t | a)
+#   t: training steps (ViT-B and MobileSAM NAS-LoRA, ViT-B NAS-LoRA with checkpointing, other methods)
+#   a: encoders (vit_t, vit_b, vit_h), prompt→mask, throughput
+# Each phase: ours (segadapt_bench), then the official PyTorch code on the same cases, then the
+# paired table; every process under its own timeout so a phase fits one 10-minute call and a
+# run cut short still returns what it measured (both sides write JSON after every case).
 set -uo pipefail
-phase="${1:-a}"
+phase="${1:-t}"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
+log="$OUT/log_$phase.txt"
 for f in .gl/*.deb; do dpkg -x "$f" / ; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 export PYTHONPATH="$PWD/.devbin/py${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-# One persistent cubecl environment for every process of this machine (kernel-cache builds).
-mkdir -p /tmp/cubecl-env
-printf '[environment]\npath = { directory = "/tmp/cubecl-env" }\n[compilation]\ncache = true\n' > /tmp/cubecl.toml
-cp /tmp/cubecl.toml ./cubecl.toml
-BIN=/tmp/segadapt_bench
-[ -x $BIN ] || { xz -dc .devbin/segadapt_bench.xz > $BIN && chmod +x $BIN; }
-if [ -f .devbin/segadapt_bench_spirv.xz ] && [ ! -x ${BIN}_spirv ]; then xz -dc .devbin/segadapt_bench_spirv.xz > ${BIN}_spirv && chmod +x ${BIN}_spirv; fi
-nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm --format=csv | tee -a "$OUT/env.txt"
-python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))' | tee -a "$OUT/env.txt"
-common=(--device gpu --pytorch --pytorch-device cuda --iters 5 --budget-s 40)
+SEG=/tmp/segadapt
+[ -x $SEG ] || { xz -dc .devbin/segadapt.xz > $SEG && chmod +x $SEG; }
+{ nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.max.sm --format=csv
+  python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'; } 2>&1 | tee -a "$log"
+ours() { # name, timeout, args...
+  local name=$1 t=$2; shift 2
+  echo "== ours $name: $*" | tee -a "$log"
+  timeout "$t" $SEG --device gpu bench --json "$OUT/ours_$name.json" "$@" >>"$log" 2>&1; echo "rc=$?" | tee -a "$log"
+  grep -E "^  (train|encoder|prompt|throughput)/" "$log" | tail -n 3
+}
+pt() { # name, timeout, args...: the cases ours measured (prompt sub-cases left out)
+  local name=$1 t=$2; shift 2
+  local cases; cases=$(python3 -c 'import json,sys; print(",".join(r["case"] for r in json.load(open(sys.argv[1]))["records"] if not r["case"].endswith(("/decode","/postprocess")) and not r["case"].startswith("ops/")))' "$OUT/ours_$name.json" 2>/dev/null)
+  echo "== pytorch $name: $cases" | tee -a "$log"
+  [ -n "$cases" ] && timeout "$t" python3 tools/bench_pytorch.py --device cuda --cases "$cases" --json "$OUT/pt_$name.json" "$@" >>"$log" 2>&1; echo "rc=$?" | tee -a "$log"
+}
+merge() { # target, parts...: one report from several runs of ours
+  local target=$1; shift
+  python3 - "$OUT" "$target" "$@" <<'PY'
+import json, os, sys
+out, target, parts = sys.argv[1], sys.argv[2], sys.argv[3:]
+rep, recs = None, []
+for n in parts:
+    p = os.path.join(out, f"ours_{n}.json")
+    if os.path.exists(p):
+        r = json.load(open(p)); rep = rep or r; recs += r["records"]; os.remove(p)
+rep = rep or {"tool": "segadapt", "device": "", "threads": 0}
+rep["records"] = recs
+json.dump(rep, open(os.path.join(out, f"ours_{target}.json"), "w"), indent=1)
+PY
+}
+table() { $SEG --device cpu bench --ours-json "$OUT/ours_$1.json" --pytorch-json "$OUT/pt_$1.json" 2>/dev/null | tee -a "$log"; }
 case "$phase" in
+  t)
+    ours t1 170 --sections train --train-models vit_b --methods nas-lora --iters 4 --budget-s 20
+    ours t2 100 --sections train --train-models vit_t --methods nas-lora --iters 4 --budget-s 20
+    ours t3 90 --sections train --train-models vit_b --methods nas-lora --checkpointing on --iters 3 --budget-s 15
+    merge t t1 t2 t3
+    pt t 110 --iters 4 --budget-s 20
+    ours t4 85 --sections train --train-models vit_b,vit_t --methods lora,nas-pc-lora,conv-lora --iters 3 --budget-s 8
+    table t
+    ;;
   a)
-    $BIN "${common[@]}" --sections encoder,prompt,throughput,train --models vit_t,vit_b,vit_h \
-      --prompt-models vit_t,vit_b --throughput-models vit_t,vit_b --images 8 --prompt-iters 30 \
-      --train-models vit_t --json "$OUT/h200_a.json" 2>&1 | tee "$OUT/h200_a.log"
-    ;;
-  b)
-    $BIN "${common[@]}" --sections train --train-models vit_b --checkpointing off \
-      --json "$OUT/h200_b.json" 2>&1 | tee "$OUT/h200_b.log"
-    $BIN --device gpu --sections train --train-models vit_b --methods nas-lora --checkpointing on --iters 4 \
-      --pytorch --pytorch-device cuda --json "$OUT/h200_b_ckpt.json" 2>&1 | tee -a "$OUT/h200_b.log"
-    ;;
-  c)
-    # Fresh processes: only the on-disk kernel/autotune cache survives from the earlier runs.
-    $BIN --device gpu --sections encoder,prompt,train --models vit_b --prompt-models vit_b --train-models vit_b \
-      --methods nas-lora --iters 3 --json "$OUT/h200_c_cached.json" 2>&1 | tee "$OUT/h200_c.log"
-    if [ -x ${BIN}_spirv ]; then
-      ${BIN}_spirv --device gpu --sections encoder,prompt,train --models vit_t,vit_b --prompt-models vit_b \
-        --train-models vit_b --methods nas-lora --iters 5 --json "$OUT/h200_c_spirv.json" 2>&1 | tee -a "$OUT/h200_c.log"
-    fi
+    ours a 300 --sections encoder,prompt,throughput --models vit_t,vit_b,vit_h --prompt-models vit_t \
+      --throughput-models vit_b --images 8 --prompt-iters 30 --iters 5 --budget-s 20
+    pt a 150 --iters 5 --prompt-iters 30 --budget-s 20 --images 8
+    ours a2 50 --sections encoder --models vit_b --iters 2
+    table a
     ;;
 esac
-du -sh /tmp/cubecl-env 2>/dev/null | tee -a "$OUT/env.txt"
+nvidia-smi --query-gpu=memory.used,clocks.sm --format=csv | tee -a "$log"
