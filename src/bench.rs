@@ -874,7 +874,7 @@ pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
         }
     );
     let mut records = Vec::new();
-    let mut push = |r: Result<Record>, records: &mut Vec<Record>| match r {
+    let push = |r: Result<Record>, records: &mut Vec<Record>| match r {
         Ok(r) => {
             eprintln!(
                 "  {:<38} cold {:>10}  warm {:>10}  mem {}",

@@ -394,7 +394,7 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
         } => {
             pb.set_length(total_steps as u64);
             pb.set_position(start_step as u64);
-            pb.println(format!(
+            say(&pb, format!(
                 "method {}: {trainable_params} trainable of {total_params} parameters ({:.3}%); stages: warm-up 0..{}, search {}..{}, consolidate {}..{}",
                 a.method.name(),
                 100.0 * trainable_params as f64 / total_params as f64,
@@ -412,6 +412,10 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             ..
         } => {
             step_times.push((step, elapsed_s));
+            if pb.is_hidden() && (step % 25 == 0 || step == 1) {
+                // No terminal (logs, CI): a plain line now and then instead of the bar.
+                eprintln!("step {step}: {} loss {loss:.4} lr {lr:.1e}, {elapsed_s:.1} s", stage.name());
+            }
             pb.set_position(step as u64);
             pb.set_message(format!("{} loss {loss:.4} lr {lr:.1e}", stage.name()));
         }
@@ -421,13 +425,13 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             stage,
             chosen,
         } => {
-            pb.println(format!("step {step}: stage → {}", stage.name()));
+            say(&pb, format!("step {step}: stage → {}", stage.name()));
             if !chosen.is_empty() {
                 let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
                 for (_, o) in &chosen {
                     *counts.entry(o.clone()).or_default() += 1;
                 }
-                pb.println(format!("  cells discretised: {counts:?}"));
+                say(&pb, format!("  cells discretised: {counts:?}"));
             }
         }
         TrainEvent::Validation {
@@ -437,7 +441,7 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             is_base,
             best,
         } => {
-            pb.println(format!(
+            say(&pb, format!(
                 "step {step}: validation Dice {dice:.4} IoU {iou:.4}{}",
                 if is_base {
                     " (base model)"
@@ -449,7 +453,7 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             ));
         }
         TrainEvent::Cancelled { step, resume_dir } => {
-            pb.println(format!(
+            say(&pb, format!(
                 "cancelled at step {step}; continue with --resume (state in {})",
                 resume_dir.display()
             ));
@@ -615,6 +619,15 @@ impl StepTiming {
 /// Ctrl-C requests a clean cancel (a resumable state is written) instead of killing the run.
 fn ctrlc_hook(f: impl Fn() + Send + 'static) -> Result<()> {
     ctrlc::set_handler(f).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A line above the bar, or on stderr when the bar is hidden (not a terminal).
+fn say(pb: &ProgressBar, msg: String) {
+    if pb.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        pb.println(msg);
+    }
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {

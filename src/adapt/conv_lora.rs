@@ -9,8 +9,8 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::{gelu, softmax, softplus};
-use burn::tensor::module::{conv2d, interpolate};
-use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use rand::rngs::StdRng;
 
 use super::nas_cell::kaiming_uniform;
@@ -24,6 +24,48 @@ thread_local! {
 /// Takes the auxiliary losses recorded since the last call.
 pub fn take_aux_losses() -> Vec<Tensor<1>> {
     AUX_LOSSES.with(|a| std::mem::take(&mut *a.borrow_mut()))
+}
+
+/// Interpolation matrix (out × in) of 1-D linear resizing with `align_corners = false`, as
+/// PyTorch's `F.interpolate(mode="bilinear", size=...)` does it (half-pixel centres, edges
+/// clamped, no antialiasing).
+pub fn linear_resize_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; n_out * n_in];
+    let scale = n_in as f64 / n_out as f64;
+    for o in 0..n_out {
+        let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        let l1 = (src - i0 as f64) as f32;
+        m[o * n_in + i0] += 1.0 - l1;
+        m[o * n_in + i1] += l1;
+    }
+    m
+}
+
+/// Bilinear resize of (B, C, H, W) as two matmuls with fixed interpolation matrices. Same
+/// values as `interpolate(.., Bilinear, align_corners=false)`, but differentiable on every
+/// backend: Burn's wgpu kernels have no bilinear backward (training Conv-LoRA there panicked).
+pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let device = x.device();
+    let ry = Tensor::<2>::from_data(
+        TensorData::new(linear_resize_matrix(h, size[0]), [size[0], h]),
+        &device,
+    );
+    let rx_t = Tensor::<2>::from_data(
+        TensorData::new(linear_resize_matrix(w, size[1]), [size[1], w]),
+        &device,
+    )
+    .transpose();
+    let x = x
+        .reshape([b * c * h, w])
+        .matmul(rx_t)
+        .reshape([b * c, h, size[1]]);
+    ry.unsqueeze::<3>()
+        .expand([b * c, size[0], h])
+        .matmul(x)
+        .reshape([b, c, size[0], size[1]])
 }
 
 #[derive(Module, Debug)]
@@ -64,13 +106,8 @@ impl ConvLoraMoe {
     fn expert(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let f = i + 1;
-        let bil = |s: [usize; 2]| {
-            InterpolateOptions::new(InterpolateMode::Bilinear)
-                .with_output_size(s)
-                .with_align_corners(false)
-        };
         let up = if f > 1 {
-            interpolate(x, bil([h * f, w * f]))
+            resize_bilinear(x, [h * f, w * f])
         } else {
             x
         };
@@ -81,7 +118,7 @@ impl ConvLoraMoe {
             ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
         ));
         if f > 1 {
-            interpolate(y, bil([h, w]))
+            resize_bilinear(y, [h, w])
         } else {
             y
         }
@@ -137,5 +174,44 @@ impl ConvLoraMoe {
         // Average expert: (i+1)² upsampled positions of a 3×3 conv.
         let e = self.experts.len();
         (1..=e).map(|f| f * f * 9 * r * r).sum::<usize>() / e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+    #[test]
+    fn linear_resize_matches_pytorch_by_hand() {
+        // F.interpolate(torch.tensor([[[[1., 2.]]]]), size=(1, 4), mode="bilinear") = [1, 1.25, 1.75, 2]
+        let m = linear_resize_matrix(2, 4);
+        let y: Vec<f32> = (0..4).map(|o| m[o * 2] + 2.0 * m[o * 2 + 1]).collect();
+        assert_eq!(y, vec![1.0, 1.25, 1.75, 2.0]);
+        // Every row is a convex combination.
+        for n in [(3, 9), (9, 3), (5, 7)] {
+            let m = linear_resize_matrix(n.0, n.1);
+            for row in m.chunks(n.0) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_resize_equals_interpolate() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 1.0), &device);
+        for size in [[15, 21], [10, 14], [3, 4]] {
+            let want = interpolate(
+                x.clone(),
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_output_size(size)
+                    .with_align_corners(false),
+            );
+            let got = resize_bilinear(x.clone(), size);
+            let err: f32 = (want - got).abs().max().into_scalar::<f32>();
+            assert!(err < 1e-5, "size {size:?}: max abs err {err}");
+        }
     }
 }

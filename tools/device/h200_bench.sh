@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU numbers for issue 6 on the lent H200 (device tool `run`, carry: .gl .devbin/segadapt.xz .devbin/py).
-# Usage (repo root on the device machine):  tools/device/h200_bench.sh PHASE   (t | a)
-#   t: training steps (ViT-B and MobileSAM NAS-LoRA, ViT-B NAS-LoRA with checkpointing, other methods)
+# Usage (repo root on the device machine):  tools/device/h200_bench.sh PHASE   (t1 | t2 | a)
+#   t1: MobileSAM training steps, 4 methods;  t2: ViT-B NAS-LoRA / Conv-LoRA / NAS-LoRA+checkpointing
 #   a: encoders (vit_t, vit_b, vit_h), prompt→mask, throughput
 # Each phase: ours (segadapt_bench), then the official PyTorch code on the same cases, then the
 # paired table; every process under its own timeout so a phase fits one 10-minute call and a
@@ -47,20 +47,22 @@ PY
 }
 table() { $SEG --device cpu bench --ours-json "$OUT/ours_$1.json" --pytorch-json "$OUT/pt_$1.json" 2>/dev/null | tee -a "$log"; }
 case "$phase" in
-  t)
-    ours t1 170 --sections train --train-models vit_b --methods nas-lora --iters 4 --budget-s 20
-    ours t2 100 --sections train --train-models vit_t --methods nas-lora --iters 4 --budget-s 20
-    ours t3 90 --sections train --train-models vit_b --methods nas-lora --checkpointing on --iters 3 --budget-s 15
-    merge t t1 t2 t3
-    pt t 110 --iters 4 --budget-s 20
-    ours t4 85 --sections train --train-models vit_b,vit_t --methods lora,nas-pc-lora,conv-lora --iters 3 --budget-s 8
-    table t
+  t1) # MobileSAM: every method in one process (uncontended, same warm-up), then PyTorch
+    ours t1 200 --sections train --train-models vit_t --methods nas-lora,conv-lora,lora,nas-pc-lora --iters 4 --budget-s 15
+    pt t1 90 --iters 4 --budget-s 15
+    table t1
+    ;;
+  t2) # ViT-B at 1024²: NAS-LoRA, Conv-LoRA, NAS-LoRA with gradient checkpointing; then PyTorch
+    ours t2a 200 --sections train --train-models vit_b --methods nas-lora,conv-lora --iters 4 --budget-s 15
+    ours t2b 90 --sections train --train-models vit_b --methods nas-lora --checkpointing on --iters 3 --budget-s 15
+    merge t2 t2a t2b
+    pt t2 120 --iters 4 --budget-s 15
+    table t2
     ;;
   a)
     ours a 300 --sections encoder,prompt,throughput --models vit_t,vit_b,vit_h --prompt-models vit_t \
       --throughput-models vit_b --images 8 --prompt-iters 30 --iters 5 --budget-s 20
     pt a 150 --iters 5 --prompt-iters 30 --budget-s 20 --images 8
-    ours a2 50 --sections encoder --models vit_b --iters 2
     table a
     ;;
 esac

@@ -9,6 +9,7 @@
 set -uo pipefail
 BIN=$1; MODEL=$2; OUT=$3; STEPS=${4:-300}; DEV=${5:-gpu}
 PARALLEL=${PARALLEL:-1}
+METHODS=${METHODS:-lora nas-lora nas-pc-lora conv-lora}
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 TOP=$HERE/assets/nuclei_halves/top
 BOTTOM=$HERE/assets/nuclei_halves/bottom
@@ -21,11 +22,11 @@ one() {
       --out "$W/$m.safetensors" --report "$OUT/report_$m.json" > "$OUT/train_$m.log" 2>&1
   echo "$m rc=$?"
 }
-for m in lora nas-lora nas-pc-lora conv-lora; do
+for m in $METHODS; do
   if [ "$PARALLEL" = 1 ]; then one $m & else one $m; fi
 done
 wait
-for m in lora nas-lora nas-pc-lora conv-lora; do
+for m in $METHODS; do
   echo "=== $m"; grep -v "^\s*$" "$OUT/train_$m.log" | grep -E "held-out|^(base|adapted) |step time|Maximum resident|beats|no adapter|chosen|stage" | head -30
 done
 (cd "$W" && ls -la)
