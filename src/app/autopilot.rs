@@ -34,6 +34,8 @@ pub struct Autopilot {
     at: Instant,
     /// Training steps for the Train scene (`SEGADAPT_AUTOPILOT_STEPS`, default 40).
     pub steps: usize,
+    /// Frame statistics go to stderr every few seconds (the responsiveness report).
+    last_log: Instant,
 }
 
 impl Autopilot {
@@ -47,6 +49,7 @@ impl Autopilot {
             stage: 0,
             at: Instant::now(),
             steps,
+            last_log: Instant::now(),
         }
     }
 }
@@ -61,6 +64,26 @@ impl SegApp {
         let Some(mut ap) = self.autopilot.take() else {
             return;
         };
+        if ap.last_log.elapsed() >= Duration::from_secs(5) {
+            ap.last_log = Instant::now();
+            let f = &self.frame;
+            let mut iv: Vec<f32> = f.recent.iter().map(|r| r.0).collect();
+            iv.sort_by(f32::total_cmp);
+            let pct = |q: f64| iv.get(((iv.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+            eprintln!(
+                "frames: {} total, busy now: {}; last {} intervals p50 {:.0} ms p99 {:.0} ms max {:.0} ms; \
+                 while busy: max interval {:.0} ms, max UI build {:.1} ms, intervals > 100 ms: {}",
+                f.frames,
+                self.busy(),
+                iv.len(),
+                pct(0.5),
+                pct(0.99),
+                pct(1.0),
+                f.max_interval_busy_ms,
+                f.max_build_busy_ms,
+                f.slow_busy_frames
+            );
+        }
         let wait = |ap: &Autopilot, ms: u64| ap.at.elapsed() >= Duration::from_millis(ms);
         let mut next = false;
         match (ap.scene, ap.stage) {

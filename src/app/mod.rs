@@ -224,6 +224,8 @@ pub struct FrameStats {
     pub recent: VecDeque<(f32, f32)>,
     pub max_build_busy_ms: f32,
     pub max_interval_busy_ms: f32,
+    /// Frame intervals over 100 ms while background work ran.
+    pub slow_busy_frames: u64,
     pub frames: u64,
 }
 
@@ -2120,6 +2122,9 @@ impl SegApp {
             self.frame.recent.push_back((dt, 0.0));
             if self.busy() {
                 self.frame.max_interval_busy_ms = self.frame.max_interval_busy_ms.max(dt);
+                if dt > 100.0 {
+                    self.frame.slow_busy_frames += 1;
+                }
             }
         }
         self.frame.last_start = Some(now);
@@ -2193,6 +2198,12 @@ impl eframe::App for SegApp {
 
 /// Opens the app window.
 pub fn run(device: DeviceChoice) -> anyhow::Result<()> {
+    // CPU compute (flex) runs on rayon's global pool: leave one core to the UI thread so frames
+    // keep coming while an embedding or a training step runs.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores.saturating_sub(1).max(1))
+        .build_global();
     // Compute: a real GPU is shared with the renderer; a software adapter (lavapipe) or none
     // means compute on the CPU while eframe renders on whatever wgpu finds.
     let mut native = eframe::NativeOptions {

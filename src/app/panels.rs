@@ -1662,8 +1662,10 @@ impl SegApp {
                         );
                         ui.label(
                             RichText::new(format!(
-                                "while busy: build max {:.1} ms, interval max {:.0} ms",
-                                self.frame.max_build_busy_ms, self.frame.max_interval_busy_ms
+                                "while busy: build max {:.1} ms, interval max {:.0} ms, > 100 ms: {}",
+                                self.frame.max_build_busy_ms,
+                                self.frame.max_interval_busy_ms,
+                                self.frame.slow_busy_frames
                             ))
                             .monospace(),
                         );
