@@ -1,7 +1,7 @@
 //! The real MobileSAM checkpoint (`mobile_sam.pt`, fetched by tools/fetch_assets.sh) on the
 //! real nuclei image against outputs of the official PyTorch MobileSAM saved by
 //! tools/make_fixtures.py: conversion rule, image embedding, decoder outputs and the full
-//! box/point evaluation protocol.
+//! box/point evaluation protocol, and final masks for box, point and box+points prompts.
 
 mod common;
 
@@ -95,7 +95,7 @@ fn real_mobilesam_matches_official_on_nuclei() {
             &format!("low_res_box_{case}"),
             &pred.low_res.concat(),
             refs.vec(&format!("low_res_box_{case}")),
-            1e-2,
+            1e-3,
         );
     }
     let c = refs.vec("point_coords_p");
@@ -113,8 +113,94 @@ fn real_mobilesam_matches_official_on_nuclei() {
         "low_res_point_p",
         &pred.low_res.concat(),
         refs.vec("low_res_point_p"),
-        1e-2,
+        1e-3,
     );
+
+    // Final masks at the original size, for every prompt kind, against the official
+    // `SamPredictor.predict` (tools/make_mobilesam_masks_ref.py): IoU ≥ 0.995 per mask.
+    let bytes = std::fs::read(fixture("mobilesam_nuclei_masks.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |k: &str| -> Vec<f32> {
+        st.tensor(k)
+            .unwrap_or_else(|_| panic!("{k} missing"))
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let unpack = |k: &str| -> Vec<Vec<bool>> {
+        let t = st.tensor(k).unwrap_or_else(|_| panic!("{k} missing"));
+        t.data()
+            .chunks_exact(t.shape()[1])
+            .map(|row| {
+                row.iter()
+                    .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1 == 1))
+                    .collect()
+            })
+            .collect()
+    };
+    let mut cases: Vec<(String, PromptInput, bool)> = "abc"
+        .chars()
+        .map(|c| {
+            let b = refs.vec(&format!("box_{c}"));
+            (
+                format!("box_{c}"),
+                PromptInput {
+                    bbox: Some([b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64]),
+                    ..Default::default()
+                },
+                false,
+            )
+        })
+        .collect();
+    cases.push(("point_p".into(), p.clone(), true));
+    let (b, pc, pl) = (
+        f32s("boxpt_b_box"),
+        f32s("boxpt_b_coords"),
+        f32s("boxpt_b_labels"),
+    );
+    cases.push((
+        "boxpt_b".into(),
+        PromptInput {
+            bbox: Some([b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64]),
+            points: (0..2)
+                .map(|i| Point {
+                    x: pc[2 * i] as f64,
+                    y: pc[2 * i + 1] as f64,
+                    positive: pl[i] > 0.5,
+                })
+                .collect(),
+            ..Default::default()
+        },
+        false,
+    ));
+    for (tag, prompt, multimask) in &cases {
+        let pred = predictor.predict(&emb, prompt, *multimask);
+        assert_close(
+            &format!("iou_{tag}"),
+            &pred.iou,
+            &f32s(&format!("iou_{tag}")),
+            1e-3,
+        );
+        let low_key = format!("low_res_{tag}");
+        let want_low = if refs.has(&low_key) {
+            refs.vec(&low_key).clone()
+        } else {
+            f32s(&low_key)
+        };
+        assert_close(&low_key, &pred.low_res.concat(), &want_low, 1e-3);
+        let want = unpack(&format!("masks_{tag}"));
+        assert_eq!(want.len(), pred.masks.len(), "{tag}: mask count");
+        for (i, w) in want.iter().enumerate() {
+            let w = &w[..512 * 512];
+            let got = pred.binary(i);
+            let inter = got.iter().zip(w).filter(|(a, b)| **a && **b).count();
+            let union = got.iter().zip(w).filter(|(a, b)| **a || **b).count();
+            let m_iou = if union == 0 { 1.0 } else { inter as f64 / union as f64 };
+            println!("{tag} mask {i}: IoU with the official mask {m_iou:.5} ({union} px in the union)");
+            assert!(m_iou >= 0.995, "{tag} mask {i}: IoU {m_iou} < 0.995");
+        }
+    }
 
     // The evaluation protocol gives the official numbers (objects ≥ 60 px, as the reference).
     let reference: serde_json::Value =

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-assets/screenshots}"
 SCENES="${*:-annotate train ab}"
 DISPLAY_NUM="${DISPLAY_NUM:-:99}"
-SIZE="${SIZE:-1500x940}"
+SIZE="${SIZE:-1360x860}"  # the window's inner size (src/app/mod.rs)
 CACHE_SRC="${SEGADAPT_CACHE:-$HOME/.cache/segadapt}"
 SCRATCH="${SCRATCH:-$(mktemp -d)}"
 mkdir -p "$OUT" "$SCRATCH/models"
@@ -40,8 +40,8 @@ shot() { # scene, seconds to wait, file
 
 for s in $SCENES; do
     case "$s" in
-        annotate) shot annotate "${ANNOTATE_WAIT:-60}" "$OUT/annotate.png" ;;
+        annotate) shot annotate "${ANNOTATE_WAIT:-150}" "$OUT/annotate.png" ;;
         train)    SEGADAPT_AUTOPILOT_STEPS="${TRAIN_STEPS:-40}" shot train "${TRAIN_WAIT:-300}" "$OUT/train.png" ;;
-        ab)       shot ab "${AB_WAIT:-90}" "$OUT/ab.png" ;;
+        ab)       SEGADAPT_AUTOPILOT_STEPS="${AB_STEPS:-2}" shot ab "${AB_WAIT:-420}" "$OUT/ab.png" ;;
     esac
 done
