@@ -291,7 +291,11 @@ fn time_calls(iters: usize, budget_s: f64, mut f: impl FnMut()) -> Vec<f64> {
         calls.push(t.elapsed().as_secs_f64() * 1e3);
         if t.elapsed().as_secs_f64() > 2.0 {
             // Slow calls (cold GPU starts) show progress, so a run cut short says where it was.
-            eprintln!("    call {}: {:.1} s", calls.len(), t.elapsed().as_secs_f64());
+            eprintln!(
+                "    call {}: {:.1} s",
+                calls.len(),
+                t.elapsed().as_secs_f64()
+            );
         }
         let warm = calls.len() - 1;
         if warm >= iters || (warm >= 1 && t_case.elapsed().as_secs_f64() > budget_s) {
@@ -441,7 +445,10 @@ fn bench_train(
     let x = input_tensor(s, 1, 3, home);
     let prefix = model.image_encoder.forward_prefix(x, first);
     let prefix_data = prefix.into_data();
-    eprintln!("    train/{name}/{}: model and frozen prefix ready", method.name());
+    eprintln!(
+        "    train/{name}/{}: model and frozen prefix ready",
+        method.name()
+    );
     // As the trainer does: gradient flags take effect on the autodiff device.
     let model = if ckpt { model } else { model.fork(&ad) };
     let mut model = model

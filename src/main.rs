@@ -394,12 +394,19 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
         } => {
             pb.set_length(total_steps as u64);
             pb.set_position(start_step as u64);
-            say(&pb, format!(
-                "method {}: {trainable_params} trainable of {total_params} parameters ({:.3}%); stages: warm-up 0..{}, search {}..{}, consolidate {}..{}",
-                a.method.name(),
-                100.0 * trainable_params as f64 / total_params as f64,
-                stage_steps.0, stage_steps.0, stage_steps.1, stage_steps.1, total_steps
-            ));
+            say(
+                &pb,
+                format!(
+                    "method {}: {trainable_params} trainable of {total_params} parameters ({:.3}%); stages: warm-up 0..{}, search {}..{}, consolidate {}..{}",
+                    a.method.name(),
+                    100.0 * trainable_params as f64 / total_params as f64,
+                    stage_steps.0,
+                    stage_steps.0,
+                    stage_steps.1,
+                    stage_steps.1,
+                    total_steps
+                ),
+            );
             cells = cell_names;
             ops = op_names;
         }
@@ -414,7 +421,10 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             step_times.push((step, elapsed_s));
             if pb.is_hidden() && (step % 25 == 0 || step == 1) {
                 // No terminal (logs, CI): a plain line now and then instead of the bar.
-                eprintln!("step {step}: {} loss {loss:.4} lr {lr:.1e}, {elapsed_s:.1} s", stage.name());
+                eprintln!(
+                    "step {step}: {} loss {loss:.4} lr {lr:.1e}, {elapsed_s:.1} s",
+                    stage.name()
+                );
             }
             pb.set_position(step as u64);
             pb.set_message(format!("{} loss {loss:.4} lr {lr:.1e}", stage.name()));
@@ -441,22 +451,28 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             is_base,
             best,
         } => {
-            say(&pb, format!(
-                "step {step}: validation Dice {dice:.4} IoU {iou:.4}{}",
-                if is_base {
-                    " (base model)"
-                } else if best {
-                    " (best so far, saved)"
-                } else {
-                    ""
-                }
-            ));
+            say(
+                &pb,
+                format!(
+                    "step {step}: validation Dice {dice:.4} IoU {iou:.4}{}",
+                    if is_base {
+                        " (base model)"
+                    } else if best {
+                        " (best so far, saved)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
         }
         TrainEvent::Cancelled { step, resume_dir } => {
-            say(&pb, format!(
-                "cancelled at step {step}; continue with --resume (state in {})",
-                resume_dir.display()
-            ));
+            say(
+                &pb,
+                format!(
+                    "cancelled at step {step}; continue with --resume (state in {})",
+                    resume_dir.display()
+                ),
+            );
         }
         TrainEvent::Finished(_) | TrainEvent::Error(_) => {}
     };
@@ -544,7 +560,10 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
                 })?;
                 pbe.finish_and_clear();
                 table.push((name, prompt, r.mean_dice, r.mean_iou, r.n_objects));
-                by_prompt.insert(format!("{prompt:?}").to_lowercase(), serde_json::to_value(&r)?);
+                by_prompt.insert(
+                    format!("{prompt:?}").to_lowercase(),
+                    serde_json::to_value(&r)?,
+                );
             }
             test.insert(name.to_string(), serde_json::Value::Object(by_prompt));
         }

@@ -196,8 +196,14 @@ fn real_mobilesam_matches_official_on_nuclei() {
             let got = pred.binary(i);
             let inter = got.iter().zip(w).filter(|(a, b)| **a && **b).count();
             let union = got.iter().zip(w).filter(|(a, b)| **a || **b).count();
-            let m_iou = if union == 0 { 1.0 } else { inter as f64 / union as f64 };
-            println!("{tag} mask {i}: IoU with the official mask {m_iou:.5} ({union} px in the union)");
+            let m_iou = if union == 0 {
+                1.0
+            } else {
+                inter as f64 / union as f64
+            };
+            println!(
+                "{tag} mask {i}: IoU with the official mask {m_iou:.5} ({union} px in the union)"
+            );
             assert!(m_iou >= 0.995, "{tag} mask {i}: IoU {m_iou} < 0.995");
         }
     }

@@ -5,7 +5,7 @@
 #   assets/screenshots/take_screenshots.sh            # all three, into assets/screenshots/
 #   OUT=/tmp/shots TRAIN_WAIT=240 assets/screenshots/take_screenshots.sh train
 #
-# Needs: xvfb, imagemagick (import), mesa-vulkan-drivers + libvulkan1 (wgpu on lavapipe), and
+# Needs: xvfb, imagemagick (import, convert), mesa-vulkan-drivers + libvulkan1 (wgpu on lavapipe), and
 # the MobileSAM checkpoint in ${SEGADAPT_CACHE:-~/.cache/segadapt}/models (tools/fetch_assets.sh).
 # The demo project is created in a scratch cache folder so your own demo stays untouched.
 set -euo pipefail
@@ -32,16 +32,19 @@ shot() { # scene, seconds to wait, file
     SEGADAPT_AUTOPILOT="$1" "$BIN" >"$SCRATCH/$1.log" 2>&1 &
     local pid=$!
     sleep "$2"
-    import -window root "$3"
+    import -window root "$3.png"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    echo "wrote $3"
+    # Small files for the README: 1020 px wide JPEG.
+    convert "$3.png" -resize 1020x -quality 82 "$3.jpg" && rm "$3.png"
+    grep '^frames' "$SCRATCH/$1.log" | tail -n 1 || true
+    echo "wrote $3.jpg"
 }
 
 for s in $SCENES; do
     case "$s" in
-        annotate) shot annotate "${ANNOTATE_WAIT:-150}" "$OUT/annotate.png" ;;
-        train)    SEGADAPT_AUTOPILOT_STEPS="${TRAIN_STEPS:-40}" shot train "${TRAIN_WAIT:-300}" "$OUT/train.png" ;;
-        ab)       SEGADAPT_AUTOPILOT_STEPS="${AB_STEPS:-2}" shot ab "${AB_WAIT:-420}" "$OUT/ab.png" ;;
+        annotate) shot annotate "${ANNOTATE_WAIT:-150}" "$OUT/annotate" ;;
+        train)    SEGADAPT_AUTOPILOT_STEPS="${TRAIN_STEPS:-40}" shot train "${TRAIN_WAIT:-300}" "$OUT/train" ;;
+        ab)       SEGADAPT_AUTOPILOT_STEPS="${AB_STEPS:-2}" shot ab "${AB_WAIT:-420}" "$OUT/ab" ;;
     esac
 done

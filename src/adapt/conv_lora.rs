@@ -117,11 +117,7 @@ impl ConvLoraMoe {
             Some(self.expert_bias[i].val()),
             ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
         ));
-        if f > 1 {
-            resize_bilinear(y, [h, w])
-        } else {
-            y
-        }
+        if f > 1 { resize_bilinear(y, [h, w]) } else { y }
     }
 
     /// z: (B, H, W, r) -> (B, H, W, r): z plus the gated output of each sample's top-1 expert.

@@ -69,7 +69,11 @@ impl SegApp {
             let f = &self.frame;
             let mut iv: Vec<f32> = f.recent.iter().map(|r| r.0).collect();
             iv.sort_by(f32::total_cmp);
-            let pct = |q: f64| iv.get(((iv.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+            let pct = |q: f64| {
+                iv.get(((iv.len() as f64 - 1.0) * q) as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
             eprintln!(
                 "frames: {} total, busy now: {}; last {} intervals p50 {:.0} ms p99 {:.0} ms max {:.0} ms; \
                  while busy: max interval {:.0} ms, max UI build {:.1} ms, intervals > 100 ms: {}",

@@ -1108,10 +1108,20 @@ impl SegApp {
                     2.0,
                     stage_color(st).gamma_multiply(if active { 1.0 } else { 0.35 }),
                 );
-                p.text(
+                // Short names when a stage is too narrow for its label; never drawn past it.
+                let name = if r.width() < 6.5 * st.name().len() as f32 {
+                    match st {
+                        Stage::Warmup => "warm",
+                        Stage::Search => "search",
+                        Stage::Consolidate => "cons.",
+                    }
+                } else {
+                    st.name()
+                };
+                p.with_clip_rect(r).text(
                     r.center(),
                     egui::Align2::CENTER_CENTER,
-                    st.name(),
+                    name,
                     egui::FontId::proportional(11.0),
                     Color32::BLACK,
                 );

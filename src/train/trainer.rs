@@ -30,8 +30,8 @@ use crate::adapt::{
     AdapterConfig, CellState, apply_adapters, cells, first_adapted_stage, param_counts,
     set_cell_states, set_training,
 };
-use crate::fsutil::atomic_write;
 use crate::eval::{EvalPrompt, protocol_prompt};
+use crate::fsutil::atomic_write;
 use crate::metrics::{dice, iou};
 use crate::predict::transforms::{get_preprocess_shape, preprocess};
 use crate::predict::{Predictor, PromptInput};
