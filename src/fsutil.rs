@@ -157,10 +157,8 @@ pub fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age.as_secs() < 3600);
         let can_tell = Path::new("/proc/self").exists();
-        if (can_tell && !alive) || (!can_tell && !recent) {
-            if std::fs::remove_file(&p).is_ok() {
-                removed.push(p);
-            }
+        if ((can_tell && !alive) || (!can_tell && !recent)) && std::fs::remove_file(&p).is_ok() {
+            removed.push(p);
         }
     }
     removed

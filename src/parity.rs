@@ -72,7 +72,10 @@ pub fn diff(name: &str, got: &[f32], want: &[f32]) -> Diff {
 }
 
 fn v<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap_or_default()
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap_or_default()
 }
 
 /// Prompt encoder + decoder on the reference embedding for every prompt case present.

@@ -7,7 +7,6 @@ mod common;
 
 use std::path::PathBuf;
 
-use burn::prelude::*;
 use common::*;
 use segadapt::eval::{EvalPrompt, evaluate};
 use segadapt::predict::{Point, Predictor, PromptInput};
@@ -69,7 +68,7 @@ fn real_mobilesam_matches_official_on_nuclei() {
         .clone()
         .into_data()
         .convert::<f32>()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
     assert_close(
         "image_embedding (real MobileSAM, 1024²)",

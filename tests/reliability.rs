@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use burn::prelude::*;
 use common::*;
 use segadapt::fsutil::{atomic_write, atomic_write_with, is_temp_file, remove_stale_temps};
 use segadapt::project::import::{
@@ -401,8 +400,7 @@ fn checkpoint_of_another_model_is_refused() {
         &cpu(),
     );
     let msg = r
-        .err()
-        .expect("a TinyViT checkpoint must not load into a ViT config")
+        .expect_err("a TinyViT checkpoint must not load into a ViT config")
         .to_string();
     assert_msg(&msg, &["do not fit"]);
     println!("wrong config: {msg}");
@@ -1113,7 +1111,7 @@ fn kill_during_save_never_corrupts() {
             saved = String::from_utf8_lossy(&buf)
                 .lines()
                 .filter_map(|l| l.strip_prefix("saved ")?.trim().parse().ok())
-                .last();
+                .next_back();
         }
         std::thread::sleep(std::time::Duration::from_millis(round * 3));
         child.kill().unwrap(); // SIGKILL
@@ -1162,7 +1160,7 @@ fn crash_child_annotator() {
         let mut mask = vec![false; 100 * 75];
         for y in 0..10 {
             for x in 0..10 {
-                mask[((y + (k as usize * 3) % 60) * 100 + x + (k as usize * 7) % 85)] = true;
+                mask[(y + (k as usize * 3) % 60) * 100 + x + (k as usize * 7) % 85] = true;
             }
         }
         p.add_object(image_id, &mask, None, "test", PromptRecord::default())
@@ -1205,7 +1203,7 @@ fn kill_during_annotation_keeps_accepted_objects() {
             if let Some(k) = String::from_utf8_lossy(&buf)
                 .lines()
                 .filter_map(|l| l.strip_prefix("accepted ")?.trim().parse().ok())
-                .last()
+                .next_back()
             {
                 confirmed = k;
             }

@@ -139,7 +139,7 @@ impl ConvLoraMoe {
             .argmax(1)
             .into_data()
             .convert::<i64>()
-            .to_vec()
+            .try_to_vec()
             .unwrap_or_default();
         let mut out = Vec::with_capacity(b);
         for (s, &ex) in top.iter().enumerate() {

@@ -44,7 +44,7 @@ pub struct NasCell {
 
 /// PC-DARTS channel shuffle with `groups` groups of `r / groups` channels.
 fn shuffle_perm(r: usize, groups: usize) -> Vec<i64> {
-    if groups <= 1 || r % groups != 0 {
+    if groups <= 1 || !r.is_multiple_of(groups) {
         return Vec::new();
     }
     let per = r / groups;
@@ -115,7 +115,10 @@ impl NasCell {
     /// softmax(α / T) as plain numbers (what the app plots).
     pub fn weights(&self) -> Vec<f32> {
         let a = softmax(self.alpha.val().detach() / self.temperature, 0);
-        a.into_data().convert::<f32>().to_vec().unwrap_or_default()
+        a.into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .unwrap_or_default()
     }
 
     pub fn argmax(&self) -> usize {

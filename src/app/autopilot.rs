@@ -56,7 +56,7 @@ impl Autopilot {
 
 impl SegApp {
     fn ready(&self) -> bool {
-        self.current_embedded() && self.draft.pred.is_none() == !self.draft.has_prompts()
+        self.current_embedded() && self.draft.pred.is_none() != self.draft.has_prompts()
     }
 
     /// Advances the scripted session by at most one action per frame.
@@ -95,100 +95,83 @@ impl SegApp {
                 self.open_demo();
                 next = true;
             }
-            (Scene::Annotate, 1) => {
-                if self.ready() {
-                    let last = self.image_ids().last().copied();
-                    if let Some(id) = last {
-                        self.open_image(id);
-                    }
-                    next = true;
+            (Scene::Annotate, 1) if self.ready() => {
+                let last = self.image_ids().last().copied();
+                if let Some(id) = last {
+                    self.open_image(id);
                 }
+                next = true;
             }
-            (Scene::Annotate, 2) => {
-                if self.ready() && wait(&ap, 500) {
-                    self.add_point(208.0, 55.0, true);
-                    next = true;
-                }
+            (Scene::Annotate, 2) if self.ready() && wait(&ap, 500) => {
+                self.add_point(208.0, 55.0, true);
+                next = true;
             }
-            (Scene::Annotate, 3) => {
-                if self.ready() && wait(&ap, 300) {
-                    self.accept();
-                    self.add_point(117.0, 190.0, true);
-                    next = true;
-                }
+            (Scene::Annotate, 3) if self.ready() && wait(&ap, 300) => {
+                self.accept();
+                self.add_point(117.0, 190.0, true);
+                next = true;
             }
-            (Scene::Annotate, 4) => {
-                if self.ready() && wait(&ap, 300) {
-                    self.accept();
-                    self.set_box([190.0, 88.0, 224.0, 125.0]);
-                    next = true;
-                }
+            (Scene::Annotate, 4) if self.ready() && wait(&ap, 300) => {
+                self.accept();
+                self.set_box([190.0, 88.0, 224.0, 125.0]);
+                next = true;
             }
-            (Scene::Annotate, 5) => {
-                if self.ready() && wait(&ap, 300) {
-                    self.accept();
-                    self.add_point(61.0, 139.0, true);
-                    self.show_debug = true;
-                    next = true;
-                }
+            (Scene::Annotate, 5) if self.ready() && wait(&ap, 300) => {
+                self.accept();
+                self.add_point(61.0, 139.0, true);
+                self.show_debug = true;
+                next = true;
             }
-            (Scene::Train, 1) => {
-                if self.model_ready() && wait(&ap, 500) {
-                    self.train_cfg.adapter.method = Method::NasLora;
-                    self.train_cfg.schedule.steps = ap.steps;
-                    self.train_cfg.val_every = (ap.steps / 8).max(1);
-                    self.start_training(false);
-                    self.tab = Tab::Adapt;
-                    next = true;
-                }
+            (Scene::Train, 1) if self.model_ready() && wait(&ap, 500) => {
+                self.train_cfg.adapter.method = Method::NasLora;
+                self.train_cfg.schedule.steps = ap.steps;
+                self.train_cfg.val_every = (ap.steps / 8).max(1);
+                self.start_training(false);
+                self.tab = Tab::Adapt;
+                next = true;
             }
-            (Scene::Ab, 1) => {
+            (Scene::Ab, 1)
                 if self.model_ready()
                     && self.can_prompt()
                     && !self.train.running()
-                    && wait(&ap, 300)
-                {
-                    let rel = self.project.as_ref().and_then(|p| {
-                        p.project
-                            .adapters
-                            .iter()
-                            .rev()
-                            .find(|a| a.improved)
-                            .or(p.project.adapters.last())
-                            .map(|a| a.path.clone())
-                    });
-                    match rel {
-                        Some(r) => {
-                            self.select_adapter(Some(r));
-                            next = true;
-                        }
-                        None if self.train.outcome.is_none() && self.train.error.is_none() => {
-                            // No adapter yet: train one first (the Adapt panel shows meanwhile).
-                            self.train_cfg.schedule.steps = ap.steps;
-                            self.train_cfg.val_every = (ap.steps / 8).max(1);
-                            self.start_training(false);
-                        }
-                        None => {
-                            self.error("Training produced no adapter");
-                            next = true;
-                        }
+                    && wait(&ap, 300) =>
+            {
+                let rel = self.project.as_ref().and_then(|p| {
+                    p.project
+                        .adapters
+                        .iter()
+                        .rev()
+                        .find(|a| a.improved)
+                        .or(p.project.adapters.last())
+                        .map(|a| a.path.clone())
+                });
+                match rel {
+                    Some(r) => {
+                        self.select_adapter(Some(r));
+                        next = true;
+                    }
+                    None if self.train.outcome.is_none() && self.train.error.is_none() => {
+                        // No adapter yet: train one first (the Adapt panel shows meanwhile).
+                        self.train_cfg.schedule.steps = ap.steps;
+                        self.train_cfg.val_every = (ap.steps / 8).max(1);
+                        self.start_training(false);
+                    }
+                    None => {
+                        self.error("Training produced no adapter");
+                        next = true;
                     }
                 }
             }
-            (Scene::Ab, 2) => {
-                if self.adapted.summary.is_some() && self.embedding.is_empty() {
-                    self.tab = Tab::Model;
-                    self.ab_view = true;
-                    self.fit_pending = true;
-                    self.ensure_embedded();
-                    next = true;
-                }
+            (Scene::Ab, 2) if self.adapted.summary.is_some() && self.embedding.is_empty() => {
+                self.tab = Tab::Model;
+                self.ab_view = true;
+                self.fit_pending = true;
+                self.ensure_embedded();
+                next = true;
             }
-            (Scene::Ab, 3) => {
-                if self.current_embedded() && wait(&ap, 500) {
-                    self.set_box([176.0, 212.0, 212.0, 240.0]);
-                    next = true;
-                }
+            (Scene::Ab, 3) if self.current_embedded() && wait(&ap, 500) => {
+                self.set_box([176.0, 212.0, 212.0, 240.0]);
+                next = true;
             }
             _ => {}
         }

@@ -357,10 +357,10 @@ impl Worker {
                 return;
             }
         }
-        if let Some((slot, key, _)) = self.embeds.pop_front() {
-            if self.slot(slot).is_some() {
-                let _ = self.embedding(slot, &key, true);
-            }
+        if let Some((slot, key, _)) = self.embeds.pop_front()
+            && self.slot(slot).is_some()
+        {
+            let _ = self.embedding(slot, &key, true);
         }
     }
 

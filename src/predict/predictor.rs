@@ -65,7 +65,11 @@ impl Prediction {
 
 fn to_planes(t: Tensor<4>) -> (Vec<Vec<f32>>, [usize; 2]) {
     let [_, m, h, w] = t.dims();
-    let v: Vec<f32> = t.into_data().convert::<f32>().to_vec().unwrap_or_default();
+    let v: Vec<f32> = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap_or_default();
     (
         (0..m)
             .map(|i| v[i * h * w..(i + 1) * h * w].to_vec())
@@ -167,7 +171,7 @@ impl Predictor {
             .iou_predictions
             .into_data()
             .convert::<f32>()
-            .to_vec()
+            .try_to_vec()
             .unwrap_or_default();
         let (low_res, low_res_size) = to_planes(out.low_res_masks);
         let (masks, size) = to_planes(masks);

@@ -256,7 +256,7 @@ fn store_for(path: &Path, prefix: &str) -> PytorchStore {
         .allow_partial(true)
         .validate(true);
     if !prefix.is_empty() {
-        store = store.with_key_remapping(&format!("^{}", regex_escape(prefix)), "");
+        store = store.with_key_remapping(format!("^{}", regex_escape(prefix)), "");
     }
     let rules = [
         (r"^image_encoder\.neck\.0\.", "image_encoder.neck.conv1."),

@@ -6,6 +6,8 @@ pub mod config;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod prompt_encoder;
+// Named after the official `modeling/sam.py`, which this module mirrors.
+#[allow(clippy::module_inception)]
 pub mod sam;
 pub mod tiny_vit;
 pub mod transformer;

@@ -515,10 +515,10 @@ pub fn train(
                 );
                 let pre = base.image_encoder.forward_prefix(x, first);
                 let pre = Tensor::<4>::from_data(pre.into_data(), &ad);
-                if cache_order.len() >= 64 {
-                    if let Some(old) = cache_order.pop_front() {
-                        prefix_cache.remove(&old);
-                    }
+                if cache_order.len() >= 64
+                    && let Some(old) = cache_order.pop_front()
+                {
+                    prefix_cache.remove(&old);
                 }
                 cache_order.push_back(key);
                 prefix_cache.insert(key, (pre, [h, w]));

@@ -60,7 +60,7 @@ impl Refs {
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
+    t.into_data().convert::<f32>().try_to_vec().unwrap()
 }
 
 /// Max |a - b|, asserting equal length.
