@@ -132,6 +132,21 @@ fn click_label(h: &mut Harness<'_, SegApp>, label: &str) {
     h.step();
 }
 
+/// Cycles SAM's candidates (M) until the shown one is not empty (the tiny model is random).
+fn pick_nonempty_candidate(h: &mut Harness<'_, SegApp>) {
+    for _ in 0..3 {
+        if h.state()
+            .draft_mask
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|&v| v))
+        {
+            break;
+        }
+        h.key_press(Key::M);
+        h.step();
+    }
+}
+
 fn n_objects(a: &SegApp, image: usize) -> usize {
     a.project.as_ref().unwrap().project.images[image]
         .objects
@@ -153,18 +168,7 @@ fn ui_annotate_flow() {
     assert_eq!(pred.masks.len(), 3, "one point asks for multimask output");
     assert_eq!(pred.size, [256, 256]);
     assert!(h.state().click_latency_ms.is_some());
-    // Make sure the chosen candidate is not empty (random tiny model), cycling with Tab.
-    for _ in 0..3 {
-        if h.state()
-            .draft_mask
-            .as_ref()
-            .is_some_and(|m| m.iter().any(|&v| v))
-        {
-            break;
-        }
-        h.key_press(Key::M);
-        h.step();
-    }
+    pick_nonempty_candidate(&mut h);
     let choice_before = h.state().draft.choice;
     h.key_press(Key::M);
     h.step();
@@ -183,17 +187,7 @@ fn ui_annotate_flow() {
     h.key_press(Key::Num1);
     h.step();
     assert_eq!(h.state().draft.choice, 0);
-    for _ in 0..3 {
-        if h.state()
-            .draft_mask
-            .as_ref()
-            .is_some_and(|m| m.iter().any(|&v| v))
-        {
-            break;
-        }
-        h.key_press(Key::M);
-        h.step();
-    }
+    pick_nonempty_candidate(&mut h);
 
     // A negative point: one mask, refined with the previous logits.
     click_image(&mut h, 30.0, 30.0, PointerButton::Secondary);
