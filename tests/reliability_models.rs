@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -197,6 +197,11 @@ fn fast(retries: u32) -> DownloadOptions {
     }
 }
 
+/// A download with quick retries, no progress callback and no cancel: what most tests need.
+fn fetch(url: &str, dest: &Path, exp: &Expected, retries: u32) -> Result<PathBuf, DownloadError> {
+    download_file(url, dest, exp, &fast(retries), &mut |_| {}, &no_cancel())
+}
+
 fn no_cancel() -> AtomicBool {
     AtomicBool::new(false)
 }
@@ -242,15 +247,7 @@ fn download_verifies_and_installs_atomically() {
     assert!(seen.iter().all(|p| p.total == Some(data.len() as u64)));
     // A second call finds the verified file and does not touch the network.
     let n_req = srv.ranges.lock().unwrap().len();
-    download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap();
+    fetch(&srv.url, &dest, &expected(&data), 0).unwrap();
     assert_eq!(srv.ranges.lock().unwrap().len(), n_req);
     assert!(verify_file(&dest, &expected(&data)).is_ok());
     // Only the model and its hidden verification record are left.
@@ -267,15 +264,7 @@ fn dropped_connection_resumes_with_range() {
     let srv = serve(data.clone(), Mode::DropFirstAfter(700_000));
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("model.pth");
-    let e = download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap_err();
+    let e = fetch(&srv.url, &dest, &expected(&data), 0).unwrap_err();
     println!("dropped connection: {e}");
     assert!(matches!(e, DownloadError::Interrupted { .. }), "{e}");
     assert!(e.to_string().contains("resume"), "{e}");
@@ -307,15 +296,7 @@ fn dropped_connection_resumes_with_range() {
     // 2) Automatic retries inside one call, over several drops.
     let srv = serve(data.clone(), Mode::DropAlwaysAfter(600_000));
     let dest2 = d.path().join("model2.pth");
-    download_file(
-        &srv.url,
-        &dest2,
-        &expected(&data),
-        &fast(10),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap();
+    fetch(&srv.url, &dest2, &expected(&data), 10).unwrap();
     assert_eq!(std::fs::read(&dest2).unwrap(), *data);
     let ranges = srv.ranges.lock().unwrap().clone();
     assert!(ranges.len() >= 4, "{ranges:?}");
@@ -331,15 +312,7 @@ fn wrong_bytes_fail_the_hash_and_install_nothing() {
     let srv = serve(data.clone(), Mode::WrongBytes);
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("model.pth");
-    let e = download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap_err();
+    let e = fetch(&srv.url, &dest, &expected(&data), 0).unwrap_err();
     println!("wrong bytes: {e}");
     assert!(matches!(e, DownloadError::HashMismatch { .. }), "{e}");
     assert!(!dest.exists());
@@ -349,15 +322,7 @@ fn wrong_bytes_fail_the_hash_and_install_nothing() {
     );
     // A server offering a file of another size is refused before downloading it.
     let srv = serve(data.clone(), Mode::OtherFile);
-    let e = download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap_err();
+    let e = fetch(&srv.url, &dest, &expected(&data), 0).unwrap_err();
     println!("other size: {e}");
     assert!(matches!(e, DownloadError::SizeMismatch { .. }), "{e}");
     assert!(!dest.exists());
@@ -371,15 +336,7 @@ fn corrupt_file_under_final_name_is_replaced() {
     let dest = d.path().join("model.pth");
     std::fs::write(&dest, &data[..1000]).unwrap(); // e.g. an old truncated copy
     assert!(verify_file(&dest, &expected(&data)).is_err());
-    download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap();
+    fetch(&srv.url, &dest, &expected(&data), 0).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *data);
     // Bit rot after installation is caught (the record no longer matches the mtime/size or
     // the full hash is recomputed).
@@ -397,40 +354,16 @@ fn server_ignoring_range_restarts_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("model.pth");
     std::fs::write(part_path(&dest), &data[..300_000]).unwrap();
-    download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap();
+    fetch(&srv.url, &dest, &expected(&data), 0).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *data);
     // A stale .part with garbage is detected by the final hash, not trusted.
     let srv = serve(data.clone(), Mode::Normal);
     let dest2 = d.path().join("model2.pth");
     std::fs::write(part_path(&dest2), vec![0u8; 300_000]).unwrap();
-    let e = download_file(
-        &srv.url,
-        &dest2,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap_err();
+    let e = fetch(&srv.url, &dest2, &expected(&data), 0).unwrap_err();
     assert!(matches!(e, DownloadError::HashMismatch { .. }), "{e}");
     assert!(!dest2.exists() && !part_path(&dest2).exists());
-    download_file(
-        &srv.url,
-        &dest2,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap();
+    fetch(&srv.url, &dest2, &expected(&data), 0).unwrap();
     assert_eq!(std::fs::read(&dest2).unwrap(), *data);
 }
 
@@ -459,15 +392,7 @@ fn cancel_keeps_the_part_and_resumes() {
     assert!(!dest.exists());
     let kept = std::fs::metadata(part_path(&dest)).unwrap().len();
     assert!(kept > 0);
-    download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap();
+    fetch(&srv.url, &dest, &expected(&data), 0).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), *data);
     assert!(
         srv.ranges
@@ -482,15 +407,7 @@ fn http_errors_unreachable_servers_and_busy_downloads() {
     let d = tempfile::tempdir().unwrap();
     let data = payload(1000);
     let srv = serve(data.clone(), Mode::Status(404));
-    let e = download_file(
-        &srv.url,
-        &d.path().join("a.pth"),
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap_err();
+    let e = fetch(&srv.url, &d.path().join("a.pth"), &expected(&data), 0).unwrap_err();
     println!("404: {e}");
     assert!(matches!(e, DownloadError::Http { status: 404, .. }), "{e}");
     // Nothing listens on this port.
@@ -498,13 +415,11 @@ fn http_errors_unreachable_servers_and_busy_downloads() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let e = download_file(
+    let e = fetch(
         &format!("http://127.0.0.1:{port}/x"),
         &d.path().join("b.pth"),
         &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
+        0,
     )
     .unwrap_err();
     println!("refused: {e}");
@@ -519,26 +434,10 @@ fn http_errors_unreachable_servers_and_busy_downloads() {
         .unwrap();
     f.lock().unwrap();
     let srv = serve(data.clone(), Mode::Normal);
-    let e = download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap_err();
+    let e = fetch(&srv.url, &dest, &expected(&data), 0).unwrap_err();
     assert!(matches!(e, DownloadError::Busy { .. }), "{e}");
     drop(f);
-    download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap();
+    fetch(&srv.url, &dest, &expected(&data), 0).unwrap();
 }
 
 #[test]
@@ -568,15 +467,7 @@ fn disk_full_during_download_keeps_what_was_fetched() {
     let data = payload(1_000_000);
     let srv = serve(data.clone(), Mode::Normal);
     let dest = d.path().join("model.pth");
-    let e = download_file(
-        &srv.url,
-        &dest,
-        &expected(&data),
-        &fast(0),
-        &mut |_| {},
-        &no_cancel(),
-    )
-    .unwrap_err();
+    let e = fetch(&srv.url, &dest, &expected(&data), 0).unwrap_err();
     println!("disk full: {e}");
     assert!(e.to_string().contains("disk is full"), "{e}");
     assert!(!dest.exists());
