@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -96,9 +97,15 @@ pub struct BenchArgs {
     /// Warm calls of the prompt → mask case.
     #[arg(long, default_value_t = 30)]
     pub prompt_iters: usize,
-    /// Time budget per case in seconds; at least one warm call always runs.
+    /// Time budget per case in seconds, counted after the warm-up calls; at least one warm call
+    /// always runs.
     #[arg(long, default_value_t = 60.0)]
     pub budget_s: f64,
+    /// Calls after the cold one that are still warm-up and left out of the warm median
+    /// (default: 3 on a GPU, where the 2nd and 3rd calls still compile and autotune kernels
+    /// for shapes the first did not reach, e.g. the optimiser's state; 0 on the CPU).
+    #[arg(long)]
+    pub warmup: Option<usize>,
     /// Side of the square test image of the prompt and throughput sections.
     #[arg(long, default_value_t = 512)]
     pub image_size: usize,
@@ -141,6 +148,9 @@ pub struct Record {
     pub warm_min_ms: Option<f64>,
     /// Every call in order, ms.
     pub calls_ms: Vec<f64>,
+    /// Calls after the cold one left out of the warm median (still compiling).
+    #[serde(default)]
+    pub warmup_calls: usize,
     /// Peak memory of the case, bytes (see the module doc for what is counted).
     pub peak_bytes: Option<u64>,
     /// `gpu-reserved` or `cpu-vmhwm`.
@@ -152,9 +162,14 @@ pub struct Record {
 
 impl Record {
     fn from_calls(case: String, calls: Vec<f64>) -> Self {
-        let warm: Vec<f64> = calls.iter().skip(1).copied().collect();
+        // Calls that time_calls ran as warm-up; a run cut short keeps at least one warm call.
+        let warmup = WARMUP_CALLS
+            .load(Ordering::Relaxed)
+            .min(calls.len().saturating_sub(2));
+        let warm: Vec<f64> = calls.iter().skip(1 + warmup).copied().collect();
         Self {
             case,
+            warmup_calls: warmup,
             cold_ms: calls.first().copied().unwrap_or(f64::NAN),
             warm_ms: median(&warm),
             warm_min_ms: warm.iter().copied().reduce(f64::min),
@@ -282,8 +297,12 @@ impl MemProbe {
 }
 
 /// Runs `f` once cold and then warm until `iters` warm calls or the budget is spent.
+/// Warm-up calls per case (see `BenchArgs::warmup`), set once by `run`.
+static WARMUP_CALLS: AtomicUsize = AtomicUsize::new(0);
+
 fn time_calls(iters: usize, budget_s: f64, mut f: impl FnMut()) -> Vec<f64> {
-    let t_case = Instant::now();
+    let warmup = WARMUP_CALLS.load(Ordering::Relaxed);
+    let mut t_case = Instant::now();
     let mut calls = Vec::new();
     loop {
         let t = Instant::now();
@@ -297,7 +316,11 @@ fn time_calls(iters: usize, budget_s: f64, mut f: impl FnMut()) -> Vec<f64> {
                 t.elapsed().as_secs_f64()
             );
         }
-        let warm = calls.len() - 1;
+        if calls.len() <= 1 + warmup {
+            t_case = Instant::now(); // the budget is for timed calls
+            continue;
+        }
+        let warm = calls.len() - 1 - warmup;
         if warm >= iters || (warm >= 1 && t_case.elapsed().as_secs_f64() > budget_s) {
             break;
         }
@@ -867,6 +890,10 @@ fn enabled_features() -> Vec<String> {
 }
 
 pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
+    WARMUP_CALLS.store(
+        args.warmup.unwrap_or(if dev.is_gpu { 3 } else { 0 }),
+        Ordering::Relaxed,
+    );
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -875,7 +902,7 @@ pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
         dev.description,
         threads,
         if cfg!(debug_assertions) {
-            " — DEBUG build, numbers are not representative"
+            " — dev profile: dependencies (Burn, cubecl, wgpu) at opt-level 3, segadapt's own code at opt-level 1"
         } else {
             ""
         }

@@ -714,10 +714,9 @@ pub fn train(
             let _ = std::fs::remove_file(out);
         }
         format!(
-            "no adapter beat the base model on the validation split (base Dice {:.4}, best adapted {:.4}); the base model stays active. \
+            "no adapter beat the base model on the validation split (base Dice {:.4}; no validation improved on it by {MIN_GAIN}); the base model stays active. \
              Try: more annotated objects (validation has {}), a prompt mix closer to how you will prompt, or fewer steps / a lower learning rate",
             base_score.0,
-            if best.2 > 0 { best.0 } else { f64::NAN },
             data.val.len()
         )
     };

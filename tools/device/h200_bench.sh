@@ -3,6 +3,12 @@
 # Usage (repo root on the device machine):  tools/device/h200_bench.sh PHASE   (t1 | t2 | a)
 #   t1: MobileSAM training steps, 4 methods;  t2: ViT-B NAS-LoRA / Conv-LoRA / NAS-LoRA+checkpointing
 #   a: encoders (vit_t, vit_b, vit_h), prompt→mask, throughput
+#   tt: MobileSAM NAS-LoRA alone (PyTorch first, so a lease that ends early still has it)
+#   tn: the two NAS-LoRA steps the README table needs, ViT-B and MobileSAM at 1024², in two
+#       processes started together: their cold starts (CPU-bound kernel compilation) overlap,
+#       then PyTorch runs alone on the same cases
+# GPU choice on a several-GPU machine: CUBECL_WGPU_DEFAULT_DEVICE=DiscreteGpu(N) for ours,
+# CUDA_VISIBLE_DEVICES for PyTorch (x2_session.sh sets both).
 # Each phase: ours (segadapt_bench), then the official PyTorch code on the same cases, then the
 # paired table; every process under its own timeout so a phase fits one 10-minute call and a
 # run cut short still returns what it measured (both sides write JSON after every case).
@@ -10,7 +16,7 @@ set -uo pipefail
 phase="${1:-t}"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 log="$OUT/log_$phase.txt"
-for f in .gl/*.deb; do dpkg -x "$f" / ; done; ldconfig
+if [ -z "${SETUP_DONE:-}" ]; then for f in .gl/*.deb; do dpkg -x "$f" / ; done; ldconfig; fi
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 export PYTHONPATH="$PWD/.devbin/py${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -26,7 +32,7 @@ ours() { # name, timeout, args...
 }
 pt() { # name, timeout, args...: the cases ours measured (prompt sub-cases left out)
   local name=$1 t=$2; shift 2
-  local cases; cases=$(python3 -c 'import json,sys; print(",".join(r["case"] for r in json.load(open(sys.argv[1]))["records"] if not r["case"].endswith(("/decode","/postprocess")) and not r["case"].startswith("ops/")))' "$OUT/ours_$name.json" 2>/dev/null)
+  local cases="${CASES:-}"; [ -n "$cases" ] || cases=$(python3 -c 'import json,sys; print(",".join(r["case"] for r in json.load(open(sys.argv[1]))["records"] if not r["case"].endswith(("/decode","/postprocess")) and not r["case"].startswith("ops/")))' "$OUT/ours_$name.json" 2>/dev/null)
   echo "== pytorch $name: $cases" | tee -a "$log"
   [ -n "$cases" ] && timeout "$t" python3 tools/bench_pytorch.py --device cuda --cases "$cases" --json "$OUT/pt_$name.json" "$@" >>"$log" 2>&1; echo "rc=$?" | tee -a "$log"
 }
@@ -58,6 +64,23 @@ case "$phase" in
     merge t2 t2a t2b
     pt t2 120 --iters 4 --budget-s 15
     table t2
+    ;;
+  tn)
+    ours tnb ${TNB_S:-420} --sections train --train-models vit_b --methods nas-lora --iters 4 --budget-s 15 &
+    sleep 2
+    ours tnt ${TNT_S:-300} --sections train --train-models vit_t --methods nas-lora --iters 4 --budget-s 15 &
+    if [ -n "${TNM:-}" ]; then # cold start with cubecl's minimal autotuning, for comparison
+      sleep 2; CUBECL_AUTOTUNE_LEVEL=minimal ours tnm ${TNT_S:-300} --sections train --train-models vit_t --methods nas-lora --iters 3 --budget-s 10 &
+    fi
+    wait
+    merge tn tnb tnt
+    CASES=train/vit_b/nas-lora,train/vit_t/nas-lora pt tn ${TNP_S:-100} --iters 4 --budget-s 15
+    table tn
+    ;;
+  tt) # MobileSAM NAS-LoRA step alone, for a short lease: PyTorch first (seconds), then ours
+    CASES=train/vit_t/nas-lora pt tt ${TTP_S:-40} --iters 4 --budget-s 10
+    ours tt ${TT_S:-215} --sections train --train-models vit_t --methods nas-lora --iters 5 --budget-s 10
+    table tt
     ;;
   a)
     ours a 300 --sections encoder,prompt,throughput --models vit_t,vit_b,vit_h --prompt-models vit_t \
