@@ -5,7 +5,8 @@
 //! - `encoder/<model>`: `Sam::embed_image` on a (1, 3, 1024, 1024) input, random weights.
 //! - `prompt/<model>/box<S>`: box prompt → mask logits at the original size, on an S×S image
 //!   whose embedding is computed once (`Predictor::predict`, host copies included); split into
-//!   `.../decode` (prompt encoder + mask decoder) and `.../postprocess` (upscaling to S×S).
+//!   `.../decode` (prompt encoder + mask decoder) and `.../postprocess` (upscaling to S×S);
+//!   inside the decoder, `.../decode/dense_pe` and `.../decode/upscaling`.
 //! - `train/<model>/<method>[+ckpt]`: one training step at 1024², batch 1 image with
 //!   `--objects` box prompts, the trainer's recipe (frozen encoder prefix cached, adapters on
 //!   every qkv, mask decoder trained, BCE+Dice + IoU loss, AdamW). NAS cells run in the search
@@ -402,7 +403,26 @@ fn bench_prompt(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Vec
     });
     let mut post = Record::from_calls(format!("{case}/postprocess"), calls);
     post.note = format!("bilinear 256→1024, crop, bilinear →{sz}, read back");
-    Ok(vec![full, dec, post])
+    // Where the decoder's time goes: the dense positional encoding (recomputed per call) and
+    // the output upscaling (two transposed convs, LayerNorm2d, GELU); the two-way transformer
+    // is the rest of `decode`.
+    let sam = &predictor.model;
+    let calls = time_calls(args.prompt_iters, args.budget_s, || {
+        let _ = sam.prompt_encoder.get_dense_pe().into_data();
+    });
+    let mut pe = Record::from_calls(format!("{case}/decode/dense_pe"), calls);
+    pe.note = "prompt_encoder.get_dense_pe (64×64 random-Fourier features)".into();
+    let x = emb.embedding.clone();
+    let calls = time_calls(args.prompt_iters, args.budget_s, || {
+        let _ = sam
+            .mask_decoder
+            .output_upscaling
+            .forward(x.clone())
+            .into_data();
+    });
+    let mut up = Record::from_calls(format!("{case}/decode/upscaling"), calls);
+    up.note = "output_upscaling on (1, 256, 64, 64)".into();
+    Ok(vec![full, dec, post, pe, up])
 }
 
 fn bench_throughput(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Record> {
@@ -797,7 +817,8 @@ fn pytorch_cases(records: &[Record]) -> Vec<String> {
     records
         .iter()
         .map(|r| r.case.clone())
-        .filter(|c| !c.ends_with("/decode") && !c.ends_with("/postprocess"))
+        // Sub-cases (`prompt/vit_t/box512/decode`, `.../decode/upscaling`, ...) are ours only.
+        .filter(|c| c.starts_with("ops/") || c.matches('/').count() == 2)
         .collect()
 }
 

@@ -81,11 +81,18 @@ fn to_planes(t: Tensor<4>) -> (Vec<Vec<f32>>, [usize; 2]) {
 pub struct Predictor {
     pub model: Sam,
     pub device: Device,
+    /// The decoder's dense positional encoding: fixed by the prompt encoder's weights, so it is
+    /// computed on the first click instead of on every one (≈10% of a CPU decode).
+    dense_pe: std::sync::OnceLock<Tensor<4>>,
 }
 
 impl Predictor {
     pub fn new(model: Sam, device: Device) -> Self {
-        Self { model, device }
+        Self {
+            model,
+            device,
+            dense_pe: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn img_size(&self) -> usize {
@@ -159,9 +166,13 @@ impl Predictor {
         multimask_output: bool,
     ) -> Prediction {
         let prompts = self.prompt_tensors(prompt, emb.original_size);
+        let pe = self
+            .dense_pe
+            .get_or_init(|| self.model.prompt_encoder.get_dense_pe())
+            .clone();
         let out = self
             .model
-            .decode(emb.embedding.clone(), &prompts, multimask_output);
+            .decode_with_pe(emb.embedding.clone(), pe, &prompts, multimask_output);
         let masks = self.model.postprocess_masks(
             out.low_res_masks.clone(),
             emb.input_size,

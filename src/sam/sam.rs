@@ -104,15 +104,24 @@ impl Sam {
         prompts: &Prompts,
         multimask_output: bool,
     ) -> DecoderOutput {
+        let pe = self.prompt_encoder.get_dense_pe();
+        self.decode_with_pe(image_embeddings, pe, prompts, multimask_output)
+    }
+
+    /// `decode` with the dense positional encoding (`prompt_encoder.get_dense_pe()`) given,
+    /// so a predictor can compute it once.
+    pub fn decode_with_pe(
+        &self,
+        image_embeddings: Tensor<4>,
+        image_pe: Tensor<4>,
+        prompts: &Prompts,
+        multimask_output: bool,
+    ) -> DecoderOutput {
         let device = image_embeddings.device();
         let (sparse, dense) = self.prompt_encoder.forward(prompts, &device);
-        let (low_res_masks, iou_predictions) = self.mask_decoder.forward(
-            image_embeddings,
-            self.prompt_encoder.get_dense_pe(),
-            sparse,
-            dense,
-            multimask_output,
-        );
+        let (low_res_masks, iou_predictions) =
+            self.mask_decoder
+                .forward(image_embeddings, image_pe, sparse, dense, multimask_output);
         DecoderOutput {
             low_res_masks,
             iou_predictions,
