@@ -469,3 +469,116 @@ fn ui_export_flow() {
     assert_eq!(decoded, truth, "COCO RLE decodes to the object's mask");
     assert_eq!(a0["area"].as_u64(), Some(img0.objects[0].area));
 }
+
+/// `Job::WarmUp` (sent by the app after loading a model on a GPU) runs only when nothing else
+/// waits, reports its time without error, and leaves predictions exactly as a worker that
+/// never warmed up gives them. Run on the CPU here, where the app does not send it.
+#[test]
+fn worker_warm_up_runs_last_and_changes_nothing() {
+    use segadapt::app::Waker;
+    use segadapt::app::worker::{Event as W, ImageKey, Job, PredView, Slot, WorkerHandle};
+    use segadapt::predict::PromptInput;
+    use std::sync::Arc;
+
+    let spec = ModelSpec {
+        path: common::fixture("sam_vit_tiny.pth"),
+        config: Some(common::fixture_config("sam_vit_tiny.json")),
+    };
+    let image = Arc::new(image::RgbImage::from_fn(96, 80, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
+    }));
+    let key = ImageKey {
+        id: 1,
+        sha256: "0123456789abcdef0123".into(),
+    };
+    let name = |e: &W| match e {
+        W::ModelLoading { .. } => "loading",
+        W::ModelLoaded { .. } => "loaded",
+        W::EmbedStarted { .. } => "embed-started",
+        W::EmbedDone { .. } => "embed-done",
+        W::Predicted { .. } => "predicted",
+        W::WarmupStarted => "warmup-started",
+        W::WarmupDone { .. } => "warmup-done",
+        _ => "other",
+    };
+    // Collects events (their names into `seen`) until `until` arrives.
+    let drain = |w: &WorkerHandle, until: &str, seen: &mut Vec<&'static str>| -> Option<W> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if let Ok(e) = w.rx.recv_timeout(Duration::from_millis(200)) {
+                let n = name(&e);
+                seen.push(n);
+                if let W::ModelError { error, .. } | W::PredictError { error, .. } = &e {
+                    panic!("worker error: {error}");
+                }
+                if n == until {
+                    return Some(e);
+                }
+            }
+        }
+        panic!("no {until} event; saw {seen:?}");
+    };
+    let predict = |w: &WorkerHandle| {
+        w.send(Job::Predict {
+            slot: Slot::Base,
+            key: key.clone(),
+            prompt: PromptInput {
+                bbox: Some([20.0, 15.0, 70.0, 60.0]),
+                ..Default::default()
+            },
+            multimask: true,
+            seq: 7,
+        })
+    };
+    let embed = |w: &WorkerHandle| {
+        w.send(Job::Embed {
+            slot: Slot::Base,
+            key: key.clone(),
+            image: image.clone(),
+            prefetch: false,
+            cache_dir: None,
+        })
+    };
+    let masks = |e: W| -> Arc<PredView> {
+        match e {
+            W::Predicted { pred, .. } => pred,
+            _ => unreachable!(),
+        }
+    };
+
+    // Warmed: the embedding queued with the warm-up runs first, the warm-up after it.
+    let w = WorkerHandle::spawn(segadapt::device::cpu(), Waker::default());
+    w.send(Job::LoadModel(spec.clone()));
+    w.send(Job::WarmUp);
+    embed(&w);
+    let mut seen = Vec::new();
+    match drain(&w, "warmup-done", &mut seen) {
+        Some(W::WarmupDone { ms, error }) => {
+            assert!(error.is_none(), "warm-up failed: {error:?}");
+            assert!(ms > 0.0);
+        }
+        _ => unreachable!(),
+    }
+    let pos = |n: &str| seen.iter().position(|s| *s == n);
+    assert!(
+        pos("embed-done") < pos("warmup-started"),
+        "warm-up must wait for queued work: {seen:?}"
+    );
+    predict(&w);
+    let warmed = masks(drain(&w, "predicted", &mut seen).unwrap());
+
+    // Never warmed.
+    let c = WorkerHandle::spawn(segadapt::device::cpu(), Waker::default());
+    c.send(Job::LoadModel(spec));
+    embed(&c);
+    predict(&c);
+    let mut seen_cold = Vec::new();
+    let cold = masks(drain(&c, "predicted", &mut seen_cold).unwrap());
+    assert!(!seen_cold.contains(&"warmup-started"));
+
+    assert_eq!(warmed.iou, cold.iou);
+    assert_eq!(warmed.masks.len(), cold.masks.len());
+    for (a, b) in warmed.masks.iter().zip(&cold.masks) {
+        assert_eq!(a, b);
+    }
+}

@@ -271,6 +271,8 @@ pub struct SegApp {
     pub embedded: HashSet<(Slot, u64)>,
     pub prefetched: HashSet<u64>,
     pub last_embed_ms: Option<f64>,
+    /// Since when the worker has been compiling GPU kernels ahead of use (`Job::WarmUp`).
+    pub warming_since: Option<Instant>,
     pub last_decode_ms: Option<f64>,
     pub click_latency_ms: Option<f64>,
     pub click_at: Option<(u64, Instant)>,
@@ -373,6 +375,7 @@ impl SegApp {
             embedded: HashSet::new(),
             prefetched: HashSet::new(),
             last_embed_ms: None,
+            warming_since: None,
             last_decode_ms: None,
             click_latency_ms: None,
             click_at: None,
@@ -461,6 +464,9 @@ impl SegApp {
         self.base.spec = Some(spec.clone());
         self.embedded.clear();
         self.worker.send(Job::LoadModel(spec));
+        if self.config.device.is_gpu {
+            self.worker.send(Job::WarmUp);
+        }
     }
 
     pub fn model_ready(&self) -> bool {
@@ -975,6 +981,18 @@ impl SegApp {
                     self.click_at = None;
                 }
                 self.store_prediction(key.id, slot, seq, pred);
+            }
+            Event::WarmupStarted => self.warming_since = Some(Instant::now()),
+            Event::WarmupDone { ms, error } => {
+                self.warming_since = None;
+                match error {
+                    Some(e) => self.error(format!("GPU kernel warm-up: {e}")),
+                    None if ms > 2000.0 => self.toast(
+                        ToastKind::Info,
+                        format!("GPU kernels ready ({:.0} s, once per start)", ms / 1e3),
+                    ),
+                    None => {}
+                }
             }
             Event::PredictError { seq, error, .. } => {
                 if seq == self.draft.seq {

@@ -348,6 +348,18 @@ impl SegApp {
                         ui.colored_label(Color32::YELLOW, "no model");
                     }
                 }
+                if let Some(t) = self.warming_since {
+                    ui.separator();
+                    ui.spinner();
+                    ui.label(format!(
+                        "compiling GPU kernels {:.0} s (first use after start)",
+                        t.elapsed().as_secs_f64()
+                    ))
+                    .on_hover_text(
+                        "wgpu compiles each kernel the first time it runs; this happens once per start, \
+                         in the background, so the first embedding and the first click are fast",
+                    );
+                }
                 if let Some(e) = self.embedding.values().next() {
                     ui.separator();
                     ui.spinner();

@@ -19,7 +19,7 @@ use image::RgbImage;
 use crate::adapt::file::{AdapterCard, load_adapter};
 use crate::device::ComputeDevice;
 use crate::fsutil::atomic_write;
-use crate::predict::{ImageEmbedding, Predictor, PromptInput};
+use crate::predict::{ImageEmbedding, Point, Predictor, PromptInput};
 use crate::sam::{CheckpointInfo, Sam, SamConfig, load_sam};
 
 use super::Waker;
@@ -66,6 +66,12 @@ pub enum Job {
     },
     /// Drop queued work for images other than these (the user moved on).
     Retain(Vec<u64>),
+    /// Compile the GPU kernels of an encoder pass and of the usual prompts (a box; a point with
+    /// three candidates) on a blank image before they are needed. wgpu compiles and autotunes
+    /// each kernel on first use (tens of seconds on a cold start); done while the user picks an
+    /// image, the first embedding and the first click do not pay it. Lowest priority: it runs
+    /// only when nothing else waits. The app sends it after loading a model on a GPU.
+    WarmUp,
     Shutdown,
 }
 
@@ -143,6 +149,11 @@ pub enum Event {
         seq: u64,
         error: String,
     },
+    WarmupStarted,
+    WarmupDone {
+        ms: f64,
+        error: Option<String>,
+    },
 }
 
 /// The UI's handle on the worker thread.
@@ -205,6 +216,7 @@ struct Worker {
     adapter: Option<Option<PathBuf>>,
     predicts: HashMap<Slot, (ImageKey, PromptInput, bool, u64)>,
     embeds: VecDeque<(Slot, ImageKey, bool)>,
+    warmup: bool,
 }
 
 const MEM_CACHE: usize = 8;
@@ -249,6 +261,7 @@ impl Worker {
             adapter: None,
             predicts: HashMap::new(),
             embeds: VecDeque::new(),
+            warmup: false,
         }
     }
 
@@ -296,6 +309,7 @@ impl Worker {
                 self.embeds.retain(|(_, k, _)| ids.contains(&k.id));
                 self.images.retain(|id, _| ids.contains(id));
             }
+            Job::WarmUp => self.warmup = true,
         }
         true
     }
@@ -305,6 +319,7 @@ impl Worker {
             || self.adapter.is_some()
             || !self.predicts.is_empty()
             || !self.embeds.is_empty()
+            || (self.warmup && self.base.is_some())
     }
 
     fn run(mut self, rx: Receiver<Job>) {
@@ -357,11 +372,55 @@ impl Worker {
                 return;
             }
         }
-        if let Some((slot, key, _)) = self.embeds.pop_front()
-            && self.slot(slot).is_some()
-        {
-            let _ = self.embedding(slot, &key, true);
+        if let Some((slot, key, _)) = self.embeds.pop_front() {
+            if self.slot(slot).is_some() {
+                let _ = self.embedding(slot, &key, true);
+            }
+            return;
         }
+        if self.warmup && self.base.is_some() {
+            self.warmup = false;
+            self.warm_up();
+        }
+    }
+
+    /// See [`Job::WarmUp`]. Same shapes as real use: the encoder always sees the padded
+    /// square input, and a box or a single point both give the decoder two prompt tokens.
+    fn warm_up(&mut self) {
+        let Some((ls, _)) = &self.base else {
+            return;
+        };
+        self.emit(Event::WarmupStarted);
+        let t = Instant::now();
+        let predictor = &ls.predictor;
+        let res = guarded(|| {
+            let n = predictor.img_size();
+            let img = RgbImage::new(n as u32, n as u32);
+            let emb = predictor.set_image(&img);
+            let s = n as f64;
+            let boxed = PromptInput {
+                bbox: Some([0.25 * s, 0.25 * s, 0.75 * s, 0.75 * s]),
+                ..Default::default()
+            };
+            std::hint::black_box(predictor.predict(&emb, &boxed, false));
+            let point = PromptInput {
+                points: vec![Point {
+                    x: 0.5 * s,
+                    y: 0.5 * s,
+                    positive: true,
+                }],
+                ..Default::default()
+            };
+            std::hint::black_box(predictor.predict(&emb, &point, true));
+            Ok(())
+        });
+        if let Err(e) = &res {
+            tracing::warn!("kernel warm-up failed: {e}");
+        }
+        self.emit(Event::WarmupDone {
+            ms: t.elapsed().as_secs_f64() * 1e3,
+            error: res.err(),
+        });
     }
 
     fn load_model(&mut self, spec: ModelSpec) {
