@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -162,11 +161,9 @@ pub struct Record {
 }
 
 impl Record {
-    fn from_calls(case: String, calls: Vec<f64>) -> Self {
-        // Calls that time_calls ran as warm-up; a run cut short keeps at least one warm call.
-        let warmup = WARMUP_CALLS
-            .load(Ordering::Relaxed)
-            .min(calls.len().saturating_sub(2));
+    fn from_calls(case: String, Calls { ms: calls, warmup }: Calls) -> Self {
+        // A run cut short keeps at least one warm call.
+        let warmup = warmup.min(calls.len().saturating_sub(2));
         let warm: Vec<f64> = calls.iter().skip(1 + warmup).copied().collect();
         Self {
             case,
@@ -297,12 +294,16 @@ impl MemProbe {
     }
 }
 
-/// Runs `f` once cold and then warm until `iters` warm calls or the budget is spent.
-/// Warm-up calls per case (see `BenchArgs::warmup`), set once by `run`.
-static WARMUP_CALLS: AtomicUsize = AtomicUsize::new(0);
+/// Call times of one case in ms, and how many calls after the first were warm-up.
+struct Calls {
+    ms: Vec<f64>,
+    warmup: usize,
+}
 
-fn time_calls(iters: usize, budget_s: f64, mut f: impl FnMut()) -> Vec<f64> {
-    let warmup = WARMUP_CALLS.load(Ordering::Relaxed);
+/// Runs `f` once cold, then `args.warmup` warm-up calls (resolved by `run`), then timed calls
+/// until `iters` of them or `args.budget_s` (counted after the warm-up) is spent.
+fn time_calls(args: &BenchArgs, iters: usize, mut f: impl FnMut()) -> Calls {
+    let (warmup, budget_s) = (args.warmup.unwrap_or(0), args.budget_s);
     let mut t_case = Instant::now();
     let mut calls = Vec::new();
     loop {
@@ -326,7 +327,7 @@ fn time_calls(iters: usize, budget_s: f64, mut f: impl FnMut()) -> Vec<f64> {
             break;
         }
     }
-    calls
+    Calls { ms: calls, warmup }
 }
 
 fn input_tensor(size: usize, batch: usize, seed: u64, dev: &Device) -> Tensor<4> {
@@ -347,7 +348,7 @@ fn bench_encoder(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Re
     let x = input_tensor(s, 1, 1, d);
     sync(d);
     let probe = MemProbe::start(dev);
-    let calls = time_calls(args.iters, args.budget_s, || {
+    let calls = time_calls(args, args.iters, || {
         let e = sam.embed_image(x.clone());
         sync(d);
         drop(e);
@@ -372,7 +373,7 @@ fn bench_prompt(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Vec
         ..Default::default()
     };
     let case = format!("prompt/{name}/box{sz}");
-    let calls = time_calls(args.prompt_iters, args.budget_s, || {
+    let calls = time_calls(args, args.prompt_iters, || {
         let p = predictor.predict(&emb, &prompt, false);
         std::hint::black_box(&p.masks);
     });
@@ -382,7 +383,7 @@ fn bench_prompt(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Vec
     );
     // Split: decoder alone, then post-processing alone (both synchronised).
     let prompts = predictor.prompt_tensors(&prompt, emb.original_size);
-    let calls = time_calls(args.prompt_iters, args.budget_s, || {
+    let calls = time_calls(args, args.prompt_iters, || {
         let out = predictor
             .model
             .decode(emb.embedding.clone(), &prompts, false);
@@ -395,7 +396,7 @@ fn bench_prompt(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Vec
         .decode(emb.embedding.clone(), &prompts, false)
         .low_res_masks;
     sync(d);
-    let calls = time_calls(args.prompt_iters, args.budget_s, || {
+    let calls = time_calls(args, args.prompt_iters, || {
         let m = predictor
             .model
             .postprocess_masks(low.clone(), emb.input_size, emb.original_size);
@@ -407,13 +408,13 @@ fn bench_prompt(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result<Vec
     // the output upscaling (two transposed convs, LayerNorm2d, GELU); the two-way transformer
     // is the rest of `decode`.
     let sam = &predictor.model;
-    let calls = time_calls(args.prompt_iters, args.budget_s, || {
+    let calls = time_calls(args, args.prompt_iters, || {
         let _ = sam.prompt_encoder.get_dense_pe().into_data();
     });
     let mut pe = Record::from_calls(format!("{case}/decode/dense_pe"), calls);
     pe.note = "prompt_encoder.get_dense_pe (64×64 random-Fourier features)".into();
     let x = emb.embedding.clone();
-    let calls = time_calls(args.prompt_iters, args.budget_s, || {
+    let calls = time_calls(args, args.prompt_iters, || {
         let _ = sam
             .mask_decoder
             .output_upscaling
@@ -444,6 +445,10 @@ fn bench_throughput(name: &str, args: &BenchArgs, dev: &ComputeDevice) -> Result
         std::hint::black_box(&p.masks);
         per_image.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let per_image = Calls {
+        ms: per_image,
+        warmup: 0,
+    };
     let mut r = Record::from_calls(format!("throughput/{name}"), per_image);
     r.per_s = r.warm_ms.map(|ms| 1e3 / ms);
     r.note = format!(
@@ -561,7 +566,7 @@ fn bench_train(
     };
     let mut slot = Some(model);
     let probe = MemProbe::start(dev);
-    let calls = time_calls(args.iters, args.budget_s, || {
+    let calls = time_calls(args, args.iters, || {
         let m = slot.take().expect("model");
         slot = Some(step(m));
     });
@@ -599,7 +604,7 @@ fn bench_ops(args: &BenchArgs, dev: &ComputeDevice) -> Vec<Record> {
     let t3 = |s: [usize; 3], seed| Tensor::<3>::from_data(rnd(s.to_vec(), seed), d);
     let mut out = Vec::new();
     let mut run = |name: &str, flop: f64, f: &mut dyn FnMut()| {
-        let calls = time_calls(args.iters.max(3), args.budget_s, || {
+        let calls = time_calls(args, args.iters.max(3), || {
             f();
             sync(d);
         });
@@ -910,11 +915,8 @@ fn enabled_features() -> Vec<String> {
     f
 }
 
-pub fn run(args: BenchArgs, dev: ComputeDevice) -> Result<()> {
-    WARMUP_CALLS.store(
-        args.warmup.unwrap_or(if dev.is_gpu { 3 } else { 0 }),
-        Ordering::Relaxed,
-    );
+pub fn run(mut args: BenchArgs, dev: ComputeDevice) -> Result<()> {
+    args.warmup = Some(args.warmup.unwrap_or(if dev.is_gpu { 3 } else { 0 }));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
