@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::adapt::file::{AdapterCard, load_adapter};
 use crate::device::ComputeDevice;
 use crate::predict::Predictor;
-use crate::sam::{CheckpointInfo, SamConfig, load_sam};
+use crate::sam::{CheckpointInfo, Sam, SamConfig, load_sam};
 
 pub struct LoadedModel {
     pub predictor: Predictor,
@@ -23,7 +23,17 @@ pub fn load(
     config: Option<SamConfig>,
     device: ComputeDevice,
 ) -> Result<LoadedModel> {
-    let (mut sam, info) = load_sam(model, config, &device.device)?;
+    let (sam, info) = load_sam(model, config, &device.device)?;
+    with_adapter(sam, info, adapter, device)
+}
+
+/// A base model already in memory (e.g. a clone of one), optionally with an adapter applied.
+pub fn with_adapter(
+    mut sam: Sam,
+    info: CheckpointInfo,
+    adapter: Option<&Path>,
+    device: ComputeDevice,
+) -> Result<LoadedModel> {
     let card = match adapter {
         Some(a) => Some(load_adapter(&mut sam, &info, a, &device.device)?),
         None => None,

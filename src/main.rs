@@ -551,15 +551,12 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
         let test_dir = a.test_data.clone().unwrap_or_default();
         for (name, adapter) in models {
             // The base checkpoint is already in memory: adapt a copy instead of reloading it.
-            let mut sam = base.clone();
-            if let Some(path) = adapter {
-                segadapt::adapt::file::load_adapter(&mut sam, &info, path, &dev.device)?;
-            }
-            let predictor = segadapt::predict::Predictor::new(sam, dev.device.clone());
+            let m =
+                segadapt::engine::with_adapter(base.clone(), info.clone(), adapter, dev.clone())?;
             let mut by_prompt = serde_json::Map::new();
             for prompt in [EvalPrompt::Box, EvalPrompt::Point] {
                 let pbe = bar(0, &format!("test {name} {prompt:?}"));
-                let r = evaluate(&predictor, pairs, prompt, cfg.min_area, |done, total| {
+                let r = evaluate(&m.predictor, pairs, prompt, cfg.min_area, |done, total| {
                     pbe.set_length(total as u64);
                     pbe.set_position(done as u64);
                 })?;
