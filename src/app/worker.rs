@@ -319,7 +319,12 @@ impl Worker {
             || self.adapter.is_some()
             || !self.predicts.is_empty()
             || !self.embeds.is_empty()
-            || (self.warmup && self.base.is_some())
+            || self.warmup_due()
+    }
+
+    /// A warm-up was asked for and there is a model to warm up.
+    fn warmup_due(&self) -> bool {
+        self.warmup && self.base.is_some()
     }
 
     fn run(mut self, rx: Receiver<Job>) {
@@ -378,7 +383,7 @@ impl Worker {
             }
             return;
         }
-        if self.warmup && self.base.is_some() {
+        if self.warmup_due() {
             self.warmup = false;
             self.warm_up();
         }
