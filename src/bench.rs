@@ -310,10 +310,11 @@ fn time_calls(args: &BenchArgs, iters: usize, mut f: impl FnMut()) -> Calls {
         let t = Instant::now();
         f();
         calls.push(t.elapsed().as_secs_f64() * 1e3);
-        if t.elapsed().as_secs_f64() > 2.0 {
-            // Slow calls (cold GPU starts) show progress, so a run cut short says where it was.
+        if t.elapsed().as_secs_f64() > 2.0 || calls.len() <= 1 + warmup {
+            // Slow calls (cold GPU starts) and warm-up calls show progress, so a run cut short
+            // says where it was and how the warm-up converged.
             eprintln!(
-                "    call {}: {:.1} s",
+                "    call {}: {:.3} s",
                 calls.len(),
                 t.elapsed().as_secs_f64()
             );
@@ -823,7 +824,7 @@ fn pytorch_cases(records: &[Record]) -> Vec<String> {
         .iter()
         .map(|r| r.case.clone())
         // Sub-cases (`prompt/vit_t/box512/decode`, `.../decode/upscaling`, ...) are ours only.
-        .filter(|c| c.starts_with("ops/") || c.matches('/').count() == 2)
+        .filter(|c| c.starts_with("ops/") || c.matches('/').count() <= 2)
         .collect()
 }
 
@@ -1059,4 +1060,40 @@ pub fn run(mut args: BenchArgs, dev: ComputeDevice) -> Result<()> {
 fn write_json(path: &Path, report: &Report) -> Result<()> {
     crate::fsutil::atomic_write(path, serde_json::to_string_pretty(report)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every top-level case goes to PyTorch (encoders have one slash, training steps two);
+    /// only our sub-case breakdowns stay ours.
+    #[test]
+    fn pytorch_gets_every_case_but_our_sub_cases() {
+        let recs: Vec<Record> = [
+            "encoder/vit_t",
+            "prompt/vit_t/box512",
+            "prompt/vit_t/box512/decode",
+            "prompt/vit_t/box512/decode/upscaling",
+            "train/vit_b/nas-lora",
+            "throughput/vit_t",
+            "ops/matmul 4096x256x128",
+        ]
+        .iter()
+        .map(|c| Record {
+            case: c.to_string(),
+            ..Default::default()
+        })
+        .collect();
+        assert_eq!(
+            pytorch_cases(&recs),
+            [
+                "encoder/vit_t",
+                "prompt/vit_t/box512",
+                "train/vit_b/nas-lora",
+                "throughput/vit_t",
+                "ops/matmul 4096x256x128"
+            ]
+        );
+    }
 }

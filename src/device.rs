@@ -24,6 +24,23 @@ pub struct ComputeDevice {
     pub is_gpu: bool,
 }
 
+/// Keeps freed heap memory in the process instead of handing it back to the OS after every op.
+///
+/// The CPU backend allocates a fresh buffer for nearly every op output (tens of MB for the
+/// MobileSAM encoder's 256×256×256 activations); with glibc's defaults each one is trimmed or
+/// unmapped on free and page-faulted and zeroed again on the next allocation, about a quarter
+/// of the encoder's time on the reference machine (perf: clear_page, page faults). A 2 GiB trim
+/// threshold and 1 GiB top pad let the heap be reused (encoder 6.1 → 4.6 s, same run). The cost
+/// is that RSS stays at its peak. Call once at start, before other threads allocate.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 1 << 30);
+    }
+}
+
 pub fn cpu() -> ComputeDevice {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -3,9 +3,9 @@
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, relu, sigmoid};
+use burn::tensor::activation::{relu, sigmoid};
 
-use super::common::{LayerNorm2d, linear};
+use super::common::{LayerNorm2d, gelu, linear};
 use super::config::MaskDecoderConfig;
 use super::transformer::TwoWayTransformer;
 

@@ -6,9 +6,8 @@ use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 
-use super::common::{LayerNorm2d, conv2d};
+use super::common::{LayerNorm2d, conv2d, gelu};
 use super::config::PromptEncoderConfig;
 
 /// Positional encoding using random spatial frequencies.

@@ -7,10 +7,10 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
-use super::common::{conv2d, layer_norm, linear};
+use super::common::{conv2d, gelu, layer_norm, linear};
 use super::config::TinyVitConfig;
 use super::image_encoder::Neck;
 use crate::adapt::{AdaptTarget, Adapter};

@@ -32,7 +32,7 @@ ours() { # name, timeout, args...
 }
 pt() { # name, timeout, args...: the cases ours measured (prompt sub-cases left out)
   local name=$1 t=$2; shift 2
-  local cases="${CASES:-}"; [ -n "$cases" ] || cases=$(python3 -c 'import json,sys; print(",".join(r["case"] for r in json.load(open(sys.argv[1]))["records"] if r["case"].count("/") == 2 and not r["case"].startswith("ops/")))' "$OUT/ours_$name.json" 2>/dev/null)
+  local cases="${CASES:-}"; [ -n "$cases" ] || cases=$(python3 -c 'import json,sys; print(",".join(r["case"] for r in json.load(open(sys.argv[1]))["records"] if r["case"].count("/") <= 2 and not r["case"].startswith("ops/")))' "$OUT/ours_$name.json" 2>/dev/null)
   echo "== pytorch $name: $cases" | tee -a "$log"
   [ -n "$cases" ] && timeout "$t" python3 tools/bench_pytorch.py --device cuda --cases "$cases" --json "$OUT/pt_$name.json" "$@" >>"$log" 2>&1; echo "rc=$?" | tee -a "$log"
 }

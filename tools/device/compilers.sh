@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Issue 6 on a several-GPU H200 lease: steady-state NAS-LoRA training steps (ViT-B and MobileSAM
+# at 1024², --warmup 3) with cubecl's SPIR-V kernel compiler (build feature `vulkan-spirv`) and,
+# when 4 GPUs are lent, with the default WGSL compiler beside it; one process per GPU so their
+# cold starts (CPU-bound kernel compilation, 16 cores per GPU) overlap and their steps don't share
+# a GPU. Then the official PyTorch code on the same cases, and the paired tables.
+# carry: .gl .devbin/segadapt.xz (WGSL build) .devbin/segadapt_spirv.xz .devbin/py
+#   usage (repo root on the device): tools/device/compilers.sh
+set -uo pipefail
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" / ; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+export PYTHONPATH="$PWD/.devbin/py${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+for c in wgsl spirv; do
+  src=.devbin/segadapt.xz; [ $c = spirv ] && src=.devbin/segadapt_spirv.xz
+  [ -f $src ] && xz -dc $src > /tmp/segadapt_$c && chmod +x /tmp/segadapt_$c
+done
+ngpu=$(nvidia-smi -L | wc -l); nvidia-smi -L
+T=${T_S:-420}
+one() { # gpu compiler model [extra bench args]: one training-step case in its own process
+  local gpu=$1 c=$2 m=$3; shift 3
+  local name="${c}_${m}${SUFFIX:-}"
+  CUBECL_WGPU_DEFAULT_DEVICE="DiscreteGpu($gpu)" timeout "$T" /tmp/segadapt_$c --device gpu bench \
+    --json "$OUT/ours_$name.json" --sections train --train-models "$m" --methods nas-lora \
+    --iters "${ITERS:-5}" --warmup "${WARMUP:-3}" --budget-s 15 "$@" > "$OUT/log_$name.txt" 2>&1
+  echo "$name rc=$? $(grep -cE '^    call' "$OUT/log_$name.txt") calls; $(grep -E 'failed|train/' "$OUT/log_$name.txt" | tail -n 1)"
+}
+one 0 spirv vit_b &
+one 1 spirv vit_t &
+if [ "$ngpu" -ge 4 ]; then one 2 wgsl vit_b & one 3 wgsl vit_t & fi
+wait
+CUDA_VISIBLE_DEVICES=0 timeout "${TP_S:-90}" python3 tools/bench_pytorch.py --device cuda \
+  --cases train/vit_b/nas-lora,train/vit_t/nas-lora --iters 5 --budget-s 15 --json "$OUT/pt.json" > "$OUT/log_pt.txt" 2>&1
+echo "pytorch rc=$?"
+for c in spirv wgsl; do
+  python3 - "$OUT" "$c" <<'PY'
+import json, os, sys
+out, c = sys.argv[1], sys.argv[2]
+parts = [os.path.join(out, f) for f in sorted(os.listdir(out)) if f.startswith(f"ours_{c}_")]
+recs, rep = [], None
+for p in parts:
+    r = json.load(open(p)); rep = rep or r; recs += r["records"]
+if rep:
+    rep["records"] = recs
+    json.dump(rep, open(os.path.join(out, f"merged_{c}.json"), "w"), indent=1)
+PY
+  [ -f "$OUT/merged_$c.json" ] && echo "== $c" && /tmp/segadapt_spirv --device cpu bench \
+    --ours-json "$OUT/merged_$c.json" --pytorch-json "$OUT/pt.json" 2>/dev/null
+done
+nvidia-smi --query-gpu=index,memory.used --format=csv
