@@ -676,6 +676,10 @@ fn bench_ops(args: &BenchArgs, dev: &ComputeDevice) -> Vec<Record> {
     run("gelu 64x128x128", 1.0e6, &mut || {
         let _ = gelu(x.clone()).into_data();
     });
+    // The model's GELU: on the CPU outside autodiff it runs the host kernel.
+    run("gelu (model's) 64x128x128", 1.0e6, &mut || {
+        let _ = crate::sam::common::gelu(x.clone()).into_data();
+    });
     let m = t4([1, 4, 256, 256], 13);
     let opts = |s: usize| {
         InterpolateOptions::new(InterpolateMode::Bilinear)

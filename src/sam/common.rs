@@ -29,7 +29,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return burn::tensor::activation::gelu(x);
     }
     let (device, shape) = (x.device(), x.shape());
-    match x.clone().into_data().into_vec::<f32>() {
+    match x.clone().into_data().try_into_vec::<f32>() {
         Ok(mut values) => {
             gelu_host(&mut values);
             Tensor::from_data(TensorData::new(values, shape), &device)

@@ -22,16 +22,26 @@ one() { # gpu compiler model [extra bench args]: one training-step case in its o
   local gpu=$1 c=$2 m=$3; shift 3
   local name="${c}_${m}${SUFFIX:-}"
   CUBECL_WGPU_DEFAULT_DEVICE="DiscreteGpu($gpu)" timeout "$T" /tmp/segadapt_$c --device gpu bench \
-    --json "$OUT/ours_$name.json" --sections train --train-models "$m" --methods nas-lora \
+    --json "$OUT/ours_$name.json" --sections train --train-models "$m" --methods "${METHOD:-nas-lora}" \
     --iters "${ITERS:-5}" --warmup "${WARMUP:-3}" --budget-s 15 "$@" > "$OUT/log_$name.txt" 2>&1
   echo "$name rc=$? $(grep -cE '^    call' "$OUT/log_$name.txt") calls; $(grep -E 'failed|train/' "$OUT/log_$name.txt" | tail -n 1)"
 }
-one 0 spirv vit_b &
-one 1 spirv vit_t &
-if [ "$ngpu" -ge 4 ]; then one 2 wgsl vit_b & one 3 wgsl vit_t & fi
+first=${FIRST:-spirv}; second=wgsl; [ "$first" = wgsl ] && second=spirv
+if [ "${PLAN:-}" = ckpt_cl ]; then
+  # ViT-B NAS-LoRA with gradient checkpointing (the 8 GB memory target) and MobileSAM
+  # Conv-LoRA (its GPU routing fix), WGSL build
+  SUFFIX=_ckpt one 0 wgsl vit_b --checkpointing on &
+  SUFFIX=_cl METHOD=conv-lora one 1 wgsl vit_t &
+  cases=train/vit_b/nas-lora+ckpt,train/vit_t/conv-lora
+else
+  one 0 "$first" vit_b &
+  one 1 "$first" vit_t &
+  if [ "$ngpu" -ge 4 ]; then one 2 "$second" vit_b & one 3 "$second" vit_t & fi
+  cases=train/vit_b/nas-lora,train/vit_t/nas-lora
+fi
 wait
 CUDA_VISIBLE_DEVICES=0 timeout "${TP_S:-90}" python3 tools/bench_pytorch.py --device cuda \
-  --cases train/vit_b/nas-lora,train/vit_t/nas-lora --iters 5 --budget-s 15 --json "$OUT/pt.json" > "$OUT/log_pt.txt" 2>&1
+  --cases "$cases" --iters 5 --budget-s 15 --json "$OUT/pt.json" > "$OUT/log_pt.txt" 2>&1
 echo "pytorch rc=$?"
 for c in spirv wgsl; do
   python3 - "$OUT" "$c" <<'PY'
