@@ -85,6 +85,10 @@ pub struct BenchArgs {
         default_value = "nas-lora,nas-pc-lora,lora,conv-lora"
     )]
     pub methods: Vec<Method>,
+    /// Training steps: adapt only these encoder blocks (comma-separated indices; default all).
+    /// The blocks before the first adapted one run once, outside autodiff, as in the trainer.
+    #[arg(long, value_delimiter = ',')]
+    pub blocks: Vec<usize>,
     /// Gradient checkpointing for the training steps (`both` runs each case twice).
     #[arg(long, value_enum, default_value = "off")]
     pub checkpointing: Checkpointing,
@@ -486,6 +490,7 @@ fn bench_train(
     let mut model = Sam::new(&cfg, home);
     let acfg = AdapterConfig {
         method,
+        blocks: args.blocks.clone(),
         ..Default::default()
     };
     apply_adapters(&mut model, &acfg, home);
@@ -572,14 +577,23 @@ fn bench_train(
         slot = Some(step(m));
     });
     let case = format!(
-        "train/{name}/{}{}",
+        "train/{name}/{}{}{}",
         method.name(),
-        if ckpt { "+ckpt" } else { "" }
+        if ckpt { "+ckpt" } else { "" },
+        match (args.blocks.first(), args.blocks.last()) {
+            (Some(a), Some(b)) => format!("+blocks{a}-{b}"),
+            _ => String::new(),
+        }
     );
     let mut r = Record::from_calls(case, calls);
     (r.peak_bytes, r.mem_kind) = probe.finish();
     r.note = format!(
-        "1 image {s}x{s}, {k} box prompts, adapters on every qkv (rank 4){}, mask decoder trained, AdamW; frozen prefix (stages < {first}) cached",
+        "1 image {s}x{s}, {k} box prompts, adapters on {} qkv (rank 4){}, mask decoder trained, AdamW; frozen prefix (stages < {first}) cached",
+        if args.blocks.is_empty() {
+            "every".to_string()
+        } else {
+            format!("blocks {:?}", args.blocks)
+        },
         if method.has_cell() {
             ", cells in the search stage (all ops, α trained)"
         } else {

@@ -7,12 +7,14 @@ Cases (comma-separated in --cases; the names are the ones src/bench.rs prints):
   encoder/<model>              image_encoder on a (1, 3, 1024, 1024) input, random weights
   prompt/<model>/box<S>        SamPredictor.predict(box, multimask_output=False, return_logits=True)
                                on an S×S image whose embedding is set once
-  train/<model>/<method>[+ckpt]  one training step at 1024², 1 image, --objects box prompts:
+  train/<model>/<method>[+ckpt][+blocksA-B]  one training step at 1024², 1 image, --objects box prompts:
                                adapters on every qkv (rank 4, alpha 16), mask decoder trained,
                                BCE+Dice + IoU-MSE loss, AdamW (Adam for α); the frozen prefix
                                (patch embedding; TinyViT stem + conv stage) computed once, as the
                                Rust trainer does; NAS cells in the search stage (all ops, α trained).
                                +ckpt: torch.utils.checkpoint around every encoder block.
+                               +blocksA-B (ViT): adapters on blocks A..=B only; blocks < A join
+                               the frozen prefix.
   throughput/<model>           images/s: set_image + one box prediction per image
 model: vit_t (MobileSAM, mobile_sam package), vit_b / vit_l / vit_h (segment_anything).
 method: nas-lora, nas-pc-lora, lora, conv-lora — a straightforward PyTorch implementation of the
@@ -179,15 +181,18 @@ def build(model):
     return sam, SamPredictor
 
 
-def attn_modules(sam, model):
+def attn_modules(sam, model, blocks=None):
     enc = sam.image_encoder
     if model == "vit_t":
+        if blocks is not None:
+            raise ValueError("+blocks is only implemented for the ViT encoders")
         return [blk.attn for layer in enc.layers[1:] for blk in layer.blocks]
-    return [blk.attn for blk in enc.blocks]
+    return [blk.attn for i, blk in enumerate(enc.blocks) if blocks is None or i in blocks]
 
 
-def encoder_prefix_suffix(sam, model, ckpt):
-    """(prefix(x) computed once without grad, suffix(prefix) -> embedding)."""
+def encoder_prefix_suffix(sam, model, ckpt, first=0):
+    """(prefix(x) computed once without grad, suffix(prefix) -> embedding); for ViT the
+    prefix also runs the blocks before `first`, the first adapted one."""
     enc = sam.image_encoder
     from torch.utils.checkpoint import checkpoint
 
@@ -212,10 +217,13 @@ def encoder_prefix_suffix(sam, model, ckpt):
 
         def prefix(x):
             x = enc.patch_embed(x)
-            return x + enc.pos_embed if enc.pos_embed is not None else x
+            x = x + enc.pos_embed if enc.pos_embed is not None else x
+            for blk in enc.blocks[:first]:
+                x = blk(x)
+            return x
 
         def suffix(x):
-            for blk in enc.blocks:
+            for blk in enc.blocks[first:]:
                 x = run(blk, x)
             return enc.neck(x.permute(0, 3, 1, 2))
 
@@ -338,17 +346,17 @@ def bench_throughput(model, a, dev):
     return rec
 
 
-def bench_train(model, method, ckpt, a, dev):
+def bench_train(model, method, ckpt, a, dev, blocks=None):
     torch.manual_seed(0)
     sam, _ = build(model)
     for prm in sam.parameters():
         prm.requires_grad_(False)
-    for attn in attn_modules(sam, model):
+    for attn in attn_modules(sam, model, blocks):
         attn.qkv = LoraLinear(attn.qkv, method)
     for prm in sam.mask_decoder.parameters():
         prm.requires_grad_(True)
     sam.to(dev)
-    prefix, suffix = encoder_prefix_suffix(sam, model, ckpt)
+    prefix, suffix = encoder_prefix_suffix(sam, model, ckpt, min(blocks) if blocks else 0)
     k, low = a.objects, 256
     boxes = []
     for i in range(k):
@@ -405,6 +413,8 @@ def bench_train(model, method, ckpt, a, dev):
     mem = Mem(dev)
     calls = time_calls(a.iters, a.budget_s, step, dev)
     case = f"train/{model}/{method}{'+ckpt' if ckpt else ''}"
+    if blocks:
+        case += f"+blocks{min(blocks)}-{max(blocks)}"
     rec = record(case, calls, f"1 image 1024², {k} boxes, adapters on every qkv, decoder trained, AdamW")
     mem.finish(rec)
     return rec
@@ -444,10 +454,14 @@ def main():
             elif parts[0] == "throughput":
                 rec = bench_throughput(parts[1], a, dev)
             elif parts[0] == "train":
-                method, ckpt = parts[2], False
-                if method.endswith("+ckpt"):
-                    method, ckpt = method[: -len("+ckpt")], True
-                rec = bench_train(parts[1], method, ckpt, a, dev)
+                # method[+ckpt][+blocksA-B], as segadapt names them
+                method, *flags = parts[2].split("+")
+                ckpt, blocks = "ckpt" in flags, None
+                for f in flags:
+                    if f.startswith("blocks"):
+                        lo, hi = f[len("blocks"):].split("-")
+                        blocks = list(range(int(lo), int(hi) + 1))
+                rec = bench_train(parts[1], method, ckpt, a, dev, blocks)
             else:
                 print(f"[pytorch] unknown case {case}", file=sys.stderr)
                 continue

@@ -33,6 +33,12 @@ if [ "${PLAN:-}" = ckpt_cl ]; then
   SUFFIX=_ckpt one 0 wgsl vit_b --checkpointing on &
   SUFFIX=_cl METHOD=conv-lora one 1 wgsl vit_t &
   cases=train/vit_b/nas-lora+ckpt,train/vit_t/conv-lora
+elif [ "${PLAN:-}" = blocks ]; then
+  # ViT-B NAS-LoRA on the last 4 blocks only (blocks 0-7 join the frozen prefix), without and
+  # with gradient checkpointing: the memory levers the trainer's planner suggests
+  SUFFIX=_b8 one 0 wgsl vit_b --blocks 8,9,10,11 &
+  SUFFIX=_b8ckpt one 1 wgsl vit_b --blocks 8,9,10,11 --checkpointing on &
+  cases=train/vit_b/nas-lora+blocks8-11,train/vit_b/nas-lora+ckpt+blocks8-11
 else
   one 0 "$first" vit_b &
   one 1 "$first" vit_t &
