@@ -30,7 +30,7 @@ pub struct ComputeDevice {
 /// MobileSAM encoder's 256×256×256 activations); with glibc's defaults each one is trimmed or
 /// unmapped on free and page-faulted and zeroed again on the next allocation, about a quarter
 /// of the encoder's time on the reference machine (perf: clear_page, page faults). A 2 GiB trim
-/// threshold and 1 GiB top pad let the heap be reused (encoder 6.1 → 4.6 s, same run). The cost
+/// threshold and 1 GiB top pad let the heap be reused (encoder 6.1 → 4.6 s, back to back). The cost
 /// is that RSS stays at its peak. Call once at start, before other threads allocate.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
