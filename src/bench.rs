@@ -476,6 +476,10 @@ fn bench_train(
     dev: &ComputeDevice,
 ) -> Result<Record> {
     let cfg = config_by_name(name)?;
+    // The case is named `+blocksA-B` and the PyTorch side adapts A..=B.
+    if !args.blocks.windows(2).all(|w| w[1] == w[0] + 1) {
+        anyhow::bail!("--blocks must be consecutive ascending indices, e.g. 8,9,10,11");
+    }
     let d = &dev.device;
     let s = cfg.img_size();
     let ad = if ckpt {
