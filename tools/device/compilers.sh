@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Issue 6 on a several-GPU H200 lease: steady-state NAS-LoRA training steps (ViT-B and MobileSAM
-# at 1024², --warmup 3) with cubecl's SPIR-V kernel compiler (build feature `vulkan-spirv`) and,
-# when 4 GPUs are lent, with the default WGSL compiler beside it; one process per GPU so their
-# cold starts (CPU-bound kernel compilation, 16 cores per GPU) overlap and their steps don't share
-# a GPU. Then the official PyTorch code on the same cases, and the paired tables.
-# carry: .gl .devbin/segadapt.xz (WGSL build) .devbin/segadapt_spirv.xz .devbin/py
-#   usage (repo root on the device): tools/device/compilers.sh
+# Issue 6 on a several-GPU H200 lease: steady-state training steps at 1024² (--warmup 3), one
+# process per GPU so their cold starts (CPU-bound kernel compilation, 16 cores per GPU) overlap
+# and their steps don't share a GPU; then the official PyTorch code on the same cases.
+#   default: NAS-LoRA, ViT-B on GPU 0 and MobileSAM on GPU 1, with the build FIRST names (wgsl,
+#            the default build; spirv = `--features vulkan-spirv`); with 4 GPUs the other build
+#            runs beside it on GPUs 2-3
+#   PLAN=ckpt_cl: ViT-B NAS-LoRA with gradient checkpointing + MobileSAM Conv-LoRA (WGSL)
+#   PLAN=blocks:  ViT-B NAS-LoRA on blocks 8-11 only, without and with checkpointing (WGSL)
+# carry: .gl .devbin/segadapt.xz (WGSL build) [.devbin/segadapt_spirv.xz] .devbin/py
+#   usage (repo root on the device): [PLAN=..] [FIRST=..] tools/device/compilers.sh
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 for f in .gl/*.deb; do dpkg -x "$f" / ; done; ldconfig
@@ -26,7 +29,7 @@ one() { # gpu compiler model [extra bench args]: one training-step case in its o
     --iters "${ITERS:-5}" --warmup "${WARMUP:-3}" --budget-s 15 "$@" > "$OUT/log_$name.txt" 2>&1
   echo "$name rc=$? $(grep -cE '^    call' "$OUT/log_$name.txt") calls; $(grep -E 'failed|train/' "$OUT/log_$name.txt" | tail -n 1)"
 }
-first=${FIRST:-spirv}; second=wgsl; [ "$first" = wgsl ] && second=spirv
+first=${FIRST:-wgsl}; second=spirv; [ "$first" = spirv ] && second=wgsl
 if [ "${PLAN:-}" = ckpt_cl ]; then
   # ViT-B NAS-LoRA with gradient checkpointing (the 8 GB memory target) and MobileSAM
   # Conv-LoRA (its GPU routing fix), WGSL build
@@ -61,7 +64,6 @@ if rep:
     rep["records"] = recs
     json.dump(rep, open(os.path.join(out, f"merged_{c}.json"), "w"), indent=1)
 PY
-  [ -f "$OUT/merged_$c.json" ] && echo "== $c" && /tmp/segadapt_spirv --device cpu bench \
-    --ours-json "$OUT/merged_$c.json" --pytorch-json "$OUT/pt.json" 2>/dev/null
+  [ -f "$OUT/merged_$c.json" ] && echo "== $c: $OUT/merged_$c.json against $OUT/pt.json"
 done
 nvidia-smi --query-gpu=index,memory.used --format=csv
