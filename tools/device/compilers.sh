@@ -64,6 +64,6 @@ if rep:
     rep["records"] = recs
     json.dump(rep, open(os.path.join(out, f"merged_{c}.json"), "w"), indent=1)
 PY
-  [ -f "$OUT/merged_$c.json" ] && echo "== $c: $OUT/merged_$c.json against $OUT/pt.json"
+  [ -f "$OUT/merged_$c.json" ] && echo "== $c" && python3 tools/pair_bench.py "$OUT/pt.json" "$OUT/merged_$c.json"
 done
 nvidia-smi --query-gpu=index,memory.used --format=csv

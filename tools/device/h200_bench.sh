@@ -51,7 +51,7 @@ rep["records"] = recs
 json.dump(rep, open(os.path.join(out, f"ours_{target}.json"), "w"), indent=1)
 PY
 }
-table() { $SEG --device cpu bench --ours-json "$OUT/ours_$1.json" --pytorch-json "$OUT/pt_$1.json" 2>/dev/null | tee -a "$log"; }
+table() { python3 tools/pair_bench.py "$OUT/pt_$1.json" "$OUT/ours_$1.json" | tee -a "$log"; }
 case "$phase" in
   t1) # MobileSAM: every method in one process (uncontended, same warm-up), then PyTorch
     ours t1 200 --sections train --train-models vit_t --methods nas-lora,conv-lora,lora,nas-pc-lora --iters 4 --budget-s 15
