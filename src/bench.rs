@@ -499,9 +499,16 @@ fn bench_train(
     };
     apply_adapters(&mut model, &acfg, home);
     let first = first_adapted_stage(&model).unwrap_or(0);
-    // Frozen prefix, computed once (the trainer caches it per image).
-    let x = input_tensor(s, 1, 3, home);
-    let prefix = model.image_encoder.forward_prefix(x, first);
+    // Frozen prefix, computed once outside autodiff (the trainer caches it per image, from the
+    // base model on the plain device). With checkpointing the model lives on the autodiff
+    // device, so its plain twin (`valid`) computes it: on the autodiff device the prefix's
+    // blocks would record a graph and hold their activations in the pool.
+    let x = input_tensor(s, 1, 3, d);
+    let prefix = if ckpt {
+        model.valid().image_encoder.forward_prefix(x, first)
+    } else {
+        model.image_encoder.forward_prefix(x, first)
+    };
     let prefix_data = prefix.into_data();
     eprintln!(
         "    train/{name}/{}: model and frozen prefix ready",
