@@ -52,18 +52,7 @@ wait
 CUDA_VISIBLE_DEVICES=0 timeout "${TP_S:-90}" python3 tools/bench_pytorch.py --device cuda \
   --cases "$cases" --iters 5 --budget-s 15 --json "$OUT/pt.json" > "$OUT/log_pt.txt" 2>&1
 echo "pytorch rc=$?"
-for c in spirv wgsl; do
-  python3 - "$OUT" "$c" <<'PY'
-import json, os, sys
-out, c = sys.argv[1], sys.argv[2]
-parts = [os.path.join(out, f) for f in sorted(os.listdir(out)) if f.startswith(f"ours_{c}_")]
-recs, rep = [], None
-for p in parts:
-    r = json.load(open(p)); rep = rep or r; recs += r["records"]
-if rep:
-    rep["records"] = recs
-    json.dump(rep, open(os.path.join(out, f"merged_{c}.json"), "w"), indent=1)
-PY
-  [ -f "$OUT/merged_$c.json" ] && echo "== $c" && python3 tools/pair_bench.py "$OUT/pt.json" "$OUT/merged_$c.json"
+for c in wgsl spirv; do # pair_bench takes every report of one build at once
+  ls "$OUT"/ours_${c}_*.json >/dev/null 2>&1 && echo "== $c" && python3 tools/pair_bench.py "$OUT/pt.json" "$OUT"/ours_${c}_*.json
 done
 nvidia-smi --query-gpu=index,memory.used --format=csv
