@@ -42,7 +42,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// Exact-form GELU in place, on all cores. erf is Eigen's rational approximation
 /// (`x·P(x²)/Q(x²)` on x clamped to ±4; max abs error 4e-7 against the true erf, checked in
 /// the tests against Burn's libm-based op): no branches or libm calls, so it vectorises.
-pub fn gelu_host(values: &mut [f32]) {
+fn gelu_host(values: &mut [f32]) {
     const A: [f32; 7] = [
         -2.726_142_3e-10,
         2.770_681_4e-8,
