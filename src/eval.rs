@@ -73,6 +73,11 @@ pub struct ImageRow {
     pub n_objects: usize,
     pub mean_iou: f64,
     pub mean_dice: f64,
+    /// Per object, in label-id order (the same order for every model: pairs for comparisons).
+    #[serde(default)]
+    pub object_iou: Vec<f64>,
+    #[serde(default)]
+    pub object_dice: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,6 +164,7 @@ pub fn evaluate(
         let (w, h) = (img.width() as usize, img.height() as usize);
         let emb = predictor.set_image(&img);
         let (mut si, mut sd) = (0.0, 0.0);
+        let (mut object_iou, mut object_dice) = (Vec::new(), Vec::new());
         for gt in &objects {
             let Some((p, multimask)) = protocol_prompt(gt, w, h, prompt) else {
                 continue;
@@ -166,6 +172,8 @@ pub fn evaluate(
             let pred = predictor.predict(&emb, &p, multimask);
             let m = pred.binary(pred.best());
             let (i, d) = (iou(&m, gt), dice(&m, gt));
+            object_iou.push(i);
+            object_dice.push(d);
             si += i;
             sd += d;
             done += 1;
@@ -183,6 +191,8 @@ pub fn evaluate(
             n_objects: n,
             mean_iou: if n > 0 { si / n as f64 } else { 0.0 },
             mean_dice: if n > 0 { sd / n as f64 } else { 0.0 },
+            object_iou,
+            object_dice,
         });
     }
     let n = done.max(1) as f64;

@@ -227,16 +227,36 @@ struct TrainArgs {
     pc_k: usize,
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
-    #[arg(long, default_value_t = 3e-3)]
-    alpha_lr: f64,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    #[arg(long, value_enum, default_value = "random")]
-    op_init: OpInit,
-    #[arg(long, default_value_t = 0.25)]
-    warmup_frac: f64,
-    #[arg(long, default_value_t = 0.5)]
-    search_frac: f64,
+    /// α learning rate [default: 3e-3].
+    #[arg(long)]
+    alpha_lr: Option<f64>,
+    /// Softmax temperature of α (at the start of search when annealed) [default: 1].
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Anneal the temperature geometrically to this value over the search stage.
+    #[arg(long)]
+    temperature_end: Option<f64>,
+    /// How cells leave the mixed state at consolidation.
+    #[arg(long, value_enum)]
+    discretize: Option<segadapt::adapt::Discretize>,
+    /// Learning rate of the cells' conv kernels [default: --lr].
+    #[arg(long)]
+    op_lr: Option<f64>,
+    /// Adam β1 of α [default: 0.9].
+    #[arg(long)]
+    alpha_beta1: Option<f64>,
+    /// First-order bi-level search (α on one half of the training objects, weights on the other).
+    #[arg(long)]
+    bilevel: bool,
+    /// Grid the qkv cell sees in windowed blocks.
+    #[arg(long, value_enum)]
+    grid: Option<segadapt::adapt::CellGrid>,
+    #[arg(long, value_enum)]
+    op_init: Option<OpInit>,
+    #[arg(long)]
+    warmup_frac: Option<f64>,
+    #[arg(long)]
+    search_frac: Option<f64>,
     #[arg(long, default_value_t = 4)]
     objects_per_step: usize,
     #[arg(long, default_value_t = 1)]
@@ -274,7 +294,11 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     if !(0.0..1.0).contains(&a.val_split) || a.val_split == 0.0 {
         anyhow::bail!("--val-split must be in (0, 1)");
     }
-    if a.warmup_frac < 0.0 || a.search_frac < 0.0 || a.warmup_frac + a.search_frac > 1.0 {
+    let d_adapter = AdapterConfig::default();
+    let d_sched = Schedule::default();
+    let warmup_frac = a.warmup_frac.unwrap_or(d_sched.warmup_frac);
+    let search_frac = a.search_frac.unwrap_or(d_sched.search_frac);
+    if warmup_frac < 0.0 || search_frac < 0.0 || warmup_frac + search_frac > 1.0 {
         anyhow::bail!("--warmup-frac and --search-frac must be ≥ 0 and sum to ≤ 1");
     }
     if a.steps == 0 {
@@ -295,21 +319,27 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         alpha: a.alpha.unwrap_or(4.0 * a.rank as f64),
         ops,
         pc_k: a.pc_k.max(1),
-        alpha_temperature: a.temperature,
-        op_init: a.op_init,
+        alpha_temperature: a.temperature.unwrap_or(d_adapter.alpha_temperature),
+        op_init: a.op_init.unwrap_or(d_adapter.op_init),
+        grid: a.grid.unwrap_or(d_adapter.grid),
         blocks: a.blocks.clone(),
         seed: a.seed,
-        ..Default::default()
+        ..d_adapter.clone()
     };
     Ok(TrainConfig {
         adapter,
         schedule: Schedule {
             steps: a.steps,
-            warmup_frac: a.warmup_frac,
-            search_frac: a.search_frac,
+            warmup_frac,
+            search_frac,
             lr: a.lr,
-            alpha_lr: a.alpha_lr,
-            ..Default::default()
+            alpha_lr: a.alpha_lr.unwrap_or(d_sched.alpha_lr),
+            alpha_temperature_end: a.temperature_end.or(d_sched.alpha_temperature_end),
+            discretize: a.discretize.unwrap_or(d_sched.discretize),
+            op_lr: a.op_lr.or(d_sched.op_lr),
+            alpha_beta1: a.alpha_beta1.unwrap_or(d_sched.alpha_beta1),
+            bilevel: a.bilevel || d_sched.bilevel,
+            ..d_sched
         },
         objects_per_step: a.objects_per_step,
         grad_accum: a.grad_accum.max(1),
@@ -347,7 +377,8 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     {
         let mut probe = base.clone();
         segadapt::adapt::apply_adapters(&mut probe, &cfg.adapter, &dev.device);
-        let first = segadapt::adapt::first_adapted_stage(&probe).unwrap_or(0);
+        let first =
+            segadapt::adapt::first_adapted_stage(&probe).unwrap_or(base.image_encoder.num_stages());
         let budget = 8192.0; // MiB: the target for a batch-1 ViT-B step
         let plan = segadapt::train::planner::plan(&info.config, &cfg, first, &dev.device, budget);
         eprintln!(
@@ -378,6 +409,7 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     let test_pairs = a.test_data.as_deref().map(list_pairs).transpose()?;
     let pb = bar(cfg.schedule.steps as u64, "train");
     let mut step_times: Vec<(usize, f64)> = Vec::new();
+    let mut stage_of_step: Vec<(usize, segadapt::train::schedule::Stage)> = Vec::new();
     let mut cells: Vec<String> = Vec::new();
     let mut ops: Vec<String> = Vec::new();
     let mut last_alpha: Vec<Vec<f32>> = Vec::new();
@@ -419,6 +451,7 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             ..
         } => {
             step_times.push((step, elapsed_s));
+            stage_of_step.push((step, stage));
             if pb.is_hidden() && (step % 25 == 0 || step == 1) {
                 // No terminal (logs, CI): a plain line now and then instead of the bar.
                 eprintln!(
@@ -541,6 +574,37 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             t.first_s, t.median_s, t.mean_s, o.steps_done
         );
     }
+    // Per-stage step times (validation steps excluded by taking the median).
+    let stage_times: serde_json::Map<String, serde_json::Value> = {
+        let mut m = serde_json::Map::new();
+        for st in [
+            segadapt::train::schedule::Stage::Warmup,
+            segadapt::train::schedule::Stage::Search,
+            segadapt::train::schedule::Stage::Consolidate,
+        ] {
+            let mut d: Vec<f64> = step_times
+                .windows(2)
+                .zip(stage_of_step.iter().skip(1))
+                .filter(|(_, (_, s))| *s == st)
+                .map(|(w, _)| w[1].1 - w[0].1)
+                .collect();
+            if d.is_empty() {
+                continue;
+            }
+            d.sort_by(f64::total_cmp);
+            m.insert(
+                st.name().to_string(),
+                serde_json::json!({"median_s": d[d.len() / 2], "steps": d.len()}),
+            );
+        }
+        m
+    };
+    // What the written file holds (its cells' ops and α), read back from its card.
+    let file_card = if o.improved {
+        Some(segadapt::adapt::file::read_card(&a.out)?)
+    } else {
+        None
+    };
     let mut test = serde_json::Map::new();
     if let Some(pairs) = &test_pairs {
         let mut table = Vec::new();
@@ -599,6 +663,8 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             "validation": {"base_dice": o.base_dice, "base_iou": o.base_iou, "best_dice": o.best_dice, "best_iou": o.best_iou, "best_step": o.best_step, "improved": o.improved},
             "stopped_early": o.stopped_early,
             "chosen_ops": o.chosen_ops,
+            "stage_step_time": stage_times,
+            "file_cells": file_card.as_ref().map(|c| &c.cells),
             "cells": cells,
             "ops": ops,
             "alpha": last_alpha,

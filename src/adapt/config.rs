@@ -13,6 +13,8 @@ pub enum Method {
     Lora,
     /// Conv-LoRA: a mixture of convolutional experts in the bottleneck.
     ConvLora,
+    /// No encoder adapter: only the mask decoder trains (a baseline for comparisons).
+    DecoderOnly,
 }
 
 impl Method {
@@ -22,6 +24,7 @@ impl Method {
             Method::NasPcLora => "nas-pc-lora",
             Method::Lora => "lora",
             Method::ConvLora => "conv-lora",
+            Method::DecoderOnly => "decoder-only",
         }
     }
     pub fn has_cell(&self) -> bool {
@@ -92,6 +95,25 @@ impl OpKind {
     }
 }
 
+/// The token grid the bottleneck ops of a qkv adapter see in windowed attention blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellGrid {
+    /// Each attention window separately, padded tokens included (the ops see window edges).
+    Window,
+    /// The whole unpadded token map: `A x` is per token, so it commutes with the window
+    /// partition; the ops then see true neighbours and no padding, and the result is
+    /// partitioned like the host's qkv.
+    Full,
+}
+
+impl CellGrid {
+    /// Cards written before the grid existed computed the cell per window.
+    pub fn legacy() -> Self {
+        CellGrid::Window
+    }
+}
+
 /// How conv ops of the cell start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -121,6 +143,9 @@ pub struct AdapterConfig {
     /// Adapt only these encoder stages (ViT blocks / TinyViT stages); empty = all.
     pub blocks: Vec<usize>,
     pub seed: u64,
+    /// Grid of the qkv adapter's bottleneck in windowed blocks.
+    #[serde(default = "CellGrid::legacy")]
+    pub grid: CellGrid,
 }
 
 impl Default for AdapterConfig {
@@ -138,6 +163,7 @@ impl Default for AdapterConfig {
             conv_lora_experts: 8,
             blocks: Vec::new(),
             seed: 0,
+            grid: CellGrid::Full,
         }
     }
 }

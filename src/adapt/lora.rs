@@ -111,6 +111,9 @@ pub struct Adapter {
     pub branches: Vec<Branch>,
     /// `true`: branches[0] writes q and branches[1] writes v of a fused qkv output.
     pub qv: bool,
+    /// `true`: in windowed blocks the host computes this adapter on the whole unpadded token
+    /// map and partitions its output (see [`super::CellGrid::Full`]).
+    pub full_grid: bool,
 }
 
 impl Adapter {

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-pub use config::{AdapterConfig, Method, OpInit, OpKind, Placement};
+pub use config::{AdapterConfig, CellGrid, Method, OpInit, OpKind, Placement};
 pub use lora::{AdaptTarget, Adapter, Branch};
 pub use nas_cell::{CellState, NasCell};
 
@@ -146,7 +146,7 @@ pub fn apply_adapters(model: &mut Sam, cfg: &AdapterConfig, device: &Device) -> 
     let mut n = 0;
     for_each_slot(model, |info, slot, lin| {
         *slot = None;
-        if !wanted(cfg, info) {
+        if cfg.method == Method::DecoderOnly || !wanted(cfg, info) {
             return;
         }
         let [d_in, d_out] = lin.weight.dims();
@@ -159,7 +159,12 @@ pub fn apply_adapters(model: &mut Sam, cfg: &AdapterConfig, device: &Device) -> 
         } else {
             vec![Branch::new(d_in, d_out, cfg, &mut rng, device)]
         };
-        *slot = Some(Adapter { branches, qv });
+        let full_grid = cfg.grid == CellGrid::Full && info.kind == SlotKind::Qkv;
+        *slot = Some(Adapter {
+            branches,
+            qv,
+            full_grid,
+        });
         n += 1;
     });
     n
@@ -177,23 +182,91 @@ pub fn adapters(model: &Sam) -> Vec<(SlotInfo, Adapter)> {
     out
 }
 
-/// Every NAS cell with its slot name (q/v branches get a `.q` / `.v` suffix).
+/// Name of branch `i` of `n` of the adapter on slot `slot`: q/v branches get a `.q` / `.v`
+/// suffix so each cell has its own name (cards and resume state key cells by it).
+pub fn branch_name(slot: &str, i: usize, n: usize) -> String {
+    if n == 2 {
+        format!("{slot}.{}", ["q", "v"][i])
+    } else {
+        slot.to_string()
+    }
+}
+
+/// Every NAS cell with its branch name.
 pub fn cells(model: &Sam) -> Vec<(String, NasCell)> {
     let mut out = Vec::new();
     for (info, a) in adapters(model) {
         let n = a.branches.len();
         for (i, b) in a.branches.into_iter().enumerate() {
             if let Some(c) = b.cell {
-                let name = if n == 2 {
-                    format!("{}.{}", info.name, ["q", "v"][i])
-                } else {
-                    info.name.clone()
-                };
-                out.push((name, c));
+                out.push((branch_name(&info.name, i, n), c));
             }
         }
     }
     out
+}
+
+/// Applies `f` to every branch with its name (see [`branch_name`]).
+pub fn for_each_named_branch(model: &mut Sam, mut f: impl FnMut(&str, &mut Branch)) {
+    for_each_slot(model, |info, slot, _| {
+        if let Some(a) = slot {
+            let n = a.branches.len();
+            for (i, b) in a.branches.iter_mut().enumerate() {
+                f(&branch_name(&info.name, i, n), b);
+            }
+        }
+    });
+}
+
+/// How a cell leaves the mixed state at the search → consolidate boundary.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Discretize {
+    /// The argmax op alone with weight 1 (its output jumps from softmax(α)_k to 1).
+    Argmax,
+    /// The argmax op alone, scaled by its softmax weight at the switch (folded into B's rows
+    /// that read the mixed channels), so the branch keeps that op's share of the output.
+    KeepWeight,
+}
+
+/// Discretises every cell to its argmax op. With [`Discretize::KeepWeight`] the op's softmax
+/// weight is folded into the rows of B that read the mixed channels (all rows for NAS-LoRA;
+/// for NAS-PC-LoRA the rows the channel shuffle maps the mixed part to).
+pub fn discretise_cells(model: &mut Sam, mode: Discretize) {
+    for_each_branch(model, |b| {
+        let Some(c) = &mut b.cell else { return };
+        if matches!(c.state, CellState::Discrete(_)) {
+            return;
+        }
+        let k = c.argmax();
+        let w = c.weights()[k];
+        c.state = CellState::Discrete(k);
+        if mode == Discretize::Argmax {
+            return;
+        }
+        let r = b.rank();
+        // Output channel j of the cell reads concat channel shuffle[j] (identity without one);
+        // concat channels below `partial` come from the mixed op.
+        let scales: Vec<f32> = (0..r)
+            .map(|j| {
+                let src = c.shuffle.get(j).map_or(j, |&s| s as usize);
+                if src < c.partial { w } else { 1.0 }
+            })
+            .collect();
+        b.lora_b = b.lora_b.clone().map(|t| {
+            let device = t.device();
+            let s = Tensor::<2>::from_data(TensorData::new(scales.clone(), [r, 1]), &device);
+            let requires_grad = t.is_require_grad();
+            let out = t.detach() * s;
+            if requires_grad {
+                out.require_grad()
+            } else {
+                out
+            }
+        });
+    });
 }
 
 /// Applies `f` to every branch of every adapter.

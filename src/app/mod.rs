@@ -2088,11 +2088,11 @@ impl SegApp {
 
     pub fn can_resume(&self) -> bool {
         !self.train.running()
-            && self.train.last.as_ref().is_some_and(|(_, out)| {
-                crate::train::trainer::resume_dir(out)
-                    .join("state.json")
-                    .is_file()
-            })
+            && self
+                .train
+                .last
+                .as_ref()
+                .is_some_and(|(_, out)| crate::train::resume_dir(out).join("state.json").is_file())
     }
 
     // ------------------------------------------------------------------ export

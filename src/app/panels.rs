@@ -982,6 +982,7 @@ impl SegApp {
                                     Method::NasPcLora,
                                     Method::Lora,
                                     Method::ConvLora,
+                                    Method::DecoderOnly,
                                 ] {
                                     ui.selectable_value(&mut cfg.adapter.method, m, m.name());
                                 }

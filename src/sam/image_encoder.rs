@@ -89,11 +89,31 @@ impl Attention {
 
     /// x: (B, H, W, C) -> (B, H, W, C)
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_with(x, None)
+    }
+
+    /// The qkv adapter's output on a whole (unpartitioned) token map, when the adapter asks
+    /// for the full grid; the block partitions it like its input.
+    pub fn full_grid_delta(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
+        let a = self.qkv_adapter.as_ref().filter(|a| a.full_grid)?;
+        Some(a.forward(
+            x.clone(),
+            AdaptTarget::VitQkv {
+                num_heads: self.num_heads,
+            },
+        ))
+    }
+
+    /// `qkv_delta`: the qkv adapter's output computed by the caller (full grid); `None`
+    /// computes the adapter here on `x`.
+    pub fn forward_with(&self, x: Tensor<4>, qkv_delta: Option<Tensor<4>>) -> Tensor<4> {
         let [b, h, w, c] = x.dims();
         let (nh, n) = (self.num_heads, h * w);
         let hd = c / nh;
         let mut qkv = self.qkv.forward(x.clone());
-        if let Some(a) = &self.qkv_adapter {
+        if let Some(d) = qkv_delta {
+            qkv = qkv + d;
+        } else if let Some(a) = &self.qkv_adapter {
             qkv = qkv + a.forward(x, AdaptTarget::VitQkv { num_heads: nh });
         }
         let qkv = qkv
@@ -258,8 +278,17 @@ impl Block {
         let x = self.norm1.forward(x);
         let x = if self.window_size > 0 {
             let [_, h, w, _] = x.dims();
+            let delta = self
+                .attn
+                .full_grid_delta(&x)
+                .map(|d| window_partition(d, self.window_size).0);
             let (win, pad_hw) = window_partition(x, self.window_size);
-            window_unpartition(self.attn.forward(win), self.window_size, pad_hw, [h, w])
+            window_unpartition(
+                self.attn.forward_with(win, delta),
+                self.window_size,
+                pad_hw,
+                [h, w],
+            )
         } else {
             self.attn.forward(x)
         };

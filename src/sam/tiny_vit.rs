@@ -226,12 +226,33 @@ impl Attention {
 
     /// x: (B', ws, ws, C) windows -> (B', ws, ws, C)
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_with(x, None)
+    }
+
+    /// The qkv adapter's output on the whole unpadded token map (B, H, W, C), when the adapter
+    /// asks for the full grid. The official block pads before this attention's LayerNorm, so
+    /// padded tokens equal the LayerNorm bias; computed here they never reach the cell.
+    pub fn full_grid_delta(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
+        let a = self.qkv_adapter.as_ref().filter(|a| a.full_grid)?;
+        Some(a.forward(
+            self.norm.forward(x.clone()),
+            AdaptTarget::TinyVitQkv {
+                num_heads: self.num_heads,
+            },
+        ))
+    }
+
+    /// `qkv_delta`: the qkv adapter's output for these windows computed by the caller (full
+    /// grid); `None` computes the adapter here, per window.
+    pub fn forward_with(&self, x: Tensor<4>, qkv_delta: Option<Tensor<4>>) -> Tensor<4> {
         let [b, wh, ww, c] = x.dims();
         let n = wh * ww;
         let (nh, kd) = (self.num_heads, self.key_dim);
         let x = self.norm.forward(x);
         let mut qkv = self.qkv.forward(x.clone());
-        if let Some(a) = &self.qkv_adapter {
+        if let Some(d) = qkv_delta {
+            qkv = qkv + d;
+        } else if let Some(a) = &self.qkv_adapter {
             qkv = qkv + a.forward(x, AdaptTarget::TinyVitQkv { num_heads: nh });
         }
         // view(B, N, heads, -1).split([kd, kd, d], dim=3): q, k, v interleaved per head.
@@ -278,20 +299,24 @@ impl TinyViTBlock {
         } else {
             let pad_b = (ws - h % ws) % ws;
             let pad_r = (ws - w % ws) % ws;
-            let x = if pad_b > 0 || pad_r > 0 {
-                x.pad([(0, pad_b), (0, pad_r), (0, 0)], PadMode::Constant(0.0))
-            } else {
-                x
-            };
             let (ph, pw) = (h + pad_b, w + pad_r);
             let (nh, nw) = (ph / ws, pw / ws);
-            let win =
-                x.reshape([b, nh, ws, nw, ws, c])
+            let partition = |t: Tensor<4>| {
+                let d = t.dims()[3];
+                let t = if pad_b > 0 || pad_r > 0 {
+                    t.pad([(0, pad_b), (0, pad_r), (0, 0)], PadMode::Constant(0.0))
+                } else {
+                    t
+                };
+                t.reshape([b, nh, ws, nw, ws, d])
                     .swap_dims(2, 3)
-                    .reshape([b * nh * nw, ws, ws, c]);
+                    .reshape([b * nh * nw, ws, ws, d])
+            };
+            let delta = self.attn.full_grid_delta(&x).map(partition);
+            let win = partition(x);
             let x = self
                 .attn
-                .forward(win)
+                .forward_with(win, delta)
                 .reshape([b, nh, nw, ws, ws, c])
                 .swap_dims(2, 3)
                 .reshape([b, ph, pw, c]);

@@ -5,9 +5,12 @@ pub mod events;
 pub mod loss;
 pub mod planner;
 pub mod prompts;
+pub mod resume;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 
 pub use dataset::TrainData;
 pub use events::{TrainEvent, TrainOutcome};
+pub use resume::resume_dir;
 pub use trainer::{TrainConfig, train};

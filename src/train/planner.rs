@@ -113,7 +113,7 @@ pub fn plan(
     let dec_macs = k * (emb * emb * d * d * 8.0 + 16.0 * emb * emb * d * d / 16.0);
     let dec_acts = k * emb * emb * d * 24.0;
     let method_factor = match cfg.adapter.method {
-        Method::Lora => 1.0,
+        Method::Lora | Method::DecoderOnly => 1.0,
         Method::NasLora | Method::NasPcLora => 1.05,
         Method::ConvLora => 1.15,
     };
