@@ -7,6 +7,7 @@ pub mod planner;
 pub mod prompts;
 pub mod schedule;
 pub mod trainer;
+mod validate;
 
 pub use dataset::TrainData;
 pub use events::{TrainEvent, TrainOutcome};
