@@ -316,7 +316,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         method: a.method,
         placement: a.placement,
         rank: a.rank,
-        alpha: a.alpha.unwrap_or(4.0 * a.rank as f64),
+        alpha: a.alpha.unwrap_or(AdapterConfig::default_alpha(a.rank)),
         ops,
         pc_k: a.pc_k.max(1),
         alpha_temperature: a.temperature.unwrap_or(d_adapter.alpha_temperature),
@@ -326,7 +326,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         seed: a.seed,
         ..d_adapter.clone()
     };
-    Ok(TrainConfig {
+    let cfg = TrainConfig {
         adapter,
         schedule: Schedule {
             steps: a.steps,
@@ -358,7 +358,9 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         seed: a.seed,
         min_area: a.min_area,
         ..Default::default()
-    })
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {

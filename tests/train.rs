@@ -232,3 +232,203 @@ fn resume_after_cancel_matches_uninterrupted_run() {
         );
     }
 }
+
+fn outcome(events: &[TrainEvent]) -> segadapt::train::TrainOutcome {
+    events
+        .iter()
+        .find_map(|e| match e {
+            TrainEvent::Finished(o) => Some(o.clone()),
+            _ => None,
+        })
+        .expect("a Finished event")
+}
+
+/// One step at a negligible learning rate cannot beat the base by MIN_GAIN: no adapter is
+/// handed over (no file, `improved == false`, no path), and a file already at the output path
+/// is never replaced by the non-improving model.
+#[test]
+fn a_run_that_cannot_beat_the_base_hands_over_no_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        schedule: Schedule {
+            steps: 1,
+            lr: 1e-12,
+            alpha_lr: 1e-12,
+            lr_warmup_frac: 0.0,
+            ..Default::default()
+        },
+        val_every: 1,
+        save_final: false,
+        ..config(Method::Lora, 1)
+    };
+    let out = dir.path().join("a.safetensors");
+    let o = outcome(&run(&cfg, &out, false, None));
+    assert!(!o.improved, "{}", o.message);
+    assert_eq!(o.adapter_path, None);
+    assert!(!out.exists(), "a non-improving run left an adapter file");
+    assert!(
+        o.message.contains("base model stays active"),
+        "{}",
+        o.message
+    );
+
+    let previous = b"an adapter of an earlier run".to_vec();
+    std::fs::write(&out, &previous).unwrap();
+    let o = outcome(&run(&cfg, &out, false, None));
+    assert!(!o.improved);
+    assert!(
+        !out.exists() || std::fs::read(&out).unwrap() == previous,
+        "the earlier file was replaced by the non-improving model"
+    );
+}
+
+/// Validation scores the original images: with strong augmentation (dihedral flips and
+/// intensity jitter) on, the trainer's base and final validation Dice equal `validate` run
+/// here on the un-augmented data, for the base and for the final adapter loaded from disk.
+#[test]
+fn validation_sees_unaugmented_images() {
+    use segadapt::train::trainer::validate;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        augment: true,
+        intensity_jitter: 0.5,
+        val_every: 2,
+        ..config(Method::Lora, 2)
+    };
+    let out = dir.path().join("a.safetensors");
+    let events = run(&cfg, &out, false, None);
+    let vals: Vec<(usize, f64, bool)> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Validation {
+                step,
+                dice,
+                is_base,
+                ..
+            } => Some((*step, *dice, *is_base)),
+            _ => None,
+        })
+        .collect();
+    let (base, info) = segadapt::sam::load_sam(
+        &fixture("sam_vit_tiny.pth"),
+        Some(fixture_config("sam_vit_tiny.json")),
+        &cpu(),
+    )
+    .unwrap();
+    let data = synthetic();
+    let base_dice = vals.iter().find(|v| v.2).expect("base validation").1;
+    assert_eq!(
+        base_dice,
+        validate(&base, &data, &cpu()).0,
+        "base validation"
+    );
+    let last = vals
+        .iter()
+        .rfind(|v| !v.2 && v.0 == 2)
+        .expect("step-2 validation");
+    let mut adapted = base.clone();
+    segadapt::adapt::file::load_adapter(&mut adapted, &info, &final_path(&out), &cpu()).unwrap();
+    let mine = validate(&adapted, &data, &cpu()).0;
+    assert!(
+        (last.1 - mine).abs() < 1e-9,
+        "trainer's step-2 Dice {} vs un-augmented {mine}",
+        last.1
+    );
+}
+
+/// Conv-LoRA's auxiliary (load-balancing) loss is part of the total that is minimised:
+/// every step's loss is mask + iou_weight·iou + aux, with aux > 0.
+#[test]
+fn conv_lora_aux_loss_is_part_of_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        save_final: false,
+        ..config(Method::ConvLora, 2)
+    };
+    let events = run(&cfg, &dir.path().join("a.safetensors"), false, None);
+    let mut n = 0;
+    for e in &events {
+        if let TrainEvent::Step {
+            loss,
+            mask_loss,
+            iou_loss,
+            aux_loss,
+            ..
+        } = e
+        {
+            n += 1;
+            assert!(*aux_loss > 0.0, "no auxiliary loss");
+            let parts = mask_loss + cfg.iou_loss_weight * iou_loss + aux_loss;
+            assert!(
+                (loss - parts).abs() <= 1e-5 * loss.abs().max(1.0),
+                "loss {loss} != mask {mask_loss} + iou {iou_loss} + aux {aux_loss}"
+            );
+        }
+    }
+    assert_eq!(n, 2);
+}
+
+fn disc_data(objects_per_image: &[usize]) -> TrainData {
+    let (w, h) = (8u32, 8u32);
+    let images = objects_per_image
+        .iter()
+        .map(|_| RgbImage::new(w, h))
+        .collect();
+    let names = (0..objects_per_image.len())
+        .map(|i| format!("{i}"))
+        .collect();
+    let mut objects = Vec::new();
+    for (i, &n) in objects_per_image.iter().enumerate() {
+        for k in 0..n {
+            let mut mask = vec![false; (w * h) as usize];
+            mask[k % 64] = true;
+            objects.push(Object {
+                image: i,
+                mask,
+                area: 1,
+            });
+        }
+    }
+    TrainData::new(images, names, objects)
+}
+
+/// Train and validation partition the objects; with ≥ 3 images holding objects no image is
+/// on both sides, whatever the fraction (also 0.9 of 3 single-object images, where taking
+/// every image for validation would have to hand one object back to training).
+#[test]
+fn split_is_disjoint_by_object_and_by_image() {
+    for layout in [
+        &[3usize, 3, 3][..],
+        &[1, 1, 1],
+        &[1, 1, 10],
+        &[5, 0, 2, 1],
+        &[2, 2, 2, 2, 2, 2],
+        &[4, 4],
+        &[7],
+    ] {
+        for frac in [0.1, 0.2, 0.5, 0.9] {
+            for seed in 0..10 {
+                let mut d = disc_data(layout);
+                let how = d.split(frac, seed);
+                let what = format!("{layout:?} frac {frac} seed {seed}: {how}");
+                let mut all: Vec<usize> = d.train.iter().chain(&d.val).copied().collect();
+                all.sort_unstable();
+                assert_eq!(all, (0..d.objects.len()).collect::<Vec<_>>(), "{what}");
+                assert!(!d.train.is_empty(), "{what}");
+                let with_objects = layout.iter().filter(|&&n| n > 0).count();
+                if d.objects.len() >= 2 {
+                    assert!(!d.val.is_empty(), "{what}");
+                }
+                if with_objects >= 3 {
+                    let img = |v: &[usize]| {
+                        v.iter()
+                            .map(|&o| d.objects[o].image)
+                            .collect::<std::collections::HashSet<_>>()
+                    };
+                    assert!(img(&d.train).is_disjoint(&img(&d.val)), "{what}");
+                    assert!(how.starts_with("by image"), "{what}");
+                }
+            }
+        }
+    }
+}

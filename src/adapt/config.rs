@@ -154,7 +154,7 @@ impl Default for AdapterConfig {
             method: Method::NasLora,
             placement: Placement::Qkv,
             rank: 4,
-            alpha: 16.0,
+            alpha: Self::default_alpha(4),
             dropout: 0.0,
             ops: OpKind::ALL.to_vec(),
             pc_k: 2,
@@ -169,7 +169,59 @@ impl Default for AdapterConfig {
 }
 
 impl AdapterConfig {
+    /// LoRA alpha when none is given: 4·rank, i.e. a fixed scale alpha / rank = 4.
+    pub const ALPHA_PER_RANK: f64 = 4.0;
+
+    pub fn default_alpha(rank: usize) -> f64 {
+        Self::ALPHA_PER_RANK * rank as f64
+    }
+
     pub fn scale(&self) -> f64 {
         self.alpha / self.rank as f64
+    }
+
+    /// Rejects settings that would panic or train nonsense further on (configs come from the
+    /// CLI, `project.json` and adapter cards, all user-editable).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if self.rank == 0 {
+            bail!("adapter rank must be ≥ 1 (got 0)");
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            bail!(
+                "adapter alpha must be a finite number > 0 (got {})",
+                self.alpha
+            );
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("adapter dropout must be in [0, 1) (got {})", self.dropout);
+        }
+        // Checked for every method: a project keeps its ops and temperature when the user
+        // switches the method to a NAS one later.
+        if self.ops.is_empty() {
+            bail!("the NAS cell needs at least one candidate op (the op list is empty)");
+        }
+        for (i, o) in self.ops.iter().enumerate() {
+            if self.ops[..i].contains(o) {
+                bail!("candidate op '{}' is listed twice", o.name());
+            }
+        }
+        if !(self.alpha_temperature.is_finite() && self.alpha_temperature > 0.0) {
+            bail!(
+                "architecture temperature must be a finite number > 0 (got {})",
+                self.alpha_temperature
+            );
+        }
+        if self.pc_k == 0 {
+            bail!("partial-channel factor K (pc_k) must be ≥ 1 (got 0)");
+        }
+        if self.method == Method::ConvLora && self.conv_lora_experts == 0 {
+            bail!("Conv-LoRA needs at least one expert (conv_lora_experts is 0)");
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(b) = self.blocks.iter().find(|&&b| !seen.insert(b)) {
+            bail!("encoder block {b} is listed twice in the adapted blocks");
+        }
+        Ok(())
     }
 }

@@ -141,7 +141,60 @@ pub fn read_card(path: &Path) -> Result<AdapterCard> {
                 path.display()
             )
         })?;
-    serde_json::from_str(json).with_context(|| format!("{}: unreadable model card", path.display()))
+    let card: AdapterCard = serde_json::from_str(json)
+        .with_context(|| format!("{}: unreadable model card", path.display()))?;
+    card.validate()
+        .with_context(|| format!("{}: invalid model card", path.display()))?;
+    Ok(card)
+}
+
+impl AdapterCard {
+    /// Checks what a hand-edited or foreign card could get wrong before anything indexes with
+    /// it: the adapter settings, the base checksum, and each cell's ops and chosen op.
+    pub fn validate(&self) -> Result<()> {
+        self.adapter.validate()?;
+        let sha = &self.base.sha256;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!(
+                "base model sha256 must be 64 hexadecimal characters (got {:?})",
+                sha.chars().take(80).collect::<String>()
+            );
+        }
+        let ops: Vec<&str> = self.adapter.ops.iter().map(|o| o.name()).collect();
+        for c in &self.cells {
+            if c.ops != ops {
+                bail!(
+                    "cell {}: ops {:?} differ from the adapter's ops {:?}",
+                    c.name,
+                    c.ops,
+                    ops
+                );
+            }
+            if c.weights.len() != ops.len() {
+                bail!(
+                    "cell {}: {} weights for {} ops",
+                    c.name,
+                    c.weights.len(),
+                    ops.len()
+                );
+            }
+            if let CellState::Discrete(i) = c.state
+                && i >= ops.len()
+            {
+                bail!(
+                    "cell {}: chosen op index {i} is out of range ({} ops)",
+                    c.name,
+                    ops.len()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// First 12 characters of a checksum for messages (never splits a character).
+fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
 }
 
 /// Loads an adapter onto `model` after checking it was trained on this exact base checkpoint.
@@ -158,12 +211,28 @@ pub fn load_adapter(
              load the matching base checkpoint",
             path.display(),
             card.base.file_name,
-            &card.base.sha256[..12.min(card.base.sha256.len())],
+            short(&card.base.sha256),
             base.path.display(),
-            &base.sha256[..12]
+            short(&base.sha256)
         );
     }
     apply_adapters(model, &card.adapter, device);
+    // The card's cells must be exactly the cells this config creates on this model.
+    let mut want: Vec<String> = cells(model).into_iter().map(|(n, _)| n).collect();
+    let mut have: Vec<String> = card.cells.iter().map(|c| c.name.clone()).collect();
+    want.sort();
+    have.sort();
+    if want != have {
+        bail!(
+            "{}: the model card lists {} NAS cells but its adapter settings create {} on this model \
+             (e.g. {:?} vs {:?})",
+            path.display(),
+            have.len(),
+            want.len(),
+            have.iter().find(|n| !want.contains(n)),
+            want.iter().find(|n| !have.contains(n)),
+        );
+    }
     let mut store = SafetensorsStore::from_file(path)
         .with_regex(tensor_regex(card.decoder_trained))
         .allow_partial(true);

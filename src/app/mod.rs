@@ -626,7 +626,12 @@ impl SegApp {
             .clone()
             .and_then(|v| serde_json::from_value::<TrainConfig>(v).ok())
         {
-            self.train_cfg = v;
+            match v.validate() {
+                Ok(()) => self.train_cfg = v,
+                Err(e) => self.error(format!(
+                    "project.json: training settings ignored, the current ones are kept ({e:#})"
+                )),
+            }
         }
         self.project = Some(p);
         if let Some(a) = adapter {
@@ -2040,7 +2045,7 @@ impl SegApp {
             }
         } else {
             let mut cfg = self.train_cfg.clone();
-            cfg.adapter.alpha = 4.0 * cfg.adapter.rank as f64;
+            cfg.adapter.alpha = crate::adapt::AdapterConfig::default_alpha(cfg.adapter.rank);
             if let Err(e) = std::fs::create_dir_all(&adapters_dir) {
                 self.error(format!("Cannot create {}: {e}", adapters_dir.display()));
                 return;
@@ -2052,6 +2057,10 @@ impl SegApp {
             ));
             (cfg, out)
         };
+        if let Err(e) = cfg.validate() {
+            self.error(format!("Cannot start training: {e:#}"));
+            return;
+        }
         if let Some(p) = &mut self.project {
             p.project.train_config = serde_json::to_value(&cfg).ok();
         }

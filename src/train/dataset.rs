@@ -103,13 +103,20 @@ impl TrainData {
         self.train.clear();
         self.val.clear();
         let how;
-        if self.images.len() >= 3 {
-            let mut imgs: Vec<usize> = (0..self.images.len()).collect();
+        // Images that hold objects (an image without any belongs to neither side).
+        let with_objects: Vec<usize> = (0..self.images.len())
+            .filter(|&i| self.objects.iter().any(|o| o.image == i))
+            .collect();
+        if with_objects.len() >= 3 {
+            let n_img = with_objects.len();
+            let mut imgs = with_objects;
             imgs.shuffle(&mut rng);
             let mut val_imgs = Vec::new();
             let mut count = 0;
             for i in imgs {
-                if count >= n_val_target {
+                // At least one image stays for training: the fallback below would otherwise
+                // move an object of a validation image into training (an image on both sides).
+                if count >= n_val_target || val_imgs.len() + 1 >= n_img {
                     break;
                 }
                 count += self.objects.iter().filter(|o| o.image == i).count();
@@ -131,7 +138,7 @@ impl TrainData {
             self.train = idx[n_val..].to_vec();
             self.val.sort_unstable();
             self.train.sort_unstable();
-            how = "by object (fewer than 3 images)".to_string();
+            how = "by object (fewer than 3 images with objects)".to_string();
         }
         if self.train.is_empty() && !self.val.is_empty() {
             self.train.push(self.val.pop().unwrap());

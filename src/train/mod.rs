@@ -9,6 +9,7 @@ pub mod resume;
 pub mod schedule;
 pub mod step;
 pub mod trainer;
+mod validate;
 
 pub use dataset::TrainData;
 pub use events::{TrainEvent, TrainOutcome};
