@@ -236,6 +236,7 @@ pub enum Discretize {
 /// for NAS-PC-LoRA the rows the channel shuffle maps the mixed part to).
 pub fn discretise_cells(model: &mut Sam, mode: Discretize) {
     for_each_branch(model, |b| {
+        let r = b.rank();
         let Some(c) = &mut b.cell else { return };
         if matches!(c.state, CellState::Discrete(_)) {
             return;
@@ -246,7 +247,6 @@ pub fn discretise_cells(model: &mut Sam, mode: Discretize) {
         if mode == Discretize::Argmax {
             return;
         }
-        let r = b.rank();
         // Output channel j of the cell reads concat channel shuffle[j] (identity without one);
         // concat channels below `partial` come from the mixed op.
         let scales: Vec<f32> = (0..r)

@@ -223,6 +223,7 @@ pub fn train(
     cancel: &AtomicBool,
 ) -> Result<Option<TrainOutcome>> {
     let t0 = Instant::now();
+    cfg.validate()?;
     if data.train.is_empty() || data.val.is_empty() {
         bail!(
             "need at least one training and one validation object (have {} and {})",
@@ -467,7 +468,7 @@ pub fn train(
                 let mut card = AdapterCard::new(&valid, info, &cfg.adapter, cfg.train_decoder);
                 card.training = serde_json::json!({
                     "config": cfg,
-                    "data": data.manifest(if data.images.len() >= 3 { "by image" } else { "by object" }),
+                    "data": data.manifest(split_label(data)),
                     "validation": {"step": step, "dice": d, "iou": i, "base_dice": base_score.0, "base_iou": base_score.1, "prompt": "mean of tight box and interior point"},
                     "seed": cfg.seed,
                 });
@@ -530,6 +531,18 @@ pub fn train(
     };
     emit(TrainEvent::Finished(outcome.clone()));
     Ok(Some(outcome))
+}
+
+/// How the validation objects were chosen, as the split left them: whole images when no
+/// image has objects on both sides.
+fn split_label(data: &TrainData) -> &'static str {
+    let train_imgs: std::collections::HashSet<usize> =
+        data.train.iter().map(|&o| data.objects[o].image).collect();
+    if data.val.iter().any(|&o| train_imgs.contains(&data.objects[o].image)) {
+        "by object"
+    } else {
+        "by image"
+    }
 }
 
 /// Chosen op per discrete cell.

@@ -48,6 +48,18 @@ impl TrainConfig {
         finite_positive("learning rate", s.lr)?;
         finite_positive("architecture learning rate", s.alpha_lr)?;
         finite_non_negative("polynomial decay power", s.poly_power)?;
+        if let Some(t) = s.alpha_temperature_end {
+            finite_positive("final temperature", t)?;
+        }
+        if let Some(v) = s.op_lr {
+            finite_positive("op learning rate", v)?;
+        }
+        if !(0.0..1.0).contains(&s.alpha_beta1) {
+            bail!("α Adam β1 must be in [0, 1) (got {})", s.alpha_beta1);
+        }
+        if self.adapter.method == crate::adapt::Method::DecoderOnly && !self.train_decoder {
+            bail!("decoder-only training with a frozen decoder has nothing to train");
+        }
         if self.objects_per_step == 0 {
             bail!("objects per step must be ≥ 1 (got 0)");
         }
@@ -91,7 +103,14 @@ mod tests {
     fn default_is_valid_and_each_bad_value_is_named() {
         TrainConfig::default().validate().unwrap();
         type Edit = fn(&mut TrainConfig);
-        let cases: [(&str, Edit); 16] = [
+        let cases: [(&str, Edit); 20] = [
+            ("final temperature", |c| c.schedule.alpha_temperature_end = Some(0.0)),
+            ("op learning rate", |c| c.schedule.op_lr = Some(f64::NAN)),
+            ("β1", |c| c.schedule.alpha_beta1 = 1.0),
+            ("nothing to train", |c| {
+                c.adapter.method = crate::adapt::Method::DecoderOnly;
+                c.train_decoder = false
+            }),
             ("rank", |c| c.adapter.rank = 0),
             ("alpha", |c| c.adapter.alpha = f64::NAN),
             ("dropout", |c| c.adapter.dropout = 1.0),

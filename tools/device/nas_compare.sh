@@ -4,12 +4,16 @@
 # session so a later call can collect them. Results: /tmp/cmp/<job>.json (report) + .log.
 #
 #   usage (repo root on the device):
+#     tools/device/nas_compare.sh prep            unpack loaders, model and .devdata into /tmp
+#                                                 (a call of its own when the carry limit
+#                                                 cannot hold model and binary together)
 #     tools/device/nas_compare.sh run JOBFILE     start every job of JOBFILE, return at once
 #     tools/device/nas_compare.sh wait SECONDS    wait until all jobs end or SECONDS pass,
 #                                                 then pack /tmp/cmp into $OUT/cmp.tgz
 # JOBFILE lines: NAME TRAIN_DIR TEST_DIR ARGS... (ARGS go to `segadapt train` as they are,
 # e.g. `--method lora --seed 1`); '#' starts a comment.
-# Needs: .devbin/segadapt.xz, .devmodel/mobile_sam.pt.xz, .gl (Vulkan loader debs) carried.
+# Needs carried: .gl (Vulkan loader debs), .devmodel/mobile_sam.pt.xz and .devdata (prep);
+# .devbin/segadapt.xz (run). Data dirs in JOBFILE may name /tmp/devdata/<set>.
 set -uo pipefail
 CMP=/tmp/cmp
 mkdir -p "$CMP"
@@ -21,18 +25,18 @@ export __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1
 export __GL_SHADER_DISK_CACHE_PATH=${__GL_SHADER_DISK_CACHE_PATH:-/tmp/glcache}
 mkdir -p "$__GL_SHADER_DISK_CACHE_PATH"
 
-setup() {
-  [ -x /tmp/segadapt ] && return
+prep() {
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-  xz -dc .devbin/segadapt.xz > /tmp/segadapt && chmod +x /tmp/segadapt
-  xz -dc .devmodel/mobile_sam.pt.xz > /tmp/mobile_sam.pt
-  # A shader cache brought back from an earlier machine (same driver) is reused.
-  if [ -f .devcache/glcache.tgz ]; then tar xzf .devcache/glcache.tgz -C "$__GL_SHADER_DISK_CACHE_PATH"; fi
+  [ -f /tmp/mobile_sam.pt ] || xz -dc .devmodel/mobile_sam.pt.xz > /tmp/mobile_sam.pt
+  [ -d .devdata ] && { rm -rf /tmp/devdata; cp -r .devdata /tmp/devdata; }
+  ls -la /tmp/mobile_sam.pt /tmp/devdata
 }
 
 case "${1:-}" in
+prep) prep ;;
 run)
-  setup
+  ldconfig -p | grep -q libvulkan || prep
+  if [ -f .devbin/segadapt.xz ]; then xz -dc .devbin/segadapt.xz > /tmp/segadapt && chmod +x /tmp/segadapt; fi
   nvidia-smi -L
   while read -r name train test args; do
     [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
@@ -54,9 +58,9 @@ wait)
     printf '%s: %s\n' "$(basename "$l" .log)" "$(grep -aoE '^step [0-9]+: .{0,40}|held-out.*|no adapter.*|Error.*' "$l" | tail -1)"
   done
   tar czf "$OUT/cmp.tgz" -C "$CMP" $(cd "$CMP" && ls *.json *.log 2>/dev/null)
-  tar czf "$OUT/glcache.tgz" -C "$__GL_SHADER_DISK_CACHE_PATH" .
+  du -sh "$__GL_SHADER_DISK_CACHE_PATH"
   ls -la "$OUT"
   ;;
 *)
-  echo "usage: $0 run JOBFILE | wait SECONDS" >&2; exit 2 ;;
+  echo "usage: $0 prep | run JOBFILE | wait SECONDS" >&2; exit 2 ;;
 esac
