@@ -259,7 +259,8 @@ pub fn discretise_cells(model: &mut Sam, mode: Discretize) {
             let device = t.device();
             let s = Tensor::<2>::from_data(TensorData::new(scales.clone(), [r, 1]), &device);
             let requires_grad = t.is_require_grad();
-            let out = t.detach() * s;
+            // A new leaf: a product is a graph node, which autodiff cannot mark trainable.
+            let out = (t.detach() * s).detach();
             if requires_grad {
                 out.require_grad()
             } else {

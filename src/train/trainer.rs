@@ -375,10 +375,6 @@ pub fn train(
                     Stage::Consolidate => discretise_cells(&mut model, sched.discretize),
                 }
                 if s != stage {
-                    if s == Stage::Consolidate {
-                        // Patience counts validations of the stage where stopping is allowed.
-                        since_best = 0;
-                    }
                     emit(TrainEvent::StageChanged {
                         step,
                         stage: s,
@@ -393,6 +389,11 @@ pub fn train(
                     c.temperature = t;
                 }
             });
+        }
+        if step == s2 && step > start {
+            // Patience counts validations of the final quarter only, for every method, so a
+            // slow start never stops a run and methods are compared under one rule.
+            since_best = 0;
         }
         let lr = sched.lr_at(step);
         let bilevel = has_cells && sched.bilevel && stage == Stage::Search;
@@ -483,7 +484,7 @@ pub fn train(
                 is_base: false,
                 best: improved,
             });
-            let may_stop = !has_cells || stage == Stage::Consolidate;
+            let may_stop = step > s2;
             if cfg.early_stop_patience > 0
                 && may_stop
                 && since_best >= cfg.early_stop_patience
@@ -538,7 +539,11 @@ pub fn train(
 fn split_label(data: &TrainData) -> &'static str {
     let train_imgs: std::collections::HashSet<usize> =
         data.train.iter().map(|&o| data.objects[o].image).collect();
-    if data.val.iter().any(|&o| train_imgs.contains(&data.objects[o].image)) {
+    if data
+        .val
+        .iter()
+        .any(|&o| train_imgs.contains(&data.objects[o].image))
+    {
         "by object"
     } else {
         "by image"

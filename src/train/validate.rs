@@ -104,7 +104,9 @@ mod tests {
         TrainConfig::default().validate().unwrap();
         type Edit = fn(&mut TrainConfig);
         let cases: [(&str, Edit); 20] = [
-            ("final temperature", |c| c.schedule.alpha_temperature_end = Some(0.0)),
+            ("final temperature", |c| {
+                c.schedule.alpha_temperature_end = Some(0.0)
+            }),
             ("op learning rate", |c| c.schedule.op_lr = Some(f64::NAN)),
             ("β1", |c| c.schedule.alpha_beta1 = 1.0),
             ("nothing to train", |c| {
