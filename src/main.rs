@@ -94,15 +94,30 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
-    /// Merge an adapter into its base model and export both.
+    /// Fold an adapter into its base model and write the merged model for the official code.
+    ///
+    /// The merged file (safetensors) holds every tensor of the base checkpoint under its
+    /// official name and dtype, with the folded weights (and a trained mask decoder) replaced:
+    /// the official SamPredictor loads it with `load_state_dict(sd, strict=True)`. A JSON
+    /// report goes beside it (<merged>.json); the adapter file stays the small form of the model.
+    /// Spatial NAS cells (conv / pool ops) cannot fold and have no place in the official model:
+    /// export refuses them unless --drop-side-branches is given.
     Export {
+        /// The base checkpoint the adapter was trained on.
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         adapter: PathBuf,
-        /// Full merged model with official key names (safetensors), loadable by the official code.
+        /// Output path of the merged model (must end in .safetensors).
         #[arg(long)]
         merged: PathBuf,
+        /// Write the merged model even though spatial side branches remain; they are left out
+        /// (listed in the report), so the file is NOT equivalent to the adapted model.
+        #[arg(long)]
+        drop_side_branches: bool,
+        /// Encoder runs per model for the inference-cost measurement (0 skips it).
+        #[arg(long, default_value_t = 3)]
+        timing_runs: usize,
     },
 }
 
@@ -823,26 +838,120 @@ fn run(cli: Cli) -> Result<()> {
             model,
             adapter,
             merged,
-        } => {
-            let mut m = segadapt::engine::load(&model, Some(&adapter), None, dev)?;
-            let report = segadapt::adapt::merge::merge(&mut m.predictor.model);
-            println!(
-                "folded into the weights: {} projections",
-                report.folded.len()
-            );
-            for (name, op) in &report.side_branches {
-                println!("side branch kept: {name} ({op})");
-            }
-            if !report.side_branches.is_empty() {
-                println!(
-                    "side branches cost {} multiply-accumulates per token",
-                    report.side_macs_per_token
-                );
-            }
-            segadapt::adapt::file::export_merged(&m.predictor.model, &merged)?;
-            println!("merged model: {}", merged.display());
-        }
+            drop_side_branches,
+            timing_runs,
+        } => export_cmd(
+            &model,
+            &adapter,
+            &merged,
+            drop_side_branches,
+            timing_runs,
+            dev,
+        )?,
     }
+    Ok(())
+}
+
+/// `segadapt export`: merge, write the official-format model and its report, time it.
+fn export_cmd(
+    model: &std::path::Path,
+    adapter: &std::path::Path,
+    merged: &std::path::Path,
+    drop_side_branches: bool,
+    timing_runs: usize,
+    dev: device::ComputeDevice,
+) -> Result<()> {
+    use segadapt::adapt::export::{EXPORT_KEY, ExportReport, time_against_base, write_merged};
+    if merged.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        anyhow::bail!(
+            "--merged {}: the merged model is written as safetensors; name it *.safetensors",
+            merged.display()
+        );
+    }
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    };
+    if same(merged, model) || same(merged, adapter) {
+        anyhow::bail!("--merged {} would overwrite an input", merged.display());
+    }
+    let out_dir = match merged.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    segadapt::fsutil::check_writable_dir(&out_dir)
+        .with_context(|| format!("cannot write {}", merged.display()))?;
+    if !adapter.exists() {
+        anyhow::bail!("adapter file {} not found", adapter.display());
+    }
+    let (base, info) = segadapt::sam::load_sam(model, None, &dev.device)?;
+    let device_name = dev.description.clone();
+    let device = dev.device.clone();
+    let mut m = segadapt::engine::with_adapter(base.clone(), info, Some(adapter), dev)?;
+    let sam = &mut m.predictor.model;
+    let merge_report = segadapt::adapt::merge::merge(sam);
+    println!(
+        "folded into the weights: {} projections",
+        merge_report.folded.len()
+    );
+    for (name, op) in &merge_report.side_branches {
+        println!("side branch (cannot fold): {name} ({op})");
+    }
+    if !merge_report.side_branches.is_empty() {
+        println!(
+            "side branches cost {} multiply-accumulates per token",
+            merge_report.side_macs_per_token
+        );
+    }
+    let mut report = ExportReport {
+        format: "segadapt-merged-export".into(),
+        segadapt_version: env!("CARGO_PKG_VERSION").into(),
+        base: model.display().to_string(),
+        base_sha256: m.info.sha256.clone(),
+        adapter: adapter.display().to_string(),
+        merge: merge_report,
+        file: Default::default(),
+        timing: None,
+    };
+    // Refuse before the timing runs: nothing to measure for a file that will not be written.
+    if !report.merge.side_branches.is_empty() && !drop_side_branches {
+        write_merged(sam, model, merged, false, None)?;
+    }
+    if timing_runs > 0 {
+        eprintln!("timing the encoder ({timing_runs} runs each after a warm-up)…");
+        report.timing = Some(time_against_base(
+            &base,
+            sam,
+            timing_runs,
+            &device,
+            &device_name,
+        ));
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    report.file = write_merged(sam, model, merged, drop_side_branches, Some(&json))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    let report_path = merged.with_extension("json");
+    atomic_write(&report_path, json.as_bytes())?;
+    println!(
+        "merged model: {} ({} tensors of the base checkpoint, {} changed, {} copied as stored)",
+        merged.display(),
+        report.file.tensors,
+        report.file.changed.len(),
+        report.file.copied_from_base.len()
+    );
+    if !report.file.side_branches_left_out.is_empty() {
+        println!(
+            "WARNING: {} side branches are NOT in the merged model (--drop-side-branches): {}",
+            report.file.side_branches_left_out.len(),
+            report.file.side_branches_left_out.join(", ")
+        );
+    }
+    if let Some(line) = report.timing_line() {
+        println!("{line}");
+    }
+    println!(
+        "report: {} (also in the file's '{EXPORT_KEY}' metadata)",
+        report_path.display()
+    );
     Ok(())
 }
 
