@@ -69,14 +69,14 @@ pub struct ExportReport {
 }
 
 impl ExportReport {
-    /// "inference 1.00× base (all adapters folded)" or "1.03× base: 4 side branches".
+    /// "inference 1.00× base (all adapters folded…)" or "1.03× base (4 side branches…)".
     pub fn timing_line(&self) -> Option<String> {
         let t = self.timing.as_ref()?;
         let n = self.merge.side_branches.len();
         let what = if n == 0 {
             "all adapters folded: the base architecture".to_string()
         } else {
-            format!("{n} side branches")
+            format!("{n} side branches, as segadapt runs the adapted model")
         };
         Some(format!(
             "inference {:.2}× base ({what}; encoder {:.1} ms vs {:.1} ms base, median of {} on {})",
