@@ -852,7 +852,7 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// `segadapt export`: merge, write the official-format model and its report, time it.
+/// `segadapt export`: the work is in `adapt::export::export`; this prints its report.
 fn export_cmd(
     model: &std::path::Path,
     adapter: &std::path::Path,
@@ -861,76 +861,21 @@ fn export_cmd(
     timing_runs: usize,
     dev: device::ComputeDevice,
 ) -> Result<()> {
-    use segadapt::adapt::export::{EXPORT_KEY, ExportReport, time_against_base, write_merged};
-    if merged.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-        anyhow::bail!(
-            "--merged {}: the merged model is written as safetensors; name it *.safetensors",
-            merged.display()
-        );
-    }
-    let same = |a: &std::path::Path, b: &std::path::Path| {
-        a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-    };
-    if same(merged, model) || same(merged, adapter) {
-        anyhow::bail!("--merged {} would overwrite an input", merged.display());
-    }
-    let out_dir = match merged.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    segadapt::fsutil::check_writable_dir(&out_dir)
-        .with_context(|| format!("cannot write {}", merged.display()))?;
-    if !adapter.exists() {
-        anyhow::bail!("adapter file {} not found", adapter.display());
-    }
-    let (base, info) = segadapt::sam::load_sam(model, None, &dev.device)?;
-    let device_name = dev.description.clone();
-    let device = dev.device.clone();
-    let mut m = segadapt::engine::with_adapter(base.clone(), info, Some(adapter), dev)?;
-    let sam = &mut m.predictor.model;
-    let merge_report = segadapt::adapt::merge::merge(sam);
+    use segadapt::adapt::export::{EXPORT_KEY, export, report_path};
+    let report = export(model, adapter, merged, drop_side_branches, timing_runs, dev)?;
     println!(
         "folded into the weights: {} projections",
-        merge_report.folded.len()
+        report.merge.folded.len()
     );
-    for (name, op) in &merge_report.side_branches {
+    for (name, op) in &report.merge.side_branches {
         println!("side branch (cannot fold): {name} ({op})");
     }
-    if !merge_report.side_branches.is_empty() {
+    if !report.merge.side_branches.is_empty() {
         println!(
             "side branches cost {} multiply-accumulates per token",
-            merge_report.side_macs_per_token
+            report.merge.side_macs_per_token
         );
     }
-    let mut report = ExportReport {
-        format: "segadapt-merged-export".into(),
-        segadapt_version: env!("CARGO_PKG_VERSION").into(),
-        base: model.display().to_string(),
-        base_sha256: m.info.sha256.clone(),
-        adapter: adapter.display().to_string(),
-        merge: merge_report,
-        file: Default::default(),
-        timing: None,
-    };
-    // Refuse before the timing runs: nothing to measure for a file that will not be written.
-    if !report.merge.side_branches.is_empty() && !drop_side_branches {
-        write_merged(sam, model, merged, false, None)?;
-    }
-    if timing_runs > 0 {
-        eprintln!("timing the encoder ({timing_runs} runs each after a warm-up)…");
-        report.timing = Some(time_against_base(
-            &base,
-            sam,
-            timing_runs,
-            &device,
-            &device_name,
-        ));
-    }
-    let json = serde_json::to_string_pretty(&report)?;
-    report.file = write_merged(sam, model, merged, drop_side_branches, Some(&json))?;
-    let json = serde_json::to_string_pretty(&report)?;
-    let report_path = merged.with_extension("json");
-    atomic_write(&report_path, json.as_bytes())?;
     println!(
         "merged model: {} ({} tensors of the base checkpoint, {} changed, {} copied as stored)",
         merged.display(),
@@ -950,7 +895,7 @@ fn export_cmd(
     }
     println!(
         "report: {} (also in the file's '{EXPORT_KEY}' metadata)",
-        report_path.display()
+        report_path(merged).display()
     );
     Ok(())
 }

@@ -17,8 +17,9 @@ use burn::tensor::{Bytes, DType};
 use serde::{Deserialize, Serialize};
 
 use super::for_each_slot;
-use super::merge::MergeReport;
-use crate::fsutil::atomic_write;
+use super::merge::{MergeReport, merge};
+use crate::device::ComputeDevice;
+use crate::fsutil::{atomic_write, check_writable_dir};
 use crate::sam::Sam;
 use crate::sam::checkpoint::{RawTensor, detect_config, official_key, read_raw_tensors};
 use crate::sam::config::SamConfig;
@@ -378,4 +379,77 @@ pub fn time_against_base(
             measured_ratio
         },
     }
+}
+
+/// `<merged>.json`: where [`export`] writes its report.
+pub fn report_path(merged: &Path) -> std::path::PathBuf {
+    merged.with_extension("json")
+}
+
+/// `segadapt export`: loads the base and the adapter (checked against each other), folds what
+/// folds, refuses remaining side branches unless `drop_side_branches`, times the encoder
+/// against the base (`timing_runs` = 0 skips it), and writes the merged file and its report.
+pub fn export(
+    model: &Path,
+    adapter: &Path,
+    merged: &Path,
+    drop_side_branches: bool,
+    timing_runs: usize,
+    dev: ComputeDevice,
+) -> Result<ExportReport> {
+    // Input checks first: a bad path must not cost a model load and timing runs.
+    if merged.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        bail!(
+            "--merged {}: the merged model is written as safetensors; name it *.safetensors",
+            merged.display()
+        );
+    }
+    let same = |a: &Path, b: &Path| {
+        a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    };
+    if same(merged, model) || same(merged, adapter) {
+        bail!("--merged {} would overwrite an input", merged.display());
+    }
+    let out_dir = match merged.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    check_writable_dir(&out_dir).with_context(|| format!("cannot write {}", merged.display()))?;
+    if !adapter.exists() {
+        bail!("adapter file {} not found", adapter.display());
+    }
+    let (base, info) = crate::sam::load_sam(model, None, &dev.device)?;
+    let (device_name, device) = (dev.description.clone(), dev.device.clone());
+    let mut m = crate::engine::with_adapter(base.clone(), info, Some(adapter), dev)?;
+    let sam = &mut m.predictor.model;
+    let mut report = ExportReport {
+        format: "segadapt-merged-export".into(),
+        segadapt_version: env!("CARGO_PKG_VERSION").into(),
+        base: model.display().to_string(),
+        base_sha256: m.info.sha256.clone(),
+        adapter: adapter.display().to_string(),
+        merge: merge(sam),
+        file: MergedStats::default(),
+        timing: None,
+    };
+    // Refuse before the timing runs: nothing to measure for a file that will not be written.
+    if !report.merge.side_branches.is_empty() && !drop_side_branches {
+        write_merged(sam, model, merged, false, None)?;
+    }
+    if timing_runs > 0 {
+        report.timing = Some(time_against_base(
+            &base,
+            sam,
+            timing_runs,
+            &device,
+            &device_name,
+        ));
+    }
+    // The copy in the file's metadata is written before the file stats exist; the .json
+    // beside it has them.
+    let json = serde_json::to_string_pretty(&report)?;
+    report.file = write_merged(sam, model, merged, drop_side_branches, Some(&json))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    atomic_write(&report_path(merged), json.as_bytes())?;
+    Ok(report)
 }
