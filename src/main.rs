@@ -94,15 +94,30 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
-    /// Merge an adapter into its base model and export both.
+    /// Fold an adapter into its base model and write the merged model for the official code.
+    ///
+    /// The merged file (safetensors) holds every tensor of the base checkpoint under its
+    /// official name and dtype, with the folded weights (and a trained mask decoder) replaced:
+    /// the official SamPredictor loads it with `load_state_dict(sd, strict=True)`. A JSON
+    /// report goes beside it (<merged>.json); the adapter file stays the small form of the model.
+    /// Spatial NAS cells (conv / pool ops) cannot fold and have no place in the official model:
+    /// export refuses them unless --drop-side-branches is given.
     Export {
+        /// The base checkpoint the adapter was trained on.
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         adapter: PathBuf,
-        /// Full merged model with official key names (safetensors), loadable by the official code.
+        /// Output path of the merged model (must end in .safetensors).
         #[arg(long)]
         merged: PathBuf,
+        /// Write the merged model even though spatial side branches remain; they are left out
+        /// (listed in the report), so the file is NOT equivalent to the adapted model.
+        #[arg(long)]
+        drop_side_branches: bool,
+        /// Encoder runs per model for the inference-cost measurement (0 skips it).
+        #[arg(long, default_value_t = 3)]
+        timing_runs: usize,
     },
 }
 
@@ -891,26 +906,65 @@ fn run(cli: Cli) -> Result<()> {
             model,
             adapter,
             merged,
-        } => {
-            let mut m = segadapt::engine::load(&model, Some(&adapter), None, dev)?;
-            let report = segadapt::adapt::merge::merge(&mut m.predictor.model);
-            println!(
-                "folded into the weights: {} projections",
-                report.folded.len()
-            );
-            for (name, op) in &report.side_branches {
-                println!("side branch kept: {name} ({op})");
-            }
-            if !report.side_branches.is_empty() {
-                println!(
-                    "side branches cost {} multiply-accumulates per token",
-                    report.side_macs_per_token
-                );
-            }
-            segadapt::adapt::file::export_merged(&m.predictor.model, &merged)?;
-            println!("merged model: {}", merged.display());
-        }
+            drop_side_branches,
+            timing_runs,
+        } => export_cmd(
+            &model,
+            &adapter,
+            &merged,
+            drop_side_branches,
+            timing_runs,
+            dev,
+        )?,
     }
+    Ok(())
+}
+
+/// `segadapt export`: the work is in `adapt::export::export`; this prints its report.
+fn export_cmd(
+    model: &std::path::Path,
+    adapter: &std::path::Path,
+    merged: &std::path::Path,
+    drop_side_branches: bool,
+    timing_runs: usize,
+    dev: device::ComputeDevice,
+) -> Result<()> {
+    use segadapt::adapt::export::{EXPORT_KEY, export, report_path};
+    let report = export(model, adapter, merged, drop_side_branches, timing_runs, dev)?;
+    println!(
+        "folded into the weights: {} projections",
+        report.merge.folded.len()
+    );
+    for (name, op) in &report.merge.side_branches {
+        println!("side branch (cannot fold): {name} ({op})");
+    }
+    if !report.merge.side_branches.is_empty() {
+        println!(
+            "side branches cost {} multiply-accumulates per token",
+            report.merge.side_macs_per_token
+        );
+    }
+    println!(
+        "merged model: {} ({} tensors of the base checkpoint, {} changed, {} copied as stored)",
+        merged.display(),
+        report.file.tensors,
+        report.file.changed.len(),
+        report.file.copied_from_base.len()
+    );
+    if !report.file.side_branches_left_out.is_empty() {
+        println!(
+            "WARNING: {} side branches are NOT in the merged model (--drop-side-branches): {}",
+            report.file.side_branches_left_out.len(),
+            report.file.side_branches_left_out.join(", ")
+        );
+    }
+    if let Some(line) = report.timing_line() {
+        println!("{line}");
+    }
+    println!(
+        "report: {} (also in the file's '{EXPORT_KEY}' metadata)",
+        report_path(merged).display()
+    );
     Ok(())
 }
 

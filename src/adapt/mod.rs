@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod conv_lora;
+pub mod export;
 pub mod file;
 pub mod lora;
 pub mod merge;

@@ -470,3 +470,46 @@ pub fn load_sam(
     };
     Ok((model, info))
 }
+
+/// One tensor of a checkpoint exactly as stored: key, element type, shape and raw bytes
+/// (row-major, little-endian), for writers that must reproduce the file's own tensors.
+#[derive(Clone, Debug)]
+pub struct RawTensor {
+    pub key: String,
+    pub dtype: burn::store::pytorch_reader::DType,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// Every tensor of a checkpoint under its own key (prefix included), sorted by key.
+pub fn read_raw_tensors(path: &Path) -> Result<Vec<RawTensor>, CheckpointError> {
+    if !path.exists() {
+        return Err(CheckpointError::NotFound { path: path.into() });
+    }
+    let p = path.to_path_buf();
+    // As in `read_shapes`: a malformed pickle must give an error, not take the process down.
+    let reader = std::panic::catch_unwind(move || PytorchReader::new(&p))
+        .map_err(|_| CheckpointError::NotPytorch {
+            path: path.into(),
+            reason: "the reader failed on malformed data".into(),
+        })?
+        .map_err(|e| CheckpointError::NotPytorch {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+    let mut out = Vec::with_capacity(reader.len());
+    for (key, t) in reader.tensors() {
+        let bytes = t.read().map_err(|e| CheckpointError::NotPytorch {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        out.push(RawTensor {
+            key: key.clone(),
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+            bytes,
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
