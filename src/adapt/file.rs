@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
 use super::{
     AdapterConfig, CellState, ParamCounts, apply_adapters, cells, for_each_slot, param_counts,
 };
 use crate::fsutil::atomic_write;
-use crate::sam::checkpoint::official_key;
 use crate::sam::{CheckpointInfo, ModelType, Sam};
 
 pub const CARD_KEY: &str = "segadapt_card";
@@ -284,39 +283,4 @@ pub fn load_adapter(
         }
     });
     Ok(card)
-}
-
-/// Writes the whole model with official key names and PyTorch layouts as safetensors, so
-/// `model.load_state_dict(safetensors.torch.load_file(path))` works in the official code.
-/// Refuses when a side branch remains (the official modules have nowhere to put it).
-pub fn export_merged(model: &Sam, path: &Path) -> Result<()> {
-    let mut m = model.clone();
-    let mut remaining = Vec::new();
-    for_each_slot(&mut m, |info, slot, _| {
-        if slot.is_some() {
-            remaining.push(info.name.clone());
-        }
-    });
-    if !remaining.is_empty() {
-        bail!(
-            "{} projections keep spatial side branches (e.g. {}); the official code cannot hold them. \
-             Use the adapter file, or train with identity-only cells / plain LoRA for a fully merged export",
-            remaining.len(),
-            remaining[0]
-        );
-    }
-    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
-    m.save_into(&mut store)
-        .map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
-    let bytes = store
-        .get_bytes()
-        .map_err(|e| anyhow::anyhow!("cannot serialise model: {e}"))?;
-    // Rename to official keys by rewriting the safetensors header.
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut views = Vec::new();
-    for (name, view) in st.tensors() {
-        views.push((official_key(&name), view));
-    }
-    let out = safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    atomic_write(path, &out)
 }

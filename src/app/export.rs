@@ -215,7 +215,8 @@ fn export_merged(req: &ExportRequest, adapter: &Path, out: &Path) -> Result<(Pat
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "model".into());
     let f = dir.join(format!("{stem}.merged.safetensors"));
-    crate::adapt::file::export_merged(&sam, &f)?;
+    // Every tensor of the base checkpoint under its official name; refuses side branches.
+    crate::adapt::export::write_merged(&sam, &spec.path, &f, false, None)?;
     Ok((
         f,
         format!(

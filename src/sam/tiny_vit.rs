@@ -242,6 +242,21 @@ impl Attention {
         ))
     }
 
+    /// The qkv adapter's output for one padded token (LayerNorm of zeros), as a (1, 1, 1, 3C)
+    /// map. Per token, so it equals the merged weights' change for foldable adapters.
+    pub fn padded_token_delta(&self, c: usize, device: &Device) -> Tensor<4> {
+        let zero = Tensor::<4>::zeros([1, 1, 1, c], device);
+        match &self.qkv_adapter {
+            Some(a) => a.forward(
+                self.norm.forward(zero),
+                AdaptTarget::TinyVitQkv {
+                    num_heads: self.num_heads,
+                },
+            ),
+            None => Tensor::zeros([1, 1, 1, 3 * c], device),
+        }
+    }
+
     /// `qkv_delta`: the qkv adapter's output for these windows computed by the caller (full
     /// grid); `None` computes the adapter here, per window.
     pub fn forward_with(&self, x: Tensor<4>, qkv_delta: Option<Tensor<4>>) -> Tensor<4> {
@@ -312,7 +327,23 @@ impl TinyViTBlock {
                     .swap_dims(2, 3)
                     .reshape([b * nh * nw, ws, ws, d])
             };
-            let delta = self.attn.full_grid_delta(&x).map(partition);
+            let delta = self.attn.full_grid_delta(&x).map(|d| {
+                if pad_b == 0 && pad_r == 0 {
+                    return partition(d);
+                }
+                // Padded tokens are LayerNorm(0) = β, as in the official layout; they get the
+                // adapter's per-token output on β (what merged weights give them), not zero.
+                let device = d.device();
+                let pad_delta = self.attn.padded_token_delta(c, &device);
+                let [_, _, _, dd] = d.dims();
+                let real = Tensor::<4>::ones([1, h, w, 1], &device)
+                    .pad([(0, pad_b), (0, pad_r), (0, 0)], PadMode::Constant(0.0));
+                let d = d.pad([(0, pad_b), (0, pad_r), (0, 0)], PadMode::Constant(0.0))
+                    + (real.neg() + 1.0).expand([b, h + pad_b, w + pad_r, dd]) * pad_delta;
+                d.reshape([b, nh, ws, nw, ws, dd])
+                    .swap_dims(2, 3)
+                    .reshape([b * nh * nw, ws, ws, dd])
+            });
             let win = partition(x);
             let x = self
                 .attn

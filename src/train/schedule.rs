@@ -161,7 +161,10 @@ mod tests {
         assert!((s.temperature_at(1.0, 50) - 0.1f64.sqrt()).abs() < 1e-12);
         assert!((s.temperature_at(1.0, 75) - 0.1).abs() < 1e-12);
         assert!((s.temperature_at(1.0, 99) - 0.1).abs() < 1e-12);
-        let flat = Schedule::default();
+        let flat = Schedule {
+            alpha_temperature_end: None,
+            ..Default::default()
+        };
         assert_eq!(flat.temperature_at(2.0, 200), 2.0);
     }
 }
