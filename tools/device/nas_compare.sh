@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# Issue 13's held-out comparison on the device: one `segadapt train --test-data` process per
-# job, all at once (they share the GPU; kernel compilation is CPU-side), each in its own
-# session so a later call can collect them. Results: /tmp/cmp/<job>.json (report) + .log.
+# Issue 13's held-out comparison: one `segadapt train --test-data` process per job (it
+# evaluates base and adapted on the test set with box and point prompts in the same process),
+# then `segadapt export --timing-runs` on the written adapter (inference time against the base
+# encoder). Results: $CMP/<job>.json (train report), <job>.merged.json (export + timing), .log.
+# Tables: python3 tools/nas_compare_report.py $CMP
 #
-#   usage (repo root on the device):
-#     tools/device/nas_compare.sh prep            unpack loaders, model and .devdata into /tmp
-#                                                 (a call of its own when the carry limit
-#                                                 cannot hold model and binary together)
-#     tools/device/nas_compare.sh run JOBFILE     start every job of JOBFILE, return at once
-#     tools/device/nas_compare.sh wait SECONDS    wait until all jobs end or SECONDS pass,
-#                                                 then pack /tmp/cmp into $OUT/cmp.tgz
-# JOBFILE lines: NAME TRAIN_DIR TEST_DIR ARGS... (ARGS go to `segadapt train` as they are,
-# e.g. `--method lora --seed 1`); '#' starts a comment.
-# Needs carried: .gl (Vulkan loader debs), .devmodel/mobile_sam.pt.xz and .devdata (prep);
-# .devbin/segadapt.xz (run). Data dirs in JOBFILE may name /tmp/devdata/<set>.
+#   tools/device/nas_compare.sh all [PAR]        the whole comparison in one command: every
+#                                                method × seeds 0-2 × every data set, at most
+#                                                PAR jobs at once (default 4), waits for all
+#   tools/device/nas_compare.sh plan             print that job list
+#   tools/device/nas_compare.sh run JOBFILE      start every job of JOBFILE at once, each in
+#                                                its own session, and return (device calls)
+#   tools/device/nas_compare.sh wait SECONDS     wait for started jobs, pack $CMP into $OUT
+#   tools/device/nas_compare.sh prep             device only: unpack the carried Vulkan
+#                                                loaders, model and .devdata into /tmp
+# JOBFILE lines: NAME TRAIN_DIR TEST_DIR ARGS... (ARGS go to `segadapt train` as they are);
+# NAME is <set>_<method>_s<seed>, which the report script reads; '#' starts a comment.
+# Environment: SEGADAPT_BIN (default /tmp/segadapt, else target/release or target/debug),
+# MODEL (default /tmp/mobile_sam.pt, else ~/.cache/segadapt/models/mobile_sam.pt),
+# DATA (held-out sets from tools/fetch_heldout.sh; default /tmp/devdata, else the cache),
+# DEVICE (gpu), CMP (/tmp/cmp).
 set -uo pipefail
-CMP=/tmp/cmp
+CMP=${CMP:-/tmp/cmp}
 mkdir -p "$CMP"
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+CACHE=${SEGADAPT_CACHE:-$HOME/.cache/segadapt}
+DEVICE=${DEVICE:-gpu}
+if [ -d /usr/local/nvidia/share/vulkan ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
 # Keep every compiled shader in NVIDIA's disk cache (it shortens later cold starts).
 export __GL_SHADER_DISK_CACHE_SIZE=${__GL_SHADER_DISK_CACHE_SIZE:-10737418240}
 export __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1
-export __GL_SHADER_DISK_CACHE_PATH=${__GL_SHADER_DISK_CACHE_PATH:-/tmp/glcache}
-mkdir -p "$__GL_SHADER_DISK_CACHE_PATH"
+
+# Peak memory per run where GNU time exists.
+TIME=""; [ -x /usr/bin/time ] && TIME="/usr/bin/time -v"
+pick() { for p in "$@"; do [ -e "$p" ] && { echo "$p"; return; }; done; echo "$1"; }
+BIN=${SEGADAPT_BIN:-$(pick /tmp/segadapt target/release/segadapt target/debug/segadapt)}
+MODEL=${MODEL:-$(pick /tmp/mobile_sam.pt "$CACHE/models/mobile_sam.pt")}
+DATA=${DATA:-$(pick /tmp/devdata "$CACHE/data")}
 
 prep() {
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -32,35 +47,83 @@ prep() {
   ls -la /tmp/mobile_sam.pt /tmp/devdata
 }
 
+# job NAME TRAIN TEST ARGS...: train, then time the written adapter against the base encoder.
+job() {
+  local name=$1 train=$2 test=$3; shift 3
+  {
+    $TIME "$BIN" --device "$DEVICE" train --model "$MODEL" --data "$train" \
+      --test-data "$test" --min-area 60 --out "$CMP/$name.safetensors" \
+      --report "$CMP/$name.json" "$@"
+    if [ -f "$CMP/$name.safetensors" ]; then
+      "$BIN" --device "$DEVICE" export --model "$MODEL" --adapter "$CMP/$name.safetensors" \
+        --merged "$CMP/$name.merged.safetensors" --drop-side-branches --timing-runs 5
+      rm -f "$CMP/$name.merged.safetensors"
+    fi
+  } > "$CMP/$name.log" 2>&1 < /dev/null
+}
+
+plan() {
+  local seeds="0 1 2"
+  local sets="N:assets/nuclei_halves/top:assets/nuclei_halves/bottom
+B:$DATA/buildings_left:$DATA/buildings_right
+C:$DATA/bacteria_train:$DATA/bacteria_test"
+  for s in $sets; do
+    IFS=: read -r set train test <<< "$s"
+    for m in decoder-only lora nas-lora nas-pc-lora conv-lora; do
+      for seed in $seeds; do
+        echo "${set}_${m}_s${seed} $train $test --method $m --seed $seed"
+      done
+    done
+  done
+}
+
+collect() {
+  echo "running: $(pgrep -fc "segadapt --device $DEVICE (train|export)")"
+  for l in "$CMP"/*.log; do
+    printf '%s: %s\n' "$(basename "$l" .log)" \
+      "$(grep -aoE '^step [0-9]+: .{0,40}|held-out.*|no adapter.*|inference .*|Error.*|panicked.*' "$l" | tail -1)"
+  done
+  if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/cmp.tgz" -C "$CMP" $(cd "$CMP" && ls *.json *.log 2>/dev/null)
+    ls -la "$OUT"
+  fi
+}
+
 case "${1:-}" in
 prep) prep ;;
+plan) plan ;;
 run)
-  ldconfig -p | grep -q libvulkan || prep
-  if [ -f .devbin/segadapt.xz ]; then xz -dc .devbin/segadapt.xz > /tmp/segadapt && chmod +x /tmp/segadapt; fi
-  nvidia-smi -L
+  [ -d /usr/local/nvidia ] && { ldconfig -p | grep -q libvulkan || prep; }
+  if [ -f .devbin/segadapt.xz ]; then xz -dc .devbin/segadapt.xz > /tmp/segadapt && chmod +x /tmp/segadapt; BIN=/tmp/segadapt; fi
+  nvidia-smi -L 2>/dev/null
   while read -r name train test args; do
     [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
     # shellcheck disable=SC2086
-    setsid /usr/bin/time -v /tmp/segadapt --device gpu train --model /tmp/mobile_sam.pt \
-      --data "$train" --test-data "$test" --min-area 60 \
-      --out "$CMP/$name.safetensors" --report "$CMP/$name.json" $args \
-      > "$CMP/$name.log" 2>&1 < /dev/null &
+    setsid bash -c "$(declare -f job); TIME='$TIME' BIN='$BIN' MODEL='$MODEL' CMP='$CMP' DEVICE='$DEVICE' job $name $train $test $args" &
     echo "started $name: $args"
   done < "$2"
   ;;
+all)
+  par=${2:-4}
+  plan | {
+    while read -r name train test args; do
+      while [ "$(jobs -rp | wc -l)" -ge "$par" ]; do sleep 5; done
+      # shellcheck disable=SC2086
+      job "$name" "$train" "$test" $args &
+      echo "started $name"
+    done
+    wait
+  }
+  collect
+  python3 "$(dirname "$0")/../nas_compare_report.py" "$CMP"
+  ;;
 wait)
   end=$(( $(date +%s) + ${2:-500} ))
-  while pgrep -f "segadapt --device gpu train" >/dev/null && [ "$(date +%s)" -lt "$end" ]; do
+  while pgrep -f "segadapt --device $DEVICE (train|export)" >/dev/null && [ "$(date +%s)" -lt "$end" ]; do
     sleep 10
   done
-  echo "running: $(pgrep -fc 'segadapt --device gpu train')"
-  for l in "$CMP"/*.log; do
-    printf '%s: %s\n' "$(basename "$l" .log)" "$(grep -aoE '^step [0-9]+: .{0,40}|held-out.*|no adapter.*|Error.*' "$l" | tail -1)"
-  done
-  tar czf "$OUT/cmp.tgz" -C "$CMP" $(cd "$CMP" && ls *.json *.log 2>/dev/null)
-  du -sh "$__GL_SHADER_DISK_CACHE_PATH"
-  ls -la "$OUT"
+  collect
   ;;
 *)
-  echo "usage: $0 prep | run JOBFILE | wait SECONDS" >&2; exit 2 ;;
+  echo "usage: $0 all [PAR] | plan | run JOBFILE | wait SECONDS | prep" >&2; exit 2 ;;
 esac
