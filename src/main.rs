@@ -677,7 +677,7 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             "seconds": o.seconds,
             "step_time": timing,
             "data": {"train_objects": data.train.len(), "val_objects": data.val.len()},
-            "validation": {"base_dice": o.base_dice, "base_iou": o.base_iou, "best_dice": o.best_dice, "best_iou": o.best_iou, "best_step": o.best_step, "improved": o.improved},
+            "validation": {"base_dice": o.base_dice, "base_iou": o.base_iou, "best_dice": o.best_dice, "best_iou": o.best_iou, "best_step": o.best_step, "improved": o.improved, "gain_ci95": o.gain_ci95},
             "stopped_early": o.stopped_early,
             "chosen_ops": o.chosen_ops,
             "stage_step_time": stage_times,
@@ -898,7 +898,8 @@ fn run(cli: Cli) -> Result<()> {
                 "worst {worst:.3e} (tolerance {tol:.0e}); {:.1} s",
                 t.elapsed().as_secs_f64()
             );
-            if !(worst <= tol) {
+            // NaN must fail the check too, hence the negated comparison.
+            if worst.is_nan() || worst > tol {
                 anyhow::bail!("parity check failed: max abs error {worst:.3e} > {tol:.0e}");
             }
         }

@@ -349,6 +349,7 @@ mod tests {
         // W(1.75) = -0.03515625, W(0.75) = 0.26171875, W(0.25) = 0.87890625, W(1.25) = -0.10546875.
         // o = 1: src = 0.25, taps -1,0,1,2 -> 0,0,1,1 with W(1.25), W(0.25), W(0.75), W(1.75).
         #[rustfmt::skip]
+        #[allow(clippy::excessive_precision)] // exact binary fractions, written out by hand
         let want = [
             1.10546875, -0.10546875,
             0.7734375, 0.2265625,

@@ -340,9 +340,12 @@ impl TinyViTBlock {
                     .pad([(0, pad_b), (0, pad_r), (0, 0)], PadMode::Constant(0.0));
                 let d = d.pad([(0, pad_b), (0, pad_r), (0, 0)], PadMode::Constant(0.0))
                     + (real.neg() + 1.0).expand([b, h + pad_b, w + pad_r, dd]) * pad_delta;
-                d.reshape([b, nh, ws, nw, ws, dd])
-                    .swap_dims(2, 3)
-                    .reshape([b * nh * nw, ws, ws, dd])
+                d.reshape([b, nh, ws, nw, ws, dd]).swap_dims(2, 3).reshape([
+                    b * nh * nw,
+                    ws,
+                    ws,
+                    dd,
+                ])
             });
             let win = partition(x);
             let x = self

@@ -20,8 +20,11 @@ pub struct TrainOutcome {
     pub steps_done: usize,
     pub seconds: f64,
     pub stopped_early: bool,
-    /// Chosen op per cell after consolidation (NAS methods).
+    /// Chosen op per cell of the written file (NAS methods).
     pub chosen_ops: Vec<(String, String)>,
+    /// 95% bootstrap interval of the best candidate's per-object validation gain over the base.
+    #[serde(default)]
+    pub gain_ci95: Option<(f64, f64)>,
     /// A plain-language summary, including what to try when it did not help.
     pub message: String,
 }

@@ -27,6 +27,11 @@ pub struct ResumeState {
     /// Chosen op per cell of the saved best file.
     #[serde(default)]
     pub best_chosen: Vec<(String, String)>,
+    /// Per-object validation Dice of the base model, and the best candidate's gain interval.
+    #[serde(default)]
+    pub base_objects: Vec<f64>,
+    #[serde(default)]
+    pub best_ci: Option<(f64, f64)>,
     /// Search state per cell, keyed by branch name (q and v cells have their own).
     pub cell_states: Vec<(String, CellState)>,
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::{ModuleMapper, Param, ParamGroup, ParamId};
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
@@ -21,7 +21,7 @@ use super::prompts::PromptMix;
 use super::resume::{self, ResumeState, resume_dir};
 use super::schedule::{Schedule, Stage};
 use super::step::{ObjectPool, PrefixCache, StepInputs, batch_loss, step_rng};
-use crate::adapt::file::{AdapterCard, save_adapter};
+use crate::adapt::file::{AdapterCard, card_path, save_adapter};
 use crate::adapt::{
     AdapterConfig, CellState, apply_adapters, cells, discretise_cells, first_adapted_stage,
     for_each_branch, param_counts, set_cell_states, set_training,
@@ -56,6 +56,15 @@ pub struct TrainConfig {
     pub min_area: usize,
     /// Also write the last state (not only the best) to `<out stem>.final.safetensors`.
     pub save_final: bool,
+    /// Keep the adapter only when the 95% bootstrap interval of its per-object validation gain
+    /// over the base lies above zero: the same few objects pick the checkpoint and judge it,
+    /// so a gain within their noise is not trusted.
+    #[serde(default = "default_true")]
+    pub require_significant_gain: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -78,6 +87,7 @@ impl Default for TrainConfig {
             seed: 0,
             min_area: 0,
             save_final: false,
+            require_significant_gain: true,
         }
     }
 }
@@ -136,10 +146,24 @@ pub fn low_res_target(mask: &[bool], w: usize, h: usize, img_size: usize, low: u
 /// because the adapted model must stay promptable the way users prompt it: a run that only
 /// improves boxes while points get worse is not an improvement.
 pub fn validate(model: &Sam, data: &TrainData, device: &Device) -> (f64, f64) {
+    let v = validate_objects(model, data, device);
+    (v.dice, v.iou)
+}
+
+/// Validation scores with the per-object Dice (mean over the object's prompts), in a fixed
+/// object order so two models' lists pair up.
+pub struct ValScores {
+    pub dice: f64,
+    pub iou: f64,
+    pub per_object: Vec<f64>,
+}
+
+pub fn validate_objects(model: &Sam, data: &TrainData, device: &Device) -> ValScores {
     let mut eval_model = model.clone();
     set_training(&mut eval_model, false);
     let predictor = Predictor::new(eval_model, device.clone());
     let (mut sd, mut si, mut n) = (0.0, 0.0, 0usize);
+    let mut per_object = Vec::new();
     let mut by_image: HashMap<usize, Vec<usize>> = HashMap::new();
     for &o in &data.val {
         by_image.entry(data.objects[o].image).or_default().push(o);
@@ -152,23 +176,56 @@ pub fn validate(model: &Sam, data: &TrainData, device: &Device) -> (f64, f64) {
         let emb = predictor.set_image(img);
         for &o in &by_image[&i] {
             let gt = &data.objects[o].mask;
+            let (mut od, mut on) = (0.0, 0usize);
             for kind in [EvalPrompt::Box, EvalPrompt::Point] {
                 let Some((p, multimask)) = protocol_prompt(gt, w, h, kind) else {
                     continue;
                 };
                 let pred = predictor.predict(&emb, &p, multimask);
                 let m = pred.binary(pred.best());
-                sd += dice(&m, gt);
+                let d = dice(&m, gt);
+                sd += d;
                 si += iou(&m, gt);
+                od += d;
+                on += 1;
                 n += 1;
+            }
+            if on > 0 {
+                per_object.push(od / on as f64);
             }
         }
     }
-    if n == 0 {
+    let (dice, iou) = if n == 0 {
         (0.0, 0.0)
     } else {
         (sd / n as f64, si / n as f64)
+    };
+    ValScores {
+        dice,
+        iou,
+        per_object,
     }
+}
+
+/// 95% bootstrap interval of the mean per-object gain `adapted - base` (paired, seeded).
+pub fn gain_interval(adapted: &[f64], base: &[f64]) -> Option<(f64, f64)> {
+    use rand::{Rng, SeedableRng};
+    let d: Vec<f64> = adapted.iter().zip(base).map(|(a, b)| a - b).collect();
+    if d.is_empty() || adapted.len() != base.len() {
+        return None;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xB007);
+    let n = 4000;
+    let mut means: Vec<f64> = (0..n)
+        .map(|_| {
+            (0..d.len())
+                .map(|_| d[rng.random_range(0..d.len())])
+                .sum::<f64>()
+                / d.len() as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    Some((means[n * 25 / 1000], means[n * 975 / 1000 - 1]))
 }
 
 fn trainable_group(train_decoder: bool) -> ParamGroup {
@@ -254,6 +311,8 @@ pub fn train(
     let mut best = (f64::NEG_INFINITY, 0.0, 0usize);
     let mut since_best = 0usize;
     let mut best_chosen: Vec<(String, String)> = Vec::new();
+    let mut base_objects: Vec<f64> = Vec::new();
+    let mut best_ci: Option<(f64, f64)> = None;
     if let Some(s) = &state {
         optim = resume::restore(&mut model, optim, &rdir, s)?;
         start = s.next_step;
@@ -261,6 +320,8 @@ pub fn train(
         best = s.best;
         since_best = s.since_best;
         best_chosen = s.best_chosen.clone();
+        base_objects = s.base_objects.clone();
+        best_ci = s.best_ci;
     }
     let ad = device.clone().autodiff();
     // Gradient flags take effect on the autodiff device: freeze the base, train the rest.
@@ -307,7 +368,9 @@ pub fn train(
         (sched.steps / 10).max(1)
     };
     if state.is_none() {
-        let (d, i) = validate(&model.valid(), data, device);
+        let v = validate_objects(&model.valid(), data, device);
+        let (d, i) = (v.dice, v.iou);
+        base_objects = v.per_object;
         base_score = (d, i);
         best = (d, i, 0);
         emit(TrainEvent::Validation {
@@ -356,6 +419,8 @@ pub fn train(
                 best,
                 since_best,
                 best_chosen: best_chosen.clone(),
+                base_objects: base_objects.clone(),
+                best_ci,
                 cell_states: Vec::new(),
             };
             resume::save(&model.valid(), &optim, st, &rdir)?;
@@ -458,7 +523,8 @@ pub fn train(
         if step % every == 0 || step == sched.steps {
             let mut valid = model.valid();
             set_training(&mut valid, false);
-            let (d, i) = validate(&valid, data, device);
+            let v = validate_objects(&valid, data, device);
+            let (d, i) = (v.dice, v.iou);
             let candidate = !has_cells || all_discrete(&valid);
             // A gain below MIN_GAIN is noise (a few boundary pixels), not a better model.
             let improved = candidate && d > best.0 + MIN_GAIN;
@@ -466,14 +532,20 @@ pub fn train(
                 best = (d, i, step);
                 since_best = 0;
                 best_chosen = chosen_ops(&valid);
+                best_ci = gain_interval(&v.per_object, &base_objects);
                 let mut card = AdapterCard::new(&valid, info, &cfg.adapter, cfg.train_decoder);
                 card.training = serde_json::json!({
                     "config": cfg,
                     "data": data.manifest(split_label(data)),
-                    "validation": {"step": step, "dice": d, "iou": i, "base_dice": base_score.0, "base_iou": base_score.1, "prompt": "mean of tight box and interior point"},
+                    "validation": {"step": step, "dice": d, "iou": i, "base_dice": base_score.0, "base_iou": base_score.1, "prompt": "mean of tight box and interior point",
+                        "gain_ci95": best_ci, "objects": v.per_object.len(),
+                        "note": "the same objects selected this checkpoint: the gain is biased upward; the interval is a paired bootstrap over them"},
                     "seed": cfg.seed,
                 });
-                save_adapter(&valid, &card, out)?;
+                // Staged in the resume folder; it replaces `out` only if kept at the end.
+                std::fs::create_dir_all(&rdir)
+                    .with_context(|| format!("cannot create {}", rdir.display()))?;
+                save_adapter(&valid, &card, &staged_path(&rdir))?;
             } else {
                 since_best += 1;
             }
@@ -495,17 +567,38 @@ pub fn train(
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&rdir);
     if cfg.save_final {
         let valid = model.valid();
         let card = AdapterCard::new(&valid, info, &cfg.adapter, cfg.train_decoder);
         save_adapter(&valid, &card, &final_path(out))?;
     }
-    let improved = best.0 > base_score.0 && best.2 > 0;
+    let beat = best.0 > base_score.0 && best.2 > 0;
+    let significant = best_ci.is_some_and(|(lo, _)| lo > 0.0);
+    let improved = beat && (significant || !cfg.require_significant_gain);
+    if improved {
+        let staged = staged_path(&rdir);
+        std::fs::rename(&staged, out)
+            .with_context(|| format!("cannot move {} to {}", staged.display(), out.display()))?;
+        std::fs::rename(card_path(&staged), card_path(out))
+            .with_context(|| format!("cannot write {}", card_path(out).display()))?;
+    }
+    let _ = std::fs::remove_dir_all(&rdir);
+    let ci_text = best_ci.map_or(String::new(), |(lo, hi)| {
+        format!(
+            "; per-object gain 95% interval [{lo:+.4}, {hi:+.4}] on {} validation objects",
+            base_objects.len()
+        )
+    });
     let message = if improved {
         format!(
-            "adapted model beats the base on the validation split: Dice {:.4} → {:.4}, IoU {:.4} → {:.4} (best at step {})",
+            "adapted model beats the base on the validation split: Dice {:.4} → {:.4}, IoU {:.4} → {:.4} (best at step {}{ci_text})",
             base_score.0, best.0, base_score.1, best.1, best.2
+        )
+    } else if beat {
+        format!(
+            "the best adapter scored Dice {:.4} against the base's {:.4} on the validation split (step {}{ci_text}), a gain within the noise of these few objects; the base model stays active and no adapter file was written. \
+             Annotate more objects for a validation that can tell",
+            best.0, base_score.0, best.2
         )
     } else {
         format!(
@@ -528,10 +621,16 @@ pub fn train(
         seconds: t0.elapsed().as_secs_f64(),
         stopped_early,
         chosen_ops: if improved { best_chosen } else { Vec::new() },
+        gain_ci95: best_ci,
         message,
     };
     emit(TrainEvent::Finished(outcome.clone()));
     Ok(Some(outcome))
+}
+
+/// Where the best candidate waits until the run decides to keep it.
+fn staged_path(rdir: &Path) -> PathBuf {
+    rdir.join("best.safetensors")
 }
 
 /// How the validation objects were chosen, as the split left them: whole images when no
