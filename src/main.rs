@@ -539,14 +539,31 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     )?;
     pb.finish_and_clear();
     let Some(o) = outcome else { return Ok(()) };
-    if !last_alpha.is_empty() {
-        println!("architecture weights softmax(α) at the end:");
+    // The table shows the written file's cells (what was tested), else the last step's.
+    let file_cells: Option<Vec<(String, Vec<f32>)>> = o
+        .adapter_path
+        .as_deref()
+        .and_then(|p| segadapt::adapt::file::read_card(p).ok())
+        .map(|c| c.cells.into_iter().map(|c| (c.name, c.weights)).collect());
+    let (title, rows): (&str, Vec<(String, Vec<f32>)>) = match file_cells {
+        Some(rows) if !rows.is_empty() => ("of the written adapter", rows),
+        _ => (
+            "at the last step (no adapter written)",
+            cells
+                .iter()
+                .cloned()
+                .zip(last_alpha.iter().cloned())
+                .collect(),
+        ),
+    };
+    if !rows.is_empty() {
+        println!("architecture weights softmax(α/T) {title}:");
         print!("{:<44}", "cell");
         for op in &ops {
             print!(" {op:>11}");
         }
         println!("  chosen");
-        for (name, w) in cells.iter().zip(&last_alpha) {
+        for (name, w) in &rows {
             print!("{name:<44}");
             for v in w {
                 print!(" {v:>11.3}");
