@@ -24,6 +24,29 @@ pub struct ComputeDevice {
     pub is_gpu: bool,
 }
 
+/// NVIDIA's driver keeps compiled shaders on disk, which roughly halves a later launch's GPU
+/// cold start (MobileSAM encoder: 55 s → 23 s on an H200), but its default cache is small and
+/// trimmed. These are the variables to set so every kernel stays cached, leaving any the user
+/// set alone (`get` reads the environment).
+pub fn shader_cache_env(get: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
+    [
+        ("__GL_SHADER_DISK_CACHE_SIZE", "10737418240"),
+        ("__GL_SHADER_DISK_CACHE_SKIP_CLEANUP", "1"),
+    ]
+    .into_iter()
+    .filter(|(k, _)| get(k).is_none())
+    .map(|(k, v)| (k, v.to_string()))
+    .collect()
+}
+
+/// Applies [`shader_cache_env`] to this process. Call at start, before any other thread runs.
+pub fn keep_shader_cache() {
+    for (k, v) in shader_cache_env(|k| std::env::var(k).ok()) {
+        // SAFETY: called first thing in main, while the process is single-threaded.
+        unsafe { std::env::set_var(k, v) };
+    }
+}
+
 /// Keeps freed heap memory in the process instead of handing it back to the OS after every op.
 ///
 /// The CPU backend allocates a fresh buffer for nearly every op output (tens of MB for the
@@ -82,5 +105,26 @@ pub fn select(choice: DeviceChoice) -> Result<ComputeDevice, String> {
                 _ => Ok(cpu()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shader_cache_env_fills_only_what_the_user_left_unset() {
+        let set = super::shader_cache_env(|_| None);
+        assert_eq!(
+            set,
+            vec![
+                ("__GL_SHADER_DISK_CACHE_SIZE", "10737418240".to_string()),
+                ("__GL_SHADER_DISK_CACHE_SKIP_CLEANUP", "1".to_string())
+            ]
+        );
+        let user =
+            super::shader_cache_env(|k| (k == "__GL_SHADER_DISK_CACHE_SIZE").then(|| "1".into()));
+        assert_eq!(
+            user,
+            vec![("__GL_SHADER_DISK_CACHE_SKIP_CLEANUP", "1".to_string())]
+        );
     }
 }

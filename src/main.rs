@@ -987,6 +987,7 @@ fn export_cmd(
 }
 
 fn main() -> ExitCode {
+    device::keep_shader_cache();
     device::tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
