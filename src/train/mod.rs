@@ -10,6 +10,7 @@ pub mod schedule;
 pub mod step;
 pub mod trainer;
 mod validate;
+pub mod validation;
 
 pub use dataset::TrainData;
 pub use events::{TrainEvent, TrainOutcome};

@@ -12,9 +12,10 @@ use rand::seq::SliceRandom;
 use super::dataset::{Dihedral, TrainData, jitter_intensity};
 use super::loss::{hard_iou, mask_loss};
 use super::prompts::{PromptKind, sample_prompt};
-use super::trainer::{TrainConfig, low_res_target};
+use super::trainer::TrainConfig;
 use crate::adapt::conv_lora::take_aux_losses;
 use crate::predict::PromptInput;
+use crate::predict::transforms::get_preprocess_shape;
 use crate::predict::transforms::preprocess;
 use crate::sam::Sam;
 
@@ -242,6 +243,26 @@ pub fn batch_loss(
         aux: aux_l.map(|a| sc(a.detach())).unwrap_or(0.0),
         total,
     }
+}
+
+/// Soft low-resolution target in the padded model frame: the fraction of each low-res cell
+/// covered by the object (mask resized to the input frame by nearest neighbour).
+pub fn low_res_target(mask: &[bool], w: usize, h: usize, img_size: usize, low: usize) -> Vec<f32> {
+    let (nh, nw) = get_preprocess_shape(h, w, img_size);
+    let f = img_size / low;
+    let mut out = vec![0f32; low * low];
+    for y in 0..nh {
+        let sy = (y * h / nh).min(h - 1);
+        for x in 0..nw {
+            let sx = (x * w / nw).min(w - 1);
+            if mask[sy * w + sx] {
+                out[(y / f) * low + x / f] += 1.0;
+            }
+        }
+    }
+    let area = (f * f) as f32;
+    out.iter_mut().for_each(|v| *v /= area);
+    out
 }
 
 fn batch_prompts(
