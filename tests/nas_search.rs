@@ -230,6 +230,9 @@ fn resume_restores_every_cell_for_every_placement() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = nas_config(8, placement);
         cfg.save_final = true;
+        // The keep-weight cut and annealing on the autodiff device (B becomes a new leaf).
+        cfg.schedule.discretize = Discretize::KeepWeight;
+        cfg.schedule.alpha_temperature_end = Some(0.1);
         cfg.val_every = 8;
         let full = dir.path().join("full.safetensors");
         run(&cfg, &full, false, None);

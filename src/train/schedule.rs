@@ -58,7 +58,7 @@ pub struct Schedule {
 }
 
 fn default_discretize() -> Discretize {
-    Discretize::KeepWeight
+    Discretize::Argmax
 }
 
 fn default_alpha_beta1() -> f64 {
@@ -75,7 +75,7 @@ impl Default for Schedule {
             alpha_lr: 3e-3,
             lr_warmup_frac: 0.05,
             poly_power: 0.9,
-            alpha_temperature_end: Some(0.1),
+            alpha_temperature_end: None,
             discretize: default_discretize(),
             op_lr: None,
             alpha_beta1: default_alpha_beta1(),
