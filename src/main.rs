@@ -540,11 +540,17 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     pb.finish_and_clear();
     let Some(o) = outcome else { return Ok(()) };
     // The table shows the written file's cells (what was tested), else the last step's.
-    let file_cells: Option<Vec<(String, Vec<f32>)>> = o
-        .adapter_path
-        .as_deref()
-        .and_then(|p| segadapt::adapt::file::read_card(p).ok())
-        .map(|c| c.cells.into_iter().map(|c| (c.name, c.weights)).collect());
+    // What the written file holds (its cells' ops and α), read back once from its card.
+    let file_card = match &o.adapter_path {
+        Some(p) => Some(segadapt::adapt::file::read_card(p)?),
+        None => None,
+    };
+    let file_cells: Option<Vec<(String, Vec<f32>)>> = file_card.as_ref().map(|c| {
+        c.cells
+            .iter()
+            .map(|c| (c.name.clone(), c.weights.clone()))
+            .collect()
+    });
     let (title, rows): (&str, Vec<(String, Vec<f32>)>) = match file_cells {
         Some(rows) if !rows.is_empty() => ("of the written adapter", rows),
         _ => (
@@ -632,12 +638,6 @@ fn run_train(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             );
         }
         m
-    };
-    // What the written file holds (its cells' ops and α), read back from its card.
-    let file_card = if o.improved {
-        Some(segadapt::adapt::file::read_card(&a.out)?)
-    } else {
-        None
     };
     let mut test = serde_json::Map::new();
     if let Some(pairs) = &test_pairs {

@@ -298,7 +298,7 @@ fn side_branches_wrong_base_and_bad_paths_are_clear_errors() {
 /// Writes the exports `tools/make_merged_ref.py` loads into the official code:
 /// `SEGADAPT_MERGED_OUT=dir cargo test --test merged_export -- --ignored write_exports`.
 #[test]
-#[ignore]
+#[ignore = "writes fixture inputs for tools/make_merged_ref.py; run by hand when regenerating"]
 fn write_exports_for_reference() {
     let dir = PathBuf::from(std::env::var("SEGADAPT_MERGED_OUT").expect("SEGADAPT_MERGED_OUT"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -20,7 +19,7 @@ use segadapt::sam::Sam;
 use segadapt::train::dataset::Object;
 use segadapt::train::schedule::Schedule;
 use segadapt::train::trainer::final_path;
-use segadapt::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome, train};
+use segadapt::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome};
 
 /// Four 88×72 images with two large bright rectangles each on a striped background.
 fn squares() -> TrainData {
@@ -106,30 +105,7 @@ fn run_on(
     resume: bool,
     cancel_at: Option<usize>,
 ) -> (Vec<TrainEvent>, Option<TrainOutcome>) {
-    let (base, info) = tiny_vit_sam();
-    let cancel = AtomicBool::new(false);
-    let mut events = Vec::new();
-    let mut emit = |e: TrainEvent| {
-        if let (TrainEvent::Step { step, .. }, Some(c)) = (&e, cancel_at)
-            && *step == c
-        {
-            cancel.store(true, Ordering::Relaxed);
-        }
-        events.push(e);
-    };
-    let o = train(
-        &base,
-        &info,
-        &data,
-        cfg,
-        &cpu(),
-        out,
-        resume,
-        &mut emit,
-        &cancel,
-    )
-    .unwrap();
-    (events, o)
+    train_tiny_vit(&data, cfg, out, resume, cancel_at)
 }
 
 #[test]

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use image::RgbImage;
@@ -14,7 +13,7 @@ use segadapt::adapt::{AdapterConfig, Method};
 use segadapt::train::dataset::Object;
 use segadapt::train::schedule::{Schedule, Stage};
 use segadapt::train::trainer::final_path;
-use segadapt::train::{TrainConfig, TrainData, TrainEvent, train};
+use segadapt::train::{TrainConfig, TrainData, TrainEvent};
 
 /// Three 96×80 images with 3 bright discs each on a textured background.
 fn synthetic() -> TrainData {
@@ -80,36 +79,7 @@ fn config(method: Method, steps: usize) -> TrainConfig {
 }
 
 fn run(cfg: &TrainConfig, out: &Path, resume: bool, cancel_at: Option<usize>) -> Vec<TrainEvent> {
-    let (base, info) = segadapt::sam::load_sam(
-        &fixture("sam_vit_tiny.pth"),
-        Some(fixture_config("sam_vit_tiny.json")),
-        &cpu(),
-    )
-    .unwrap();
-    let data = synthetic();
-    let cancel = AtomicBool::new(false);
-    let mut events = Vec::new();
-    let mut emit = |e: TrainEvent| {
-        if let (TrainEvent::Step { step, .. }, Some(c)) = (&e, cancel_at)
-            && *step == c
-        {
-            cancel.store(true, Ordering::Relaxed);
-        }
-        events.push(e);
-    };
-    train(
-        &base,
-        &info,
-        &data,
-        cfg,
-        &cpu(),
-        out,
-        resume,
-        &mut emit,
-        &cancel,
-    )
-    .unwrap();
-    events
+    train_tiny_vit(&synthetic(), cfg, out, resume, cancel_at).0
 }
 
 #[test]

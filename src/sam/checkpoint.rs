@@ -66,6 +66,21 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// Opens a `.pth` for reading. The reader parses untrusted pickle data; a malformed file must
+/// give an error, never take the app down.
+fn open_reader(path: &Path) -> Result<PytorchReader, CheckpointError> {
+    let p = path.to_path_buf();
+    std::panic::catch_unwind(move || PytorchReader::new(&p))
+        .map_err(|_| CheckpointError::NotPytorch {
+            path: path.into(),
+            reason: "the reader failed on malformed data".into(),
+        })?
+        .map_err(|e| CheckpointError::NotPytorch {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+}
+
 /// Reads tensor names and shapes without loading any data.
 fn read_shapes(path: &Path) -> Result<Shapes, CheckpointError> {
     if !path.exists() {
@@ -75,17 +90,7 @@ fn read_shapes(path: &Path) -> Result<Shapes, CheckpointError> {
         path: path.into(),
         source,
     })?;
-    // The reader parses untrusted pickle data; never let a malformed file take the app down.
-    let p = path.to_path_buf();
-    let reader = std::panic::catch_unwind(move || PytorchReader::new(&p))
-        .map_err(|_| CheckpointError::NotPytorch {
-            path: path.into(),
-            reason: "the reader failed on malformed data".into(),
-        })?
-        .map_err(|e| CheckpointError::NotPytorch {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+    let reader = open_reader(path)?;
     Ok(reader
         .tensors()
         .iter()
@@ -486,17 +491,7 @@ pub fn read_raw_tensors(path: &Path) -> Result<Vec<RawTensor>, CheckpointError> 
     if !path.exists() {
         return Err(CheckpointError::NotFound { path: path.into() });
     }
-    let p = path.to_path_buf();
-    // As in `read_shapes`: a malformed pickle must give an error, not take the process down.
-    let reader = std::panic::catch_unwind(move || PytorchReader::new(&p))
-        .map_err(|_| CheckpointError::NotPytorch {
-            path: path.into(),
-            reason: "the reader failed on malformed data".into(),
-        })?
-        .map_err(|e| CheckpointError::NotPytorch {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+    let reader = open_reader(path)?;
     let mut out = Vec::with_capacity(reader.len());
     for (key, t) in reader.tensors() {
         let bytes = t.read().map_err(|e| CheckpointError::NotPytorch {

@@ -94,3 +94,48 @@ pub fn cpu() -> Device {
         _ => Device::flex(),
     }
 }
+
+/// Trains on the tiny random-weight ViT-SAM fixture; `cancel_at` requests a cancel after that
+/// step (the run then stops at the next step boundary and leaves a resume folder).
+pub fn train_tiny_vit(
+    data: &segadapt::train::TrainData,
+    cfg: &segadapt::train::TrainConfig,
+    out: &std::path::Path,
+    resume: bool,
+    cancel_at: Option<usize>,
+) -> (
+    Vec<segadapt::train::TrainEvent>,
+    Option<segadapt::train::TrainOutcome>,
+) {
+    use segadapt::train::TrainEvent;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (base, info) = segadapt::sam::load_sam(
+        &fixture("sam_vit_tiny.pth"),
+        Some(fixture_config("sam_vit_tiny.json")),
+        &cpu(),
+    )
+    .unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut events = Vec::new();
+    let mut emit = |e: TrainEvent| {
+        if let (TrainEvent::Step { step, .. }, Some(c)) = (&e, cancel_at)
+            && *step == c
+        {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        events.push(e);
+    };
+    let o = segadapt::train::train(
+        &base,
+        &info,
+        data,
+        cfg,
+        &cpu(),
+        out,
+        resume,
+        &mut emit,
+        &cancel,
+    )
+    .unwrap();
+    (events, o)
+}
