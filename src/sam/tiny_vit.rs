@@ -335,17 +335,8 @@ impl TinyViTBlock {
                 // adapter's per-token output on β (what merged weights give them), not zero.
                 let device = d.device();
                 let pad_delta = self.attn.padded_token_delta(c, &device);
-                let [_, _, _, dd] = d.dims();
-                let real = Tensor::<4>::ones([1, h, w, 1], &device)
-                    .pad([(0, pad_b), (0, pad_r), (0, 0)], PadMode::Constant(0.0));
-                let d = d.pad([(0, pad_b), (0, pad_r), (0, 0)], PadMode::Constant(0.0))
-                    + (real.neg() + 1.0).expand([b, h + pad_b, w + pad_r, dd]) * pad_delta;
-                d.reshape([b, nh, ws, nw, ws, dd]).swap_dims(2, 3).reshape([
-                    b * nh * nw,
-                    ws,
-                    ws,
-                    dd,
-                ])
+                let padded = partition(Tensor::<4>::ones([b, h, w, 1], &device)).neg() + 1.0;
+                partition(d) + padded * pad_delta
             });
             let win = partition(x);
             let x = self

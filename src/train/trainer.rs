@@ -281,15 +281,7 @@ pub fn train(
     let mut cache = PrefixCache::new(first);
     let all = ObjectPool::new(data, data.train.clone());
     let (weight_half, arch_half) = ObjectPool::halves(data, cfg.seed);
-    let alpha_ids: Vec<ParamId> = {
-        let mut ids = Vec::new();
-        for_each_branch(&mut model.clone(), |b| {
-            if let Some(c) = &b.cell {
-                ids.push(c.alpha.id);
-            }
-        });
-        ids
-    };
+    let alpha_ids: Vec<ParamId> = cells(&model).iter().map(|(_, c)| c.alpha.id).collect();
     let mut stage = if has_cells {
         sched.stage(start.saturating_sub(1))
     } else {
