@@ -448,3 +448,23 @@ fn full_grid_cell_sees_true_neighbours_not_window_padding() {
         "window and full grid agree next to padding ({diff})"
     );
 }
+
+#[test]
+fn bilevel_search_moves_alpha_only_in_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = nas_config(8, Placement::Qkv);
+    cfg.schedule.bilevel = true;
+    let (events, _) = run(&cfg, &dir.path().join("a.safetensors"), false, None);
+    let alphas: Vec<(usize, Vec<Vec<f32>>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Alpha { step, weights } => Some((*step, weights.clone())),
+            _ => None,
+        })
+        .collect();
+    let at = |s: usize| &alphas.iter().find(|a| a.0 == s).unwrap().1;
+    // Warm-up is steps 0-1 (α uniform), search 2-5 (α's own step each), consolidation 6-7.
+    assert!(at(2).iter().flatten().all(|v| (v - 1.0 / 6.0).abs() < 1e-6));
+    assert!(at(6).iter().flatten().any(|v| (v - 1.0 / 6.0).abs() > 1e-4));
+    assert_eq!(at(7), at(8), "α moved during consolidation");
+}
