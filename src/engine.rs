@@ -9,6 +9,8 @@ use crate::adapt::file::{AdapterCard, load_adapter};
 use crate::device::ComputeDevice;
 use crate::predict::Predictor;
 use crate::sam::{CheckpointInfo, Sam, SamConfig, load_sam};
+use crate::train::TrainConfig;
+use crate::train::planner::Plan;
 
 pub struct LoadedModel {
     pub predictor: Predictor,
@@ -23,8 +25,36 @@ pub fn load(
     config: Option<SamConfig>,
     device: ComputeDevice,
 ) -> Result<LoadedModel> {
-    let (sam, info) = load_sam(model, config, &device.device)?;
+    let (sam, info) = load_base(model, config, &device)?;
     with_adapter(sam, info, adapter, device)
+}
+
+/// The base model alone, for callers that adapt it themselves (the trainer).
+pub fn load_base(
+    model: &Path,
+    config: Option<SamConfig>,
+    device: &ComputeDevice,
+) -> Result<(Sam, CheckpointInfo)> {
+    Ok(load_sam(model, config, &device.device)?)
+}
+
+/// Memory the planner may plan for (MiB): the target for a batch-1 ViT-B step.
+pub const PLAN_BUDGET_MIB: f64 = 8192.0;
+
+/// The planner's time and memory estimate for training `base` with `cfg` on `device`. The
+/// first adapted stage is read from a copy of the model with the adapters applied, so it is
+/// right for every encoder (TinyViT's stages included).
+pub fn plan_training(
+    base: &Sam,
+    info: &CheckpointInfo,
+    cfg: &TrainConfig,
+    device: &ComputeDevice,
+) -> Plan {
+    let mut probe = base.clone();
+    crate::adapt::apply_adapters(&mut probe, &cfg.adapter, &device.device);
+    let first =
+        crate::adapt::first_adapted_stage(&probe).unwrap_or(base.image_encoder.num_stages());
+    crate::train::planner::plan(&info.config, cfg, first, &device.device, PLAN_BUDGET_MIB)
 }
 
 /// A base model already in memory (e.g. a clone of one), optionally with an adapter applied.

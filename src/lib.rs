@@ -14,4 +14,5 @@ pub mod parity;
 pub mod predict;
 pub mod project;
 pub mod sam;
+pub mod service;
 pub mod train;

@@ -764,7 +764,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
         // No subcommand: the desktop app.
-        return segadapt::app::run(cli.device);
+        return segadapt::app::run(segadapt::service::device::select(cli.device)?);
     };
     if let Command::Models { action } = &command {
         return run_models(action);

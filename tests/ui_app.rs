@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use egui::{Event, Key, Modifiers, PointerButton, Pos2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use segadapt::app::worker::ModelSpec;
 use segadapt::app::{AppConfig, SegApp, Tab};
 use segadapt::project::project::OpenProject;
+use segadapt::service::worker::ModelSpec;
 
 fn tiny_app(dir: &Path) -> SegApp {
     let mut cfg = AppConfig::new(segadapt::device::cpu());
@@ -475,9 +475,9 @@ fn ui_export_flow() {
 /// never warmed up gives them. Run on the CPU here, where the app does not send it.
 #[test]
 fn worker_warm_up_runs_last_and_changes_nothing() {
-    use segadapt::app::Waker;
-    use segadapt::app::worker::{Event as W, ImageKey, Job, PredView, Slot, WorkerHandle};
     use segadapt::predict::PromptInput;
+    use segadapt::service::Waker;
+    use segadapt::service::worker::{Event as W, ImageKey, Job, PredView, Slot, WorkerHandle};
     use std::sync::Arc;
 
     let spec = ModelSpec {

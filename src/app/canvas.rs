@@ -8,8 +8,8 @@ use egui::{
 };
 
 use super::state::{Stroke, Tool};
-use super::worker::Slot;
 use super::{SegApp, overlay};
+use crate::service::worker::Slot;
 
 impl SegApp {
     /// Image pixel (x, y) → screen position in the left (or only) canvas view.

@@ -1,112 +1,48 @@
 //! The desktop app (eframe/egui on wgpu).
 //!
-//! The UI thread only draws and edits plain data. The engine runs on background threads and
-//! talks through typed messages: the SAM worker ([`worker`]: models, embeddings, prompt →
-//! mask), the trainer ([`training`]), the writer/loader ([`io`]) and export ([`export`]).
+//! The UI thread only draws and edits plain data. Everything else goes through the service
+//! layer ([`crate::service`]): the SAM worker (models, embeddings, prompt → mask, the training
+//! planner), the task registry (training, export, download, demo, imports, dialogs) and the
+//! writer/loader, all answering with typed events.
 //! Every edit of the annotations is undoable ([`state`]) and saved at once (atomic writes,
 //! mask files before the `project.json` that names them).
 
 pub mod autopilot;
 pub mod canvas;
-pub mod export;
-pub mod io;
 pub mod overlay;
 pub mod panels;
 pub mod state;
-pub mod training;
-pub mod worker;
+pub mod train_view;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui::TextureHandle;
 use image::RgbImage;
 
-use crate::device::{ComputeDevice, DeviceChoice};
+use crate::device::ComputeDevice;
 use crate::predict::{Point, PromptInput};
 use crate::project::project::{
     AdapterEntry, ImageEntry, ObjectEntry, OpenProject, PointEntry, PromptRecord, mask_stats,
-    now_secs, open_or_create_demo, palette_color,
+    now_secs, palette_color,
+};
+use crate::service::device::AppDevice;
+use crate::service::dialogs::DialogKind;
+use crate::service::export::{ExportOptions, ExportReport};
+use crate::service::io::{LoadJob, Loaded, Loader, WriteJob, Writer};
+use crate::service::worker::{
+    Event, ImageKey, Job, ModelSpec, ModelSummary, PredView, Slot, WorkerHandle,
+};
+use crate::service::{
+    JobEvent, JobKind, JobOutput, TaskId, TaskReport, Tasks, Waker, find_checkpoints,
 };
 use crate::train::TrainConfig;
 
-use io::{LoadJob, Loaded, Loader, WriteJob, Writer};
 use overlay::{CpuOverlay, OverlayData, OverlayParams};
 use state::{Draft, Edit, History, Stroke, Tool};
-use training::TrainView;
-use worker::{Event, ImageKey, Job, ModelSpec, ModelSummary, PredView, Slot, WorkerHandle};
-
-/// Wakes the UI from a background thread (a repaint request on the egui context, once known).
-#[derive(Clone, Default)]
-pub struct Waker(Arc<Mutex<Option<egui::Context>>>);
-
-impl Waker {
-    pub fn wake(&self) {
-        if let Ok(g) = self.0.lock()
-            && let Some(ctx) = g.as_ref()
-        {
-            ctx.request_repaint();
-        }
-    }
-    pub fn set(&self, ctx: &egui::Context) {
-        if let Ok(mut g) = self.0.lock()
-            && g.is_none()
-        {
-            *g = Some(ctx.clone());
-        }
-    }
-}
-
-/// Runs the calling thread (and the threads it spawns later, such as the CPU backend's worker
-/// pool) at a lower priority than the UI thread, so that drawing stays smooth while the
-/// encoder or the trainer keeps every core busy. Linux only (elsewhere a no-op).
-pub fn lower_thread_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        unsafe extern "C" {
-            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
-        }
-        // PRIO_PROCESS (0) with who = 0 is the calling thread: Linux keeps nice values per thread.
-        unsafe {
-            setpriority(0, 0, 10);
-        }
-    }
-}
-
-/// The segadapt cache folder (`$SEGADAPT_CACHE`, default `~/.cache/segadapt`).
-pub fn cache_dir() -> PathBuf {
-    if let Some(c) = std::env::var_os("SEGADAPT_CACHE").filter(|c| !c.is_empty()) {
-        return PathBuf::from(c);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("segadapt")
-}
-
-/// SAM checkpoints in a folder (`.pt`, `.pth`), default MobileSAM first.
-pub fn find_checkpoints(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && matches!(p.extension().and_then(|e| e.to_str()), Some("pt" | "pth"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort_by_key(|p| {
-        (
-            p.file_name().map(|n| n != "mobile_sam.pt").unwrap_or(true),
-            p.clone(),
-        )
-    });
-    v
-}
+use train_view::TrainView;
 
 /// How the app starts.
 pub struct AppConfig {
@@ -122,7 +58,7 @@ pub struct AppConfig {
 
 impl AppConfig {
     pub fn new(device: ComputeDevice) -> Self {
-        let cache = cache_dir();
+        let cache = crate::service::cache_dir();
         AppConfig {
             device,
             model: None,
@@ -195,27 +131,6 @@ pub struct EmbedState {
     pub expected_ms: Option<f64>,
 }
 
-pub enum DialogKind {
-    OpenProject,
-    NewProject,
-    AddImages,
-    AddFolder,
-    PickModel,
-    ExportDir,
-}
-
-/// A model download in progress (the default checkpoint, hash-checked, resumable).
-pub struct DownloadState {
-    pub rx: Receiver<DownloadMsg>,
-    pub cancel: Arc<std::sync::atomic::AtomicBool>,
-    pub progress: Option<crate::models::Progress>,
-}
-
-pub enum DownloadMsg {
-    Progress(crate::models::Progress),
-    Done(Result<PathBuf, String>),
-}
-
 /// Frame timing for the debug overlay and the responsiveness report.
 #[derive(Default)]
 pub struct FrameStats {
@@ -279,21 +194,20 @@ pub struct SegApp {
     pub seq: u64,
     pub train: TrainView,
     pub train_cfg: TrainConfig,
-    pub export_options: export::ExportOptions,
+    pub export_options: ExportOptions,
     pub export_dir: String,
-    pub export_rx: Option<Receiver<Result<export::ExportReport, String>>>,
-    pub export_report: Option<export::ExportReport>,
-    pub import_rx: Option<Receiver<Vec<Result<ImageEntry, String>>>>,
-    pub demo_rx: Option<Receiver<Result<OpenProject, String>>>,
-    pub download: Option<DownloadState>,
-    /// The loaded base checkpoint (its config feeds the training planner).
-    pub base_info: Option<crate::sam::CheckpointInfo>,
+    pub export_report: Option<ExportReport>,
+    /// The export job in flight; its report arrives through `tasks`.
+    pub export_rx: Option<TaskId>,
+    /// The background jobs (training, export, download, demo, import, dialogs).
+    pub tasks: Tasks,
+    /// The running download's latest progress.
+    pub download_progress: Option<crate::models::Progress>,
     /// The planner's estimate for the current settings, the settings it was made for, and
-    /// one in flight.
+    /// the settings of the one asked for.
     pub plan: Option<crate::train::planner::Plan>,
     pub plan_key: String,
-    pub plan_rx: Option<Receiver<(String, Option<crate::train::planner::Plan>)>>,
-    pub dialog_rx: Option<(DialogKind, Receiver<Vec<PathBuf>>)>,
+    pub plan_pending: Option<String>,
     pub toasts: Vec<Toast>,
     pub show_help: bool,
     pub show_debug: bool,
@@ -323,6 +237,7 @@ impl SegApp {
         let waker = Waker::default();
         let worker = WorkerHandle::spawn(config.device.clone(), waker.clone());
         let writer = Writer::spawn(waker.clone());
+        let tasks = Tasks::new(waker.clone());
         let loader = Loader::spawn(waker.clone());
         let settings: Settings = config
             .settings_file
@@ -384,16 +299,13 @@ impl SegApp {
             train_cfg,
             export_options: Default::default(),
             export_dir: String::new(),
-            export_rx: None,
             export_report: None,
-            import_rx: None,
-            demo_rx: None,
-            download: None,
-            base_info: None,
+            export_rx: None,
+            tasks,
+            download_progress: None,
             plan: None,
             plan_key: String::new(),
-            plan_rx: None,
-            dialog_rx: None,
+            plan_pending: None,
             toasts: Vec::new(),
             show_help: false,
             show_debug: false,
@@ -573,19 +485,11 @@ impl SegApp {
     /// Opens the bundled demo project, creating it first (on a background thread: it writes
     /// the images and 36 mask files).
     pub fn open_demo(&mut self) {
-        if self.demo_rx.is_some() {
+        if self.tasks.running(JobKind::Demo) {
             return;
         }
-        let dir = self.config.demo_dir.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waker = self.waker.clone();
-        std::thread::spawn(move || {
-            let r = open_or_create_demo(&dir)
-                .map_err(|e| format!("Cannot create the demo project in {}: {e:#}", dir.display()));
-            let _ = tx.send(r);
-            waker.wake();
-        });
-        self.demo_rx = Some(rx);
+        let job = crate::service::jobs::open_demo(self.config.demo_dir.clone());
+        self.tasks.spawn(JobKind::Demo, "demo project", job);
     }
 
     pub fn set_project(&mut self, p: OpenProject) {
@@ -802,54 +706,79 @@ impl SegApp {
         while let Ok(e) = self.writer.errors.try_recv() {
             self.error(format!("Could not save {}: {}", e.path.display(), e.error));
         }
-        self.pump_training();
-        if let Some(rx) = &self.export_rx
-            && let Ok(r) = rx.try_recv()
-        {
-            self.export_rx = None;
-            match r {
-                Ok(rep) => {
-                    self.toast(
-                        ToastKind::Info,
-                        format!(
-                            "Exported {} files to {}",
-                            rep.files.len(),
-                            rep.out.display()
-                        ),
-                    );
-                    self.export_report = Some(rep);
-                }
-                Err(e) => self.error(format!("Export failed: {e}")),
+        for r in self.tasks.poll() {
+            self.on_task(r);
+        }
+    }
+
+    fn on_task(&mut self, r: TaskReport) {
+        match r {
+            TaskReport::Event { event, .. } => match event {
+                JobEvent::Status(s) => self.train.status = s,
+                JobEvent::Train(e) => self.train.apply(e),
+                JobEvent::Download(p) => self.download_progress = Some(p),
+            },
+            TaskReport::Finished { kind, result, .. } => self.on_finished(kind, result),
+        }
+    }
+
+    fn on_finished(&mut self, kind: JobKind, result: Result<JobOutput, String>) {
+        match kind {
+            JobKind::Train => self.train.task = None,
+            JobKind::Export => self.export_rx = None,
+            JobKind::Download => self.download_progress = None,
+            JobKind::Demo | JobKind::Import | JobKind::Dialog => {}
+        }
+        let output = match result {
+            Ok(o) => o,
+            Err(e) => {
+                let what = match kind {
+                    JobKind::Train => {
+                        self.train.error = Some(e.clone());
+                        self.train.status = format!("failed: {e}");
+                        "Training failed"
+                    }
+                    JobKind::Export => "Export failed",
+                    JobKind::Download => "Download failed",
+                    JobKind::Import => "Images not added",
+                    JobKind::Dialog => "File dialog",
+                    // The demo job's error names what failed.
+                    JobKind::Demo => {
+                        self.error(e);
+                        return;
+                    }
+                };
+                self.error(format!("{what}: {e}"));
+                return;
             }
-        }
-        self.pump_download();
-        if let Some(rx) = &self.plan_rx
-            && let Ok((key, plan)) = rx.try_recv()
-        {
-            self.plan_rx = None;
-            self.plan_key = key;
-            self.plan = plan;
-        }
-        if let Some(rx) = &self.demo_rx
-            && let Ok(r) = rx.try_recv()
-        {
-            self.demo_rx = None;
-            match r {
-                Ok(p) => self.set_project(p),
-                Err(e) => self.error(e),
+        };
+        match output {
+            JobOutput::Trained(Some(o)) => self.on_trained(o),
+            JobOutput::Trained(None) => self.toast(
+                ToastKind::Info,
+                "Training cancelled; press Resume to continue",
+            ),
+            JobOutput::Exported(rep) => {
+                self.toast(
+                    ToastKind::Info,
+                    format!(
+                        "Exported {} files to {}",
+                        rep.files.len(),
+                        rep.out.display()
+                    ),
+                );
+                self.export_report = Some(rep);
             }
-        }
-        if let Some(rx) = &self.import_rx
-            && let Ok(list) = rx.try_recv()
-        {
-            self.import_rx = None;
-            self.on_imported(list);
-        }
-        if let Some((_, rx)) = &self.dialog_rx
-            && let Ok(paths) = rx.try_recv()
-        {
-            let (kind, _) = self.dialog_rx.take().expect("some");
-            self.on_dialog(kind, paths);
+            JobOutput::Downloaded(path) => {
+                self.toast(
+                    ToastKind::Info,
+                    format!("Downloaded and verified {}", path.display()),
+                );
+                self.load_model(ModelSpec { path, config: None });
+            }
+            JobOutput::Demo(p) => self.set_project(p),
+            JobOutput::Imported(list) => self.on_imported(list),
+            JobOutput::Picked(kind, paths) => self.on_dialog(kind, paths),
         }
     }
 
@@ -859,11 +788,7 @@ impl SegApp {
                 Slot::Base => self.base.loading = Some(what),
                 Slot::Adapted => self.adapted.loading = Some(what),
             },
-            Event::ModelLoaded {
-                slot,
-                summary,
-                info,
-            } => {
+            Event::ModelLoaded { slot, summary, .. } => {
                 let msg = format!(
                     "Loaded {} in {:.1} s on {}",
                     summary.name,
@@ -872,7 +797,6 @@ impl SegApp {
                 );
                 match slot {
                     Slot::Base => {
-                        self.base_info = Some(*info);
                         self.plan_key.clear();
                         self.settings.model = Some(summary.path.clone());
                         self.save_settings();
@@ -986,6 +910,13 @@ impl SegApp {
                     self.click_at = None;
                 }
                 self.store_prediction(key.id, slot, seq, pred);
+            }
+            Event::Planned { key, plan } => {
+                if self.plan_pending.as_ref() == Some(&key) {
+                    self.plan_pending = None;
+                    self.plan_key = key;
+                    self.plan = plan.map(|p| *p);
+                }
             }
             Event::WarmupStarted => self.warming_since = Some(Instant::now()),
             Event::WarmupDone { ms, error } => {
@@ -1157,82 +1088,14 @@ impl SegApp {
             self.error("Open or create a project first");
             return;
         };
-        let root = p.root.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waker = self.waker.clone();
-        std::thread::spawn(move || {
-            let list = files
-                .iter()
-                .map(|f| {
-                    crate::project::project::prepare_image(&root, f, copy)
-                        .map_err(|e| format!("{}: {e:#}", f.display()))
-                })
-                .collect();
-            let _ = tx.send(list);
-            waker.wake();
-        });
-        self.import_rx = Some(rx);
+        let job = crate::service::jobs::import_images(p.root.clone(), files, copy);
+        self.tasks.spawn(JobKind::Import, "adding images", job);
     }
 
     pub fn open_dialog(&mut self, kind: DialogKind) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waker = self.waker.clone();
         let start = self.project.as_ref().map(|p| p.root.clone());
-        let model_dir = self.config.model_dir.clone();
-        let k = match kind {
-            DialogKind::OpenProject => 0,
-            DialogKind::NewProject => 1,
-            DialogKind::AddImages => 2,
-            DialogKind::AddFolder => 3,
-            DialogKind::PickModel => 4,
-            DialogKind::ExportDir => 5,
-        };
-        std::thread::spawn(move || {
-            let res = std::panic::catch_unwind(move || -> Vec<PathBuf> {
-                let mut d = rfd::FileDialog::new();
-                if let Some(s) = &start {
-                    d = d.set_directory(s);
-                }
-                match k {
-                    0 => d
-                        .add_filter("segadapt project", &["json"])
-                        .set_title("Open project (project.json)")
-                        .pick_file()
-                        .into_iter()
-                        .collect(),
-                    1 => d
-                        .set_title("Folder for the new project")
-                        .pick_folder()
-                        .into_iter()
-                        .collect(),
-                    2 => d
-                        .add_filter("Images", crate::project::project::IMAGE_EXTENSIONS)
-                        .set_title("Add images")
-                        .pick_files()
-                        .unwrap_or_default(),
-                    3 => d
-                        .set_title("Add a folder of images")
-                        .pick_folder()
-                        .into_iter()
-                        .collect(),
-                    4 => rfd::FileDialog::new()
-                        .set_directory(&model_dir)
-                        .add_filter("SAM checkpoint", &["pt", "pth"])
-                        .set_title("Choose a SAM checkpoint")
-                        .pick_file()
-                        .into_iter()
-                        .collect(),
-                    _ => d
-                        .set_title("Export to folder")
-                        .pick_folder()
-                        .into_iter()
-                        .collect(),
-                }
-            });
-            let _ = tx.send(res.unwrap_or_default());
-            waker.wake();
-        });
-        self.dialog_rx = Some((kind, rx));
+        let job = crate::service::dialogs::pick(kind, start, self.config.model_dir.clone());
+        self.tasks.spawn(JobKind::Dialog, "file dialog", job);
     }
 
     fn on_dialog(&mut self, kind: DialogKind, paths: Vec<PathBuf>) {
@@ -1819,133 +1682,43 @@ impl SegApp {
 
     /// Downloads the default checkpoint (MobileSAM) into the model folder, then loads it.
     pub fn download_default_model(&mut self) {
-        if self.download.is_some() {
+        if self.tasks.running(JobKind::Download) {
             return;
         }
-        let dir = self.config.model_dir.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let c = cancel.clone();
-        let waker = self.waker.clone();
-        std::thread::spawn(move || {
-            let spec = crate::models::default_model();
-            let opts = crate::models::DownloadOptions::default();
-            let (tx2, w2) = (tx.clone(), waker.clone());
-            let mut last: Option<Instant> = None;
-            let mut progress = move |p: crate::models::Progress| {
-                if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
-                    || p.phase == crate::models::Phase::Done
-                {
-                    last = Some(Instant::now());
-                    let _ = tx2.send(DownloadMsg::Progress(p));
-                    w2.wake();
-                }
-            };
-            let r = crate::models::download(spec, &dir, &opts, &mut progress, &c)
-                .map_err(|e| e.to_string());
-            let _ = tx.send(DownloadMsg::Done(r));
-            waker.wake();
-        });
-        self.download = Some(DownloadState {
-            rx,
-            cancel,
-            progress: None,
-        });
+        self.download_progress = None;
+        let job = crate::service::jobs::download_default_model(self.config.model_dir.clone());
+        self.tasks.spawn(JobKind::Download, "model download", job);
     }
 
     pub fn cancel_download(&mut self) {
-        if let Some(d) = &self.download {
-            d.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.tasks.cancel(JobKind::Download);
     }
 
-    fn pump_download(&mut self) {
-        let mut done = None;
-        if let Some(d) = &mut self.download {
-            while let Ok(m) = d.rx.try_recv() {
-                match m {
-                    DownloadMsg::Progress(p) => d.progress = Some(p),
-                    DownloadMsg::Done(r) => done = Some(r),
-                }
-            }
-        }
-        if let Some(r) = done {
-            self.download = None;
-            match r {
-                Ok(path) => {
-                    self.toast(
-                        ToastKind::Info,
-                        format!("Downloaded and verified {}", path.display()),
-                    );
-                    self.load_model(ModelSpec { path, config: None });
-                }
-                Err(e) => self.error(format!("Download failed: {e}")),
-            }
-        }
-    }
-
-    /// Asks the planner (on a background thread) for time and memory of the current training
-    /// settings, when they changed since the last estimate.
+    /// Asks the worker for time and memory of the current training settings, when they
+    /// changed since the last estimate.
     pub fn request_plan(&mut self) {
-        let Some(info) = &self.base_info else { return };
-        if self.plan_rx.is_some() {
+        let Some(base) = self.base.summary.as_ref().filter(|_| self.model_ready()) else {
+            return;
+        };
+        if self.plan_pending.is_some() {
             return;
         }
         let key = format!(
             "{}|{}",
-            info.sha256,
+            base.sha256,
             serde_json::to_string(&self.train_cfg).unwrap_or_default()
         );
         if key == self.plan_key {
             return;
         }
-        let sam_cfg = info.config.clone();
-        let cfg = self.train_cfg.clone();
-        let device = self.config.device.device.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waker = self.waker.clone();
-        std::thread::spawn(move || {
-            lower_thread_priority();
-            let first = cfg.adapter.blocks.iter().min().copied().unwrap_or(0);
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::train::planner::plan(&sam_cfg, &cfg, first, &device, 8192.0)
-            }));
-            let _ = tx.send((key, r.ok()));
-            waker.wake();
+        self.plan_pending = Some(key.clone());
+        self.worker.send(Job::Plan {
+            key,
+            config: Box::new(self.train_cfg.clone()),
         });
-        self.plan_rx = Some(rx);
     }
 
     // ------------------------------------------------------------------ training
-
-    fn pump_training(&mut self) {
-        let Some(h) = &self.train.handle else { return };
-        let mut msgs = Vec::new();
-        while let Ok(m) = h.rx.try_recv() {
-            msgs.push(m);
-        }
-        for m in msgs {
-            match m {
-                training::TrainMsg::Status(s) => self.train.status = s,
-                training::TrainMsg::Event(e) => self.train.apply(e),
-                training::TrainMsg::Done(r) => {
-                    self.train.handle = None;
-                    match r {
-                        Ok(Some(o)) => self.on_trained(o),
-                        Ok(None) => self.toast(
-                            ToastKind::Info,
-                            "Training cancelled; press Resume to continue",
-                        ),
-                        Err(e) => {
-                            self.train.error = Some(e.clone());
-                            self.train.status = format!("failed: {e}");
-                            self.error(format!("Training failed: {e}"));
-                        }
-                    }
-                }
-            }
-        }
-    }
 
     fn on_trained(&mut self, o: crate::train::TrainOutcome) {
         let Some((cfg, out)) = self.train.last.clone() else {
@@ -2016,12 +1789,12 @@ impl SegApp {
             self.error("Open a project first");
             return;
         };
-        let images: Vec<training::TrainImage> = p
+        let images: Vec<crate::service::train::TrainImage> = p
             .project
             .images
             .iter()
             .filter(|i| !i.objects.is_empty())
-            .map(|i| training::TrainImage {
+            .map(|i| crate::service::train::TrainImage {
                 name: i.name.clone(),
                 path: p.image_path(i),
                 masks: i.objects.iter().map(|o| p.resolve(&o.mask)).collect(),
@@ -2075,7 +1848,7 @@ impl SegApp {
         }
         self.train.last = Some((cfg.clone(), out.clone()));
         self.train.status = "starting…".into();
-        let req = training::TrainRequest {
+        let req = crate::service::train::TrainRequest {
             model: spec,
             images,
             config: cfg,
@@ -2084,13 +1857,14 @@ impl SegApp {
             device: self.config.device.clone(),
             flushed: Some(self.writer.flush()),
         };
-        self.train.handle = Some(training::spawn(req, self.waker.clone()));
+        let job = crate::service::train::job(req);
+        self.train.task = Some(self.tasks.spawn(JobKind::Train, "training", job));
         self.tab = Tab::Adapt;
     }
 
     pub fn cancel_training(&mut self) {
-        if let Some(h) = &self.train.handle {
-            h.cancel();
+        if self.train.running() {
+            self.tasks.cancel(JobKind::Train);
             self.train.status = "cancelling at the next step…".into();
         }
     }
@@ -2122,7 +1896,7 @@ impl SegApp {
             .as_ref()
             .map(|a| p.resolve(Path::new(a)))
             .filter(|a| a.is_file());
-        let req = export::ExportRequest {
+        let req = crate::service::export::ExportRequest {
             project: p.clone(),
             out,
             options: self.export_options.clone(),
@@ -2132,7 +1906,8 @@ impl SegApp {
             flushed: Some(self.writer.flush()),
         };
         self.export_report = None;
-        self.export_rx = Some(export::spawn(req, self.waker.clone()));
+        let job = crate::service::export::job(req);
+        self.export_rx = Some(self.tasks.spawn(JobKind::Export, "export", job));
     }
 
     // ------------------------------------------------------------------ frame
@@ -2193,9 +1968,7 @@ impl SegApp {
         self.windows(&ctx);
         self.toasts_ui(&ctx);
         if self.busy()
-            || self.export_rx.is_some()
-            || self.import_rx.is_some()
-            || self.demo_rx.is_some()
+            || !self.tasks.is_empty()
             || !self.toasts.is_empty()
             || self.autopilot.is_some()
         {
@@ -2217,65 +1990,31 @@ impl eframe::App for SegApp {
 
     fn on_exit(&mut self) {
         self.writer.flush_blocking();
-        if let Some(h) = &self.train.handle {
-            h.cancel();
-        }
+        self.tasks.cancel(JobKind::Train);
     }
 }
 
-/// Opens the app window.
-pub fn run(device: DeviceChoice) -> anyhow::Result<()> {
-    // CPU compute (flex) runs on rayon's global pool: leave one core to the UI thread so frames
-    // keep coming while an embedding or a training step runs.
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(cores.saturating_sub(1).max(1))
-        .build_global();
-    // Compute: a real GPU is shared with the renderer; a software adapter (lavapipe) or none
-    // means compute on the CPU while eframe renders on whatever wgpu finds.
-    let mut native = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
+/// Opens the app window, computing on `device` (chosen by the caller).
+pub fn run(device: AppDevice) -> anyhow::Result<()> {
+    crate::service::device::leave_a_core_to_the_ui();
+    let compute = device.compute;
+    tracing::info!("compute device: {}", compute.description);
+    let viewport = || {
+        egui::ViewportBuilder::default()
             .with_title("segadapt")
             .with_inner_size([1360.0, 860.0])
-            .with_min_inner_size([900.0, 600.0]),
+            .with_min_inner_size([900.0, 600.0])
+    };
+    let mut native = eframe::NativeOptions {
+        viewport: viewport(),
         renderer: eframe::Renderer::Wgpu,
         ..Default::default()
     };
-    let compute = match device {
-        DeviceChoice::Cpu => crate::device::cpu(),
-        DeviceChoice::Gpu | DeviceChoice::Auto => {
-            match std::panic::catch_unwind(crate::device::gpu) {
-                Ok(Ok((dev, setup, software))) => {
-                    native.wgpu_options.wgpu_setup = eframe::egui_wgpu::WgpuSetup::Existing(
-                        eframe::egui_wgpu::WgpuSetupExisting {
-                            instance: setup.instance.clone(),
-                            adapter: setup.adapter.clone(),
-                            device: setup.device.clone(),
-                            queue: setup.queue.clone(),
-                        },
-                    );
-                    if software && device == DeviceChoice::Auto {
-                        crate::device::cpu()
-                    } else {
-                        dev
-                    }
-                }
-                Ok(Err(e)) => {
-                    if device == DeviceChoice::Gpu {
-                        anyhow::bail!("{e}");
-                    }
-                    tracing::info!("{e}; computing on the CPU");
-                    crate::device::cpu()
-                }
-                Err(_) => crate::device::cpu(),
-            }
-        }
-    };
-    tracing::info!("compute device: {}", compute.description);
-    let shared = matches!(
-        native.wgpu_options.wgpu_setup,
-        eframe::egui_wgpu::WgpuSetup::Existing(_)
-    );
+    // A real GPU is shared with the renderer; otherwise eframe renders on whatever wgpu finds.
+    let shared = device.shared_wgpu.is_some();
+    if let Some(existing) = device.shared_wgpu {
+        native.wgpu_options.wgpu_setup = eframe::egui_wgpu::WgpuSetup::Existing(existing);
+    }
     let make = |native: eframe::NativeOptions, compute: ComputeDevice| {
         eframe::run_native(
             "segadapt",
@@ -2299,9 +2038,7 @@ pub fn run(device: DeviceChoice) -> anyhow::Result<()> {
                 "rendering on the shared wgpu device failed ({e}); retrying with eframe's own device"
             );
             let native = eframe::NativeOptions {
-                viewport: egui::ViewportBuilder::default()
-                    .with_title("segadapt")
-                    .with_inner_size([1360.0, 860.0]),
+                viewport: viewport(),
                 renderer: eframe::Renderer::Wgpu,
                 ..Default::default()
             };

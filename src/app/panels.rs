@@ -8,10 +8,12 @@ use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText, Sense, Vec2, vec
 use egui_plot::{Corner, HLine, Legend, Line, LineStyle, Plot, PlotPoints, VLine};
 
 use super::state::Tool;
-use super::training::{fmt_duration, heat, stage_color};
-use super::worker::ModelSpec;
-use super::{DialogKind, SegApp, Tab, ToastKind, find_checkpoints};
+use super::train_view::{fmt_duration, heat, stage_color};
+use super::{SegApp, Tab, ToastKind};
 use crate::adapt::config::Method;
+use crate::service::dialogs::DialogKind;
+use crate::service::worker::ModelSpec;
+use crate::service::{JobKind, find_checkpoints};
 
 /// (keys, action) for the help overlay.
 pub const SHORTCUTS: &[(&str, &str)] = &[
@@ -1159,7 +1161,7 @@ impl SegApp {
             ))
             .small(),
         );
-        let stage_lines = |pu: &mut egui_plot::PlotUi, t: &super::training::TrainView| {
+        let stage_lines = |pu: &mut egui_plot::PlotUi, t: &super::train_view::TrainView| {
             for (s, st) in &t.stage_changes {
                 if *s > 0 {
                     pu.vline(
@@ -1489,7 +1491,11 @@ impl SegApp {
     /// Download button for the default checkpoint, or the running download's progress.
     fn download_ui(&mut self, ui: &mut egui::Ui) {
         let spec = crate::models::default_model();
-        match self.download.as_ref().map(|d| d.progress) {
+        match self
+            .tasks
+            .running(JobKind::Download)
+            .then_some(self.download_progress)
+        {
             Some(p) => {
                 let (done, total) = p
                     .map(|p| (p.done, p.total.unwrap_or(spec.size)))
@@ -1534,7 +1540,7 @@ impl SegApp {
             ui.add_space(24.0);
             if ui
                 .add_enabled(
-                    self.demo_rx.is_none(),
+                    !self.tasks.running(JobKind::Demo),
                     egui::Button::new(RichText::new("Open the demo project (nuclei)").size(17.0))
                         .min_size(vec2(320.0, 40.0)),
                 )
@@ -1542,7 +1548,7 @@ impl SegApp {
             {
                 self.open_demo();
             }
-            if self.demo_rx.is_some() {
+            if self.tasks.running(JobKind::Demo) {
                 ui.horizontal(|ui| {
                     ui.add_space((ui.available_width() - 220.0).max(0.0) / 2.0);
                     ui.spinner();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::predict::Point;
 use crate::project::project::ObjectEntry;
 
-use super::worker::PredView;
+use crate::service::worker::PredView;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {

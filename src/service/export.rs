@@ -1,4 +1,4 @@
-//! Export on a background thread: per-object mask PNGs, one label image per image, COCO JSON
+//! The export job: per-object mask PNGs, one label image per image, COCO JSON
 //! (compressed RLE), the adapter file + model card, and the merged model.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use crate::project::coco::{self, CocoImage, CocoObject};
 use crate::project::export::{write_label_png, write_mask_png};
 use crate::project::project::OpenProject;
 
-use super::Waker;
+use super::tasks::{JobContext, JobOutput};
 use super::worker::ModelSpec;
 
 #[derive(Clone, Debug)]
@@ -77,7 +77,7 @@ fn stem(name: &str) -> String {
     )
 }
 
-/// Runs an export synchronously (the app calls it from a thread).
+/// Runs an export on the calling thread.
 pub fn export(req: &ExportRequest) -> Result<ExportReport> {
     if let Some(f) = &req.flushed {
         let _ = f.recv_timeout(std::time::Duration::from_secs(30));
@@ -204,9 +204,13 @@ pub fn export(req: &ExportRequest) -> Result<ExportReport> {
 
 fn export_merged(req: &ExportRequest, adapter: &Path, out: &Path) -> Result<(PathBuf, String)> {
     let spec = req.model.as_ref().context("no base model loaded")?;
-    let dev = &req.device.device;
-    let (mut sam, info) = crate::sam::load_sam(&spec.path, spec.config.clone(), dev)?;
-    crate::adapt::file::load_adapter(&mut sam, &info, adapter, dev)?;
+    let loaded = crate::engine::load(
+        &spec.path,
+        Some(adapter),
+        spec.config.clone(),
+        req.device.clone(),
+    )?;
+    let mut sam = loaded.predictor.model;
     let report = crate::adapt::merge::merge(&mut sam);
     let dir = out.join("merged");
     std::fs::create_dir_all(&dir)?;
@@ -227,21 +231,7 @@ fn export_merged(req: &ExportRequest, adapter: &Path, out: &Path) -> Result<(Pat
     ))
 }
 
-pub fn spawn(
-    req: ExportRequest,
-    waker: Waker,
-) -> std::sync::mpsc::Receiver<Result<ExportReport, String>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("export".into())
-        .spawn(move || {
-            super::lower_thread_priority();
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| export(&req)))
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("export failed inside the engine")))
-                .map_err(|e| format!("{e:#}"));
-            let _ = tx.send(r);
-            waker.wake();
-        })
-        .ok();
-    rx
+/// The job for [`super::tasks::Tasks::spawn`]; ends with [`JobOutput::Exported`].
+pub fn job(req: ExportRequest) -> impl FnOnce(&JobContext) -> Result<JobOutput> + Send {
+    move |_| export(&req).map(JobOutput::Exported)
 }

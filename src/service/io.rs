@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use image::RgbImage;
 
-use super::Waker;
+use super::thread::Waker;
 use crate::fsutil::atomic_write;
 use crate::project::project::read_mask_file;
 

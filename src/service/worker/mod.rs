@@ -2,159 +2,31 @@
 //! The UI sends [`Job`]s and receives [`Event`]s; it never touches a tensor and never waits.
 //!
 //! Scheduling: model loads first, then the latest prompt of each model slot (a newer prompt
-//! replaces an older one still queued), then embeddings of the open image, then prefetches.
+//! replaces an older one still queued), then embeddings of the open image, then prefetches,
+//! then a training plan, then the kernel warm-up.
 //! Embeddings are cached in memory (a few images per slot) and on disk in the project's
 //! `cache/` folder, keyed by image hash + model hash + adapter hash.
 
+mod embeddings;
+mod messages;
+
+pub use messages::{Event, ImageKey, Job, ModelSpec, ModelSummary, PredView, Slot};
+
 use std::collections::{HashMap, VecDeque};
-use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Instant;
 
-use burn::prelude::*;
 use image::RgbImage;
 
-use crate::adapt::file::{AdapterCard, load_adapter};
 use crate::device::ComputeDevice;
-use crate::fsutil::atomic_write;
 use crate::predict::{ImageEmbedding, Point, Predictor, PromptInput};
-use crate::sam::{CheckpointInfo, Sam, SamConfig, load_sam};
+use crate::sam::CheckpointInfo;
+use crate::train::TrainConfig;
 
-use super::Waker;
-
-/// Which model answers: the base checkpoint, or base + the selected adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Slot {
-    Base,
-    Adapted,
-}
-
-/// A checkpoint to load, with an explicit config for non-official (test) models.
-#[derive(Clone, Debug)]
-pub struct ModelSpec {
-    pub path: PathBuf,
-    pub config: Option<SamConfig>,
-}
-
-/// An image the worker may embed: the project's image id plus its content hash.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ImageKey {
-    pub id: u64,
-    pub sha256: String,
-}
-
-pub enum Job {
-    LoadModel(ModelSpec),
-    /// Loads an adapter into the `Adapted` slot (None unloads it).
-    SetAdapter(Option<PathBuf>),
-    /// Embedding wanted for `slot`. `prefetch` jobs run only when nothing else waits.
-    Embed {
-        slot: Slot,
-        key: ImageKey,
-        image: Arc<RgbImage>,
-        prefetch: bool,
-        cache_dir: Option<PathBuf>,
-    },
-    Predict {
-        slot: Slot,
-        key: ImageKey,
-        prompt: PromptInput,
-        multimask: bool,
-        seq: u64,
-    },
-    /// Drop queued work for images other than these (the user moved on).
-    Retain(Vec<u64>),
-    /// Compile the GPU kernels of an encoder pass and of the usual prompts (a box; a point with
-    /// three candidates) on a blank image before they are needed. wgpu compiles and autotunes
-    /// each kernel on first use (tens of seconds on a cold start); done while the user picks an
-    /// image, the first embedding and the first click do not pay it. Lowest priority: it runs
-    /// only when nothing else waits. The app sends it after loading a model on a GPU.
-    WarmUp,
-    Shutdown,
-}
-
-/// A model as the UI sees it.
-#[derive(Clone, Debug)]
-pub struct ModelSummary {
-    pub name: String,
-    pub path: PathBuf,
-    pub sha256: String,
-    pub model_type: String,
-    pub device: String,
-    pub load_ms: f64,
-    pub card: Option<AdapterCard>,
-}
-
-/// Masks of one prediction, thresholded, at the original image size.
-#[derive(Clone, Debug)]
-pub struct PredView {
-    pub masks: Vec<Arc<Vec<bool>>>,
-    pub iou: Vec<f32>,
-    pub low_res: Vec<Arc<Vec<f32>>>,
-    /// (h, w)
-    pub size: [usize; 2],
-    pub ms: f64,
-}
-
-impl PredView {
-    pub fn best(&self) -> usize {
-        (0..self.iou.len()).fold(0, |b, i| if self.iou[i] > self.iou[b] { i } else { b })
-    }
-}
-
-pub enum Event {
-    ModelLoading {
-        slot: Slot,
-        what: String,
-    },
-    ModelLoaded {
-        slot: Slot,
-        summary: ModelSummary,
-        info: Box<CheckpointInfo>,
-    },
-    ModelUnloaded {
-        slot: Slot,
-    },
-    ModelError {
-        slot: Slot,
-        error: String,
-    },
-    EmbedStarted {
-        slot: Slot,
-        key: ImageKey,
-        expected_ms: Option<f64>,
-    },
-    EmbedDone {
-        slot: Slot,
-        key: ImageKey,
-        ms: f64,
-        from_cache: bool,
-    },
-    EmbedError {
-        slot: Slot,
-        key: ImageKey,
-        error: String,
-    },
-    Predicted {
-        slot: Slot,
-        key: ImageKey,
-        seq: u64,
-        pred: Arc<PredView>,
-    },
-    PredictError {
-        slot: Slot,
-        key: ImageKey,
-        seq: u64,
-        error: String,
-    },
-    WarmupStarted,
-    WarmupDone {
-        ms: f64,
-        error: Option<String>,
-    },
-}
+use super::thread::{Waker, guarded, lower_thread_priority};
+use embeddings::{MemoryCache, read_embedding, short, write_embedding};
 
 /// The UI's handle on the worker thread.
 pub struct WorkerHandle {
@@ -170,7 +42,7 @@ impl WorkerHandle {
         let thread = std::thread::Builder::new()
             .name("sam-worker".into())
             .spawn(move || {
-                super::lower_thread_priority();
+                lower_thread_priority();
                 Worker::new(device, etx, waker).run(jrx)
             })
             .expect("spawn worker thread");
@@ -206,8 +78,7 @@ struct Worker {
     base: Option<(LoadedSlot, CheckpointInfo)>,
     adapted: Option<LoadedSlot>,
     adapter_path: Option<PathBuf>,
-    /// (slot ident, image sha) → embedding; most recent last.
-    cache: VecDeque<((String, String), ImageEmbedding)>,
+    cache: MemoryCache,
     images: HashMap<u64, Arc<RgbImage>>,
     cache_dirs: HashMap<u64, PathBuf>,
     last_embed_ms: HashMap<Slot, f64>,
@@ -216,32 +87,8 @@ struct Worker {
     adapter: Option<Option<PathBuf>>,
     predicts: HashMap<Slot, (ImageKey, PromptInput, bool, u64)>,
     embeds: VecDeque<(Slot, ImageKey, bool)>,
+    plan: Option<(String, TrainConfig)>,
     warmup: bool,
-}
-
-const MEM_CACHE: usize = 8;
-
-fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = e.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = e.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "internal error".to_string()
-    }
-}
-
-/// Runs `f`, turning a panic inside the engine into an error message.
-fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(p) => Err(format!("the engine failed: {}", panic_message(p))),
-    }
-}
-
-fn short(s: &str) -> &str {
-    &s[..16.min(s.len())]
 }
 
 impl Worker {
@@ -253,7 +100,7 @@ impl Worker {
             base: None,
             adapted: None,
             adapter_path: None,
-            cache: VecDeque::new(),
+            cache: MemoryCache::default(),
             images: HashMap::new(),
             cache_dirs: HashMap::new(),
             last_embed_ms: HashMap::new(),
@@ -261,6 +108,7 @@ impl Worker {
             adapter: None,
             predicts: HashMap::new(),
             embeds: VecDeque::new(),
+            plan: None,
             warmup: false,
         }
     }
@@ -309,6 +157,7 @@ impl Worker {
                 self.embeds.retain(|(_, k, _)| ids.contains(&k.id));
                 self.images.retain(|id, _| ids.contains(id));
             }
+            Job::Plan { key, config } => self.plan = Some((key, *config)),
             Job::WarmUp => self.warmup = true,
         }
         true
@@ -319,6 +168,7 @@ impl Worker {
             || self.adapter.is_some()
             || !self.predicts.is_empty()
             || !self.embeds.is_empty()
+            || self.plan.is_some()
             || self.warmup_due()
     }
 
@@ -383,10 +233,34 @@ impl Worker {
             }
             return;
         }
+        if let Some((key, cfg)) = self.plan.take() {
+            self.plan(key, cfg);
+            return;
+        }
         if self.warmup_due() {
             self.warmup = false;
             self.warm_up();
         }
+    }
+
+    /// See [`Job::Plan`]. Without a base model the answer is no plan.
+    fn plan(&mut self, key: String, cfg: TrainConfig) {
+        let plan = self.base.as_ref().and_then(|(ls, info)| {
+            let res = guarded(|| {
+                Ok(crate::engine::plan_training(
+                    &ls.predictor.model,
+                    info,
+                    &cfg,
+                    &self.device,
+                ))
+            });
+            res.map_err(|e| tracing::warn!("training planner: {e}"))
+                .ok()
+        });
+        self.emit(Event::Planned {
+            key,
+            plan: plan.map(Box::new),
+        });
     }
 
     /// See [`Job::WarmUp`]. Same shapes as real use: the encoder always sees the padded
@@ -439,10 +313,12 @@ impl Worker {
             what: name.clone(),
         });
         let t = Instant::now();
-        let device = self.device.device.clone();
-        let res = guarded(|| Ok(load_sam(&spec.path, spec.config.clone(), &device)?));
+        let res = guarded(|| {
+            crate::engine::load(&spec.path, None, spec.config.clone(), self.device.clone())
+        });
         match res {
-            Ok((sam, info)) => {
+            Ok(loaded) => {
+                let info = loaded.info;
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 self.cache.clear();
                 self.adapted = None;
@@ -458,7 +334,7 @@ impl Worker {
                 let ident = short(&info.sha256).to_string();
                 self.base = Some((
                     LoadedSlot {
-                        predictor: Predictor::new(sam, device),
+                        predictor: loaded.predictor,
                         ident,
                     },
                     info.clone(),
@@ -505,16 +381,17 @@ impl Worker {
             what: name.clone(),
         });
         let t = Instant::now();
-        let mut sam: Sam = base.predictor.model.clone();
-        let device = self.device.device.clone();
+        let sam = base.predictor.model.clone();
         let info = info.clone();
         let res = guarded(|| {
-            let card = load_adapter(&mut sam, &info, &path, &device)?;
+            let loaded =
+                crate::engine::with_adapter(sam, info.clone(), Some(&path), self.device.clone())?;
             let sha = crate::sam::checkpoint::sha256_file(&path)?;
-            Ok((card, sha))
+            Ok((loaded, sha))
         });
         match res {
-            Ok((card, sha)) => {
+            Ok((loaded, sha)) => {
+                let card = loaded.card.expect("an adapter was given");
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 let ident = format!("{}_{}", short(&info.sha256), short(&sha));
                 let summary = ModelSummary {
@@ -527,7 +404,7 @@ impl Worker {
                     card: Some(card),
                 };
                 self.adapted = Some(LoadedSlot {
-                    predictor: Predictor::new(sam, device),
+                    predictor: loaded.predictor,
                     ident,
                 });
                 self.emit(Event::ModelLoaded {
@@ -547,21 +424,6 @@ impl Worker {
         }
     }
 
-    fn cached(&self, ident: &str, sha: &str) -> Option<ImageEmbedding> {
-        self.cache
-            .iter()
-            .find(|((i, s), _)| i == ident && s == sha)
-            .map(|(_, e)| e.clone())
-    }
-
-    fn remember(&mut self, ident: String, sha: String, emb: ImageEmbedding) {
-        self.cache.retain(|((i, s), _)| !(i == &ident && s == &sha));
-        self.cache.push_back(((ident, sha), emb));
-        while self.cache.len() > MEM_CACHE {
-            self.cache.pop_front();
-        }
-    }
-
     /// The embedding of `key` for `slot`: memory, then disk, then the encoder.
     fn embedding(
         &mut self,
@@ -573,7 +435,7 @@ impl Worker {
             return Err("no model loaded".into());
         };
         let ident = ls.ident.clone();
-        if let Some(e) = self.cached(&ident, &key.sha256) {
+        if let Some(e) = self.cache.get(&ident, &key.sha256) {
             if announce {
                 self.emit(Event::EmbedDone {
                     slot,
@@ -587,11 +449,11 @@ impl Worker {
         let file = self
             .cache_dirs
             .get(&key.id)
-            .map(|d| d.join(format!("{}_{}.emb", short(&key.sha256), ident)));
+            .map(|d| embeddings::file_in(d, key, &ident));
         if let Some(f) = &file {
             let t = Instant::now();
             if let Some(e) = read_embedding(f, &self.device.device) {
-                self.remember(ident, key.sha256.clone(), e.clone());
+                self.cache.put(ident, key.sha256.clone(), e.clone());
                 self.emit(Event::EmbedDone {
                     slot,
                     key: key.clone(),
@@ -621,7 +483,7 @@ impl Worker {
                 {
                     tracing::warn!("embedding cache: {err:#}");
                 }
-                self.remember(ident, key.sha256.clone(), e.clone());
+                self.cache.put(ident, key.sha256.clone(), e.clone());
                 self.emit(Event::EmbedDone {
                     slot,
                     key: key.clone(),
@@ -697,56 +559,4 @@ impl Worker {
             }),
         }
     }
-}
-
-const EMB_MAGIC: &[u8; 8] = b"SEGEMB1\n";
-
-/// Embedding file: magic, a JSON header line (dims, sizes), then little-endian f32.
-fn write_embedding(path: &Path, e: &ImageEmbedding) -> anyhow::Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let dims = e.embedding.dims();
-    let data: Vec<f32> = e
-        .embedding
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let header = serde_json::json!({ "dims": dims, "input_size": e.input_size, "original_size": e.original_size });
-    let mut bytes = Vec::with_capacity(data.len() * 4 + 256);
-    bytes.extend_from_slice(EMB_MAGIC);
-    bytes.extend_from_slice(header.to_string().as_bytes());
-    bytes.push(b'\n');
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    atomic_write(path, &bytes)
-}
-
-fn read_embedding(path: &Path, device: &Device) -> Option<ImageEmbedding> {
-    let bytes = std::fs::read(path).ok()?;
-    let rest = bytes.strip_prefix(EMB_MAGIC)?;
-    let nl = rest.iter().position(|&b| b == b'\n')?;
-    let header: serde_json::Value = serde_json::from_slice(&rest[..nl]).ok()?;
-    let dims: Vec<usize> = serde_json::from_value(header.get("dims")?.clone()).ok()?;
-    let input_size: [usize; 2] = serde_json::from_value(header.get("input_size")?.clone()).ok()?;
-    let original_size: [usize; 2] =
-        serde_json::from_value(header.get("original_size")?.clone()).ok()?;
-    let body = &rest[nl + 1..];
-    let n: usize = dims.iter().product();
-    if dims.len() != 4 || body.len() != n * 4 {
-        return None;
-    }
-    let data: Vec<f32> = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let embedding = Tensor::<4>::from_data(TensorData::new(data, dims), device);
-    Some(ImageEmbedding {
-        embedding,
-        input_size,
-        original_size,
-    })
 }

@@ -1,184 +1,17 @@
-//! The Adapt panel's engine side: a training thread fed from the project's accepted objects,
-//! and the state the panel plots (loss, validation Dice/IoU, architecture weights, stages).
+//! What the Adapt panel shows about the current (or last) training run: loss, validation
+//! Dice/IoU, architecture weights and stages, built from the trainer's events.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
-use std::time::Instant;
 
-use crate::device::ComputeDevice;
-use crate::project::project::read_mask_file;
-use crate::train::dataset::Object;
+use crate::service::tasks::TaskId;
 use crate::train::schedule::Stage;
-use crate::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome};
-
-use super::Waker;
-use super::worker::ModelSpec;
-
-/// One image and its accepted objects' mask files.
-#[derive(Clone, Debug)]
-pub struct TrainImage {
-    pub name: String,
-    pub path: PathBuf,
-    pub masks: Vec<PathBuf>,
-}
-
-pub struct TrainRequest {
-    pub model: ModelSpec,
-    pub images: Vec<TrainImage>,
-    pub config: TrainConfig,
-    pub out: PathBuf,
-    pub resume: bool,
-    pub device: ComputeDevice,
-    /// Fires when the masks queued for writing are on disk.
-    pub flushed: Option<Receiver<()>>,
-}
-
-pub enum TrainMsg {
-    Status(String),
-    Event(TrainEvent),
-    /// Ok(None) = cancelled.
-    Done(Result<Option<TrainOutcome>, String>),
-}
-
-pub struct TrainHandle {
-    pub rx: Receiver<TrainMsg>,
-    pub cancel: Arc<AtomicBool>,
-    pub started: Instant,
-}
-
-impl TrainHandle {
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
-    }
-}
-
-pub fn spawn(req: TrainRequest, waker: Waker) -> TrainHandle {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let cancel = Arc::new(AtomicBool::new(false));
-    let c = cancel.clone();
-    let w = waker.clone();
-    let spawned = std::thread::Builder::new()
-        .name("trainer".into())
-        .spawn(move || {
-            super::lower_thread_priority();
-            let tx2 = tx.clone();
-            let res =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(req, &tx, &c, &w)));
-            let done = match res {
-                Ok(r) => r,
-                Err(p) => {
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(format!("training failed inside the engine: {msg}"))
-                }
-            };
-            let _ = tx2.send(TrainMsg::Done(done));
-            waker.wake();
-        });
-    if let Err(e) = spawned {
-        let (tx, rx2) = std::sync::mpsc::channel();
-        let _ = tx.send(TrainMsg::Done(Err(format!(
-            "cannot start the training thread: {e}"
-        ))));
-        return TrainHandle {
-            rx: rx2,
-            cancel,
-            started: Instant::now(),
-        };
-    }
-    TrainHandle {
-        rx,
-        cancel,
-        started: Instant::now(),
-    }
-}
-
-fn run(
-    req: TrainRequest,
-    tx: &Sender<TrainMsg>,
-    cancel: &AtomicBool,
-    waker: &Waker,
-) -> Result<Option<TrainOutcome>, String> {
-    let status = |s: String| {
-        let _ = tx.send(TrainMsg::Status(s));
-        waker.wake();
-    };
-    if let Some(f) = &req.flushed {
-        let _ = f.recv_timeout(std::time::Duration::from_secs(30));
-    }
-    status("loading the annotated images…".into());
-    let mut images = Vec::new();
-    let mut names = Vec::new();
-    let mut objects = Vec::new();
-    for ti in &req.images {
-        if ti.masks.is_empty() {
-            continue;
-        }
-        let img = crate::project::import::load_rgb(&ti.path).map_err(|e| format!("{e:#}"))?;
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let idx = images.len();
-        for m in &ti.masks {
-            let mask = read_mask_file(m, w, h).map_err(|e| format!("{e:#}"))?;
-            let area = mask.iter().filter(|&&v| v).count();
-            if area >= req.config.min_area.max(1) {
-                objects.push(Object {
-                    image: idx,
-                    mask,
-                    area,
-                });
-            }
-        }
-        images.push(img);
-        names.push(ti.name.clone());
-    }
-    if objects.len() < 2 {
-        return Err(format!(
-            "Adapt needs at least 2 accepted objects (one to train on, one to validate); the project has {}",
-            objects.len()
-        ));
-    }
-    let mut data = TrainData::new(images, names, objects);
-    let how = data.split(req.config.val_split, req.config.seed);
-    status(format!(
-        "{} objects: {} train, {} validation (split {how}); loading the base model…",
-        data.objects.len(),
-        data.train.len(),
-        data.val.len()
-    ));
-    let (sam, info) = crate::sam::load_sam(
-        &req.model.path,
-        req.model.config.clone(),
-        &req.device.device,
-    )
-    .map_err(|e| format!("{e}"))?;
-    status("training…".into());
-    let mut emit = |e: TrainEvent| {
-        let _ = tx.send(TrainMsg::Event(e));
-        waker.wake();
-    };
-    crate::train::train(
-        &sam,
-        &info,
-        &data,
-        &req.config,
-        &req.device.device,
-        &req.out,
-        req.resume,
-        &mut emit,
-        cancel,
-    )
-    .map_err(|e| format!("{e:#}"))
-}
+use crate::train::{TrainConfig, TrainEvent, TrainOutcome};
 
 /// Everything the Adapt panel shows about the current (or last) run.
 #[derive(Default)]
 pub struct TrainView {
-    pub handle: Option<TrainHandle>,
+    /// The training job while it runs.
+    pub task: Option<TaskId>,
     pub status: String,
     pub total_steps: usize,
     pub start_step: usize,
@@ -220,7 +53,7 @@ pub struct TrainView {
 
 impl TrainView {
     pub fn running(&self) -> bool {
-        self.handle.is_some()
+        self.task.is_some()
     }
 
     /// Clears the plots for a new run (keeps `last`).

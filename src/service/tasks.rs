@@ -1,0 +1,309 @@
+//! The task registry: every finite background job (training, export, a download, the demo
+//! project, an image import, a file dialog) runs on its own thread under one id, reports typed
+//! events and progress while it runs, can be cancelled, and ends with one typed result. A job
+//! that panics ends with an error result; the UI keeps running.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::Instant;
+
+use crate::models::Progress;
+use crate::project::project::{ImageEntry, OpenProject};
+use crate::train::{TrainEvent, TrainOutcome};
+
+use super::dialogs::DialogKind;
+use super::export::ExportReport;
+use super::thread::{Waker, guarded, lower_thread_priority};
+
+pub type TaskId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Train,
+    Export,
+    Download,
+    Demo,
+    Import,
+    Dialog,
+}
+
+impl JobKind {
+    fn thread_name(self) -> &'static str {
+        match self {
+            JobKind::Train => "trainer",
+            JobKind::Export => "export",
+            JobKind::Download => "download",
+            JobKind::Demo => "demo",
+            JobKind::Import => "import",
+            JobKind::Dialog => "dialog",
+        }
+    }
+}
+
+/// What a running job reports before it ends.
+pub enum JobEvent {
+    Status(String),
+    Train(TrainEvent),
+    Download(Progress),
+}
+
+/// What a job hands back when it ends.
+pub enum JobOutput {
+    /// None: cancelled (a resumable state is on disk).
+    Trained(Option<TrainOutcome>),
+    Exported(ExportReport),
+    Downloaded(PathBuf),
+    Demo(OpenProject),
+    Imported(Vec<Result<ImageEntry, String>>),
+    Picked(DialogKind, Vec<PathBuf>),
+}
+
+/// One message of the registry to the UI.
+pub enum TaskReport {
+    Event {
+        id: TaskId,
+        kind: JobKind,
+        event: JobEvent,
+    },
+    Finished {
+        id: TaskId,
+        kind: JobKind,
+        result: Result<JobOutput, String>,
+    },
+}
+
+enum Message {
+    Progress(f32),
+    Event(JobEvent),
+    Done(Result<JobOutput, String>),
+}
+
+/// A job's side of the registry: report, check for cancellation.
+pub struct JobContext {
+    tx: Sender<Message>,
+    cancel: Arc<AtomicBool>,
+    waker: Waker,
+}
+
+impl JobContext {
+    fn send(&self, m: Message) {
+        let _ = self.tx.send(m);
+        self.waker.wake();
+    }
+    pub fn emit(&self, e: JobEvent) {
+        self.send(Message::Event(e));
+    }
+    pub fn status(&self, s: impl Into<String>) {
+        self.emit(JobEvent::Status(s.into()));
+    }
+    /// Fraction done, 0..=1.
+    pub fn progress(&self, fraction: f32) {
+        self.send(Message::Progress(fraction));
+    }
+    /// The flag the engine polls to stop early.
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+}
+
+/// A running job as the UI sees it.
+pub struct Task {
+    pub id: TaskId,
+    pub kind: JobKind,
+    pub label: String,
+    pub started: Instant,
+    pub status: String,
+    pub progress: Option<f32>,
+    cancel: Arc<AtomicBool>,
+    rx: Receiver<Message>,
+}
+
+impl Task {
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct Tasks {
+    next: TaskId,
+    tasks: Vec<Task>,
+    waker: Waker,
+}
+
+impl Tasks {
+    pub fn new(waker: Waker) -> Self {
+        Tasks {
+            next: 1,
+            tasks: Vec::new(),
+            waker,
+        }
+    }
+
+    /// Starts `job` on its own thread (below the UI's priority).
+    pub fn spawn(
+        &mut self,
+        kind: JobKind,
+        label: impl Into<String>,
+        job: impl FnOnce(&JobContext) -> anyhow::Result<JobOutput> + Send + 'static,
+    ) -> TaskId {
+        let id = self.next;
+        self.next += 1;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let ctx = JobContext {
+            tx: tx.clone(),
+            cancel: cancel.clone(),
+            waker: self.waker.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(kind.thread_name().into())
+            .spawn(move || {
+                lower_thread_priority();
+                let result = guarded(|| job(&ctx));
+                ctx.send(Message::Done(result));
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send(Message::Done(Err(format!("cannot start a thread: {e}"))));
+        }
+        self.tasks.push(Task {
+            id,
+            kind,
+            label: label.into(),
+            started: Instant::now(),
+            status: String::new(),
+            progress: None,
+            cancel,
+            rx,
+        });
+        id
+    }
+
+    /// Everything the jobs reported since the last call, in order; finished jobs leave.
+    pub fn poll(&mut self) -> Vec<TaskReport> {
+        let mut out = Vec::new();
+        self.tasks.retain_mut(|t| {
+            loop {
+                match t.rx.try_recv() {
+                    Ok(Message::Progress(f)) => t.progress = Some(f.clamp(0.0, 1.0)),
+                    Ok(Message::Event(event)) => {
+                        if let JobEvent::Status(s) = &event {
+                            t.status = s.clone();
+                        }
+                        out.push(TaskReport::Event {
+                            id: t.id,
+                            kind: t.kind,
+                            event,
+                        });
+                    }
+                    Ok(Message::Done(result)) => {
+                        out.push(TaskReport::Finished {
+                            id: t.id,
+                            kind: t.kind,
+                            result,
+                        });
+                        return false;
+                    }
+                    Err(TryRecvError::Empty) => return true,
+                    Err(TryRecvError::Disconnected) => {
+                        out.push(TaskReport::Finished {
+                            id: t.id,
+                            kind: t.kind,
+                            result: Err("the job ended without a result".into()),
+                        });
+                        return false;
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// The running job of this kind, if any.
+    pub fn get(&self, kind: JobKind) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.kind == kind)
+    }
+
+    pub fn running(&self, kind: JobKind) -> bool {
+        self.get(kind).is_some()
+    }
+
+    pub fn cancel(&self, kind: JobKind) {
+        self.tasks
+            .iter()
+            .filter(|t| t.kind == kind)
+            .for_each(Task::cancel);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(tasks: &mut Tasks) -> Vec<TaskReport> {
+        let mut all = Vec::new();
+        let t = Instant::now();
+        while !tasks.is_empty() && t.elapsed().as_secs() < 10 {
+            all.extend(tasks.poll());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        all
+    }
+
+    #[test]
+    fn a_panicking_job_ends_with_an_error_and_others_go_on() {
+        let mut tasks = Tasks::new(Waker::default());
+        tasks.spawn(JobKind::Demo, "boom", |_| panic!("boom"));
+        tasks.spawn(JobKind::Download, "ok", |ctx| {
+            ctx.status("half");
+            ctx.progress(0.5);
+            Ok(JobOutput::Downloaded(PathBuf::from("x")))
+        });
+        let reports = wait(&mut tasks);
+        let mut errors = Vec::new();
+        let mut done = Vec::new();
+        for r in reports {
+            if let TaskReport::Finished { kind, result, .. } = r {
+                match result {
+                    Err(e) => errors.push((kind, e)),
+                    Ok(JobOutput::Downloaded(p)) => done.push(p),
+                    Ok(_) => panic!("unexpected output"),
+                }
+            }
+        }
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, JobKind::Demo);
+        assert!(errors[0].1.contains("boom"), "{}", errors[0].1);
+        assert_eq!(done, vec![PathBuf::from("x")]);
+    }
+
+    #[test]
+    fn cancel_reaches_the_job() {
+        let mut tasks = Tasks::new(Waker::default());
+        tasks.spawn(JobKind::Train, "loop", |ctx| {
+            while !ctx.cancel_flag().load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Ok(JobOutput::Trained(None))
+        });
+        assert!(tasks.running(JobKind::Train));
+        tasks.cancel(JobKind::Train);
+        let reports = wait(&mut tasks);
+        assert!(matches!(
+            reports.last(),
+            Some(TaskReport::Finished {
+                result: Ok(JobOutput::Trained(None)),
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,61 @@
+//! What every background thread of the service shares: waking the UI, a lower priority than
+//! the UI thread, and one panic guard that turns a panic inside the engine into an error.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+/// Wakes the UI from a background thread (a repaint request on the egui context, once known).
+#[derive(Clone, Default)]
+pub struct Waker(Arc<Mutex<Option<egui::Context>>>);
+
+impl Waker {
+    pub fn wake(&self) {
+        if let Ok(g) = self.0.lock()
+            && let Some(ctx) = g.as_ref()
+        {
+            ctx.request_repaint();
+        }
+    }
+    pub fn set(&self, ctx: &egui::Context) {
+        if let Ok(mut g) = self.0.lock()
+            && g.is_none()
+        {
+            *g = Some(ctx.clone());
+        }
+    }
+}
+
+/// Runs the calling thread (and the threads it spawns later, such as the CPU backend's worker
+/// pool) at a lower priority than the UI thread, so that drawing stays smooth while the
+/// encoder or the trainer keeps every core busy. Linux only (elsewhere a no-op).
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        unsafe extern "C" {
+            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
+        }
+        // PRIO_PROCESS (0) with who = 0 is the calling thread: Linux keeps nice values per thread.
+        unsafe {
+            setpriority(0, 0, 10);
+        }
+    }
+}
+
+pub fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = e.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = e.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "internal error".to_string()
+    }
+}
+
+/// Runs `f`, turning an error into its message and a panic inside the engine into an error.
+pub fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(p) => Err(format!("the engine failed: {}", panic_message(p))),
+    }
+}

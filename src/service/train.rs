@@ -1,0 +1,99 @@
+//! The training job: reads the project's accepted objects, loads the base model through the
+//! engine and runs the trainer, passing its events on.
+
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+
+use anyhow::bail;
+
+use crate::device::ComputeDevice;
+use crate::project::project::read_mask_file;
+use crate::train::dataset::Object;
+use crate::train::{TrainConfig, TrainData, TrainEvent};
+
+use super::tasks::{JobContext, JobEvent, JobOutput};
+use super::worker::ModelSpec;
+
+/// One image and its accepted objects' mask files.
+#[derive(Clone, Debug)]
+pub struct TrainImage {
+    pub name: String,
+    pub path: PathBuf,
+    pub masks: Vec<PathBuf>,
+}
+
+pub struct TrainRequest {
+    pub model: ModelSpec,
+    pub images: Vec<TrainImage>,
+    pub config: TrainConfig,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub device: ComputeDevice,
+    /// Fires when the masks queued for writing are on disk.
+    pub flushed: Option<Receiver<()>>,
+}
+
+/// The job for [`super::tasks::Tasks::spawn`]; ends with [`JobOutput::Trained`].
+pub fn job(req: TrainRequest) -> impl FnOnce(&JobContext) -> anyhow::Result<JobOutput> + Send {
+    move |ctx| run(req, ctx).map(JobOutput::Trained)
+}
+
+fn run(req: TrainRequest, ctx: &JobContext) -> anyhow::Result<Option<crate::train::TrainOutcome>> {
+    if let Some(f) = &req.flushed {
+        let _ = f.recv_timeout(std::time::Duration::from_secs(30));
+    }
+    ctx.status("loading the annotated images…");
+    let mut images = Vec::new();
+    let mut names = Vec::new();
+    let mut objects = Vec::new();
+    for ti in &req.images {
+        if ti.masks.is_empty() {
+            continue;
+        }
+        let img = crate::project::import::load_rgb(&ti.path)?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let idx = images.len();
+        for m in &ti.masks {
+            let mask = read_mask_file(m, w, h)?;
+            let area = mask.iter().filter(|&&v| v).count();
+            if area >= req.config.min_area.max(1) {
+                objects.push(Object {
+                    image: idx,
+                    mask,
+                    area,
+                });
+            }
+        }
+        images.push(img);
+        names.push(ti.name.clone());
+    }
+    if objects.len() < 2 {
+        bail!(
+            "Adapt needs at least 2 accepted objects (one to train on, one to validate); the project has {}",
+            objects.len()
+        );
+    }
+    let mut data = TrainData::new(images, names, objects);
+    let how = data.split(req.config.val_split, req.config.seed);
+    ctx.status(format!(
+        "{} objects: {} train, {} validation (split {how}); loading the base model…",
+        data.objects.len(),
+        data.train.len(),
+        data.val.len()
+    ));
+    let (sam, info) =
+        crate::engine::load_base(&req.model.path, req.model.config.clone(), &req.device)?;
+    ctx.status("training…");
+    let mut emit = |e: TrainEvent| ctx.emit(JobEvent::Train(e));
+    crate::train::train(
+        &sam,
+        &info,
+        &data,
+        &req.config,
+        &req.device.device,
+        &req.out,
+        req.resume,
+        &mut emit,
+        ctx.cancel_flag(),
+    )
+}

@@ -1,0 +1,154 @@
+//! The worker's messages: the jobs the UI sends and the events it gets back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use image::RgbImage;
+
+use crate::adapt::file::AdapterCard;
+use crate::predict::PromptInput;
+use crate::sam::{CheckpointInfo, SamConfig};
+use crate::train::TrainConfig;
+use crate::train::planner::Plan;
+
+/// Which model answers: the base checkpoint, or base + the selected adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Base,
+    Adapted,
+}
+
+/// A checkpoint to load, with an explicit config for non-official (test) models.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    pub path: PathBuf,
+    pub config: Option<SamConfig>,
+}
+
+/// An image the worker may embed: the project's image id plus its content hash.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ImageKey {
+    pub id: u64,
+    pub sha256: String,
+}
+
+pub enum Job {
+    LoadModel(ModelSpec),
+    /// Loads an adapter into the `Adapted` slot (None unloads it).
+    SetAdapter(Option<PathBuf>),
+    /// Embedding wanted for `slot`. `prefetch` jobs run only when nothing else waits.
+    Embed {
+        slot: Slot,
+        key: ImageKey,
+        image: Arc<RgbImage>,
+        prefetch: bool,
+        cache_dir: Option<PathBuf>,
+    },
+    Predict {
+        slot: Slot,
+        key: ImageKey,
+        prompt: PromptInput,
+        multimask: bool,
+        seq: u64,
+    },
+    /// Drop queued work for images other than these (the user moved on).
+    Retain(Vec<u64>),
+    /// Estimate time and memory of training the base model with `config`; answered with
+    /// [`Event::Planned`] carrying the same `key`. Runs when no prompt or embedding waits.
+    Plan {
+        key: String,
+        config: Box<TrainConfig>,
+    },
+    /// Compile the GPU kernels of an encoder pass and of the usual prompts (a box; a point with
+    /// three candidates) on a blank image before they are needed. wgpu compiles and autotunes
+    /// each kernel on first use (tens of seconds on a cold start); done while the user picks an
+    /// image, the first embedding and the first click do not pay it. Lowest priority: it runs
+    /// only when nothing else waits. The app sends it after loading a model on a GPU.
+    WarmUp,
+    Shutdown,
+}
+
+/// A model as the UI sees it.
+#[derive(Clone, Debug)]
+pub struct ModelSummary {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub model_type: String,
+    pub device: String,
+    pub load_ms: f64,
+    pub card: Option<AdapterCard>,
+}
+
+/// Masks of one prediction, thresholded, at the original image size.
+#[derive(Clone, Debug)]
+pub struct PredView {
+    pub masks: Vec<Arc<Vec<bool>>>,
+    pub iou: Vec<f32>,
+    pub low_res: Vec<Arc<Vec<f32>>>,
+    /// (h, w)
+    pub size: [usize; 2],
+    pub ms: f64,
+}
+
+impl PredView {
+    pub fn best(&self) -> usize {
+        (0..self.iou.len()).fold(0, |b, i| if self.iou[i] > self.iou[b] { i } else { b })
+    }
+}
+
+pub enum Event {
+    ModelLoading {
+        slot: Slot,
+        what: String,
+    },
+    ModelLoaded {
+        slot: Slot,
+        summary: ModelSummary,
+        info: Box<CheckpointInfo>,
+    },
+    ModelUnloaded {
+        slot: Slot,
+    },
+    ModelError {
+        slot: Slot,
+        error: String,
+    },
+    EmbedStarted {
+        slot: Slot,
+        key: ImageKey,
+        expected_ms: Option<f64>,
+    },
+    EmbedDone {
+        slot: Slot,
+        key: ImageKey,
+        ms: f64,
+        from_cache: bool,
+    },
+    EmbedError {
+        slot: Slot,
+        key: ImageKey,
+        error: String,
+    },
+    Predicted {
+        slot: Slot,
+        key: ImageKey,
+        seq: u64,
+        pred: Arc<PredView>,
+    },
+    PredictError {
+        slot: Slot,
+        key: ImageKey,
+        seq: u64,
+        error: String,
+    },
+    Planned {
+        key: String,
+        plan: Option<Box<Plan>>,
+    },
+    WarmupStarted,
+    WarmupDone {
+        ms: f64,
+        error: Option<String>,
+    },
+}
