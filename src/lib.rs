@@ -8,6 +8,7 @@ pub mod device;
 pub mod engine;
 pub mod eval;
 pub mod fsutil;
+pub mod kernels;
 pub mod metrics;
 pub mod models;
 pub mod parity;

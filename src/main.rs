@@ -989,6 +989,7 @@ fn export_cmd(
 fn main() -> ExitCode {
     device::keep_shader_cache();
     device::tune_allocator();
+    segadapt::kernels::configure_from_env();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,8 @@
 //! pool, `Device::memory_pool_usage`; like `torch.cuda.max_memory_reserved`), measured after a
 //! `memory_cleanup`; on the CPU the process's peak resident set (`VmHWM`, reset before the case).
 
+mod cold;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -39,6 +41,7 @@ use crate::device::ComputeDevice;
 use crate::predict::{Predictor, PromptInput};
 use crate::sam::{Prompts, Sam, SamConfig};
 use crate::train::loss::{LossKind, hard_iou, mask_loss};
+pub use cold::ColdCase;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -139,6 +142,23 @@ pub struct BenchArgs {
     /// Read PyTorch results from this JSON instead of running the script.
     #[arg(long)]
     pub pytorch_json: Option<PathBuf>,
+    /// Where the cold start goes instead of the usual cases: each listed first call (default
+    /// mask,train) in a fresh process, on an empty kernel cache and again on the cache it left,
+    /// with the kernels compiled and the autotune candidates run (`--json` writes the table).
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_missing_value = "mask,train")]
+    pub cold: Option<Vec<ColdCase>>,
+    /// Working folder of `--cold` (logs and kernel caches; default: a temporary folder).
+    #[arg(long)]
+    pub cold_dir: Option<PathBuf>,
+}
+
+/// `--cold`'s report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ColdReport {
+    pub tool: String,
+    pub device: String,
+    pub features: Vec<String>,
+    pub records: Vec<cold::ColdRecord>,
 }
 
 /// One measured case.
@@ -946,6 +966,9 @@ fn enabled_features() -> Vec<String> {
 }
 
 pub fn run(mut args: BenchArgs, dev: ComputeDevice) -> Result<()> {
+    if let Some(cases) = args.cold.clone() {
+        return run_cold(&cases, &args, &dev);
+    }
     args.warmup = Some(args.warmup.unwrap_or(if dev.is_gpu { 3 } else { 0 }));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -1086,7 +1109,54 @@ pub fn run(mut args: BenchArgs, dev: ComputeDevice) -> Result<()> {
     Ok(())
 }
 
-fn write_json(path: &Path, report: &Report) -> Result<()> {
+fn run_cold(cases: &[ColdCase], args: &BenchArgs, dev: &ComputeDevice) -> Result<()> {
+    let tmp;
+    let work = match &args.cold_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = TempWork::new()?;
+            tmp.0.clone()
+        }
+    };
+    eprintln!(
+        "device: {}; work folder {}",
+        dev.description,
+        work.display()
+    );
+    let device_flag = if dev.is_gpu { "gpu" } else { "cpu" };
+    let records = cold::run(cases, args, device_flag, &work)?;
+    let report = ColdReport {
+        tool: "segadapt bench --cold".into(),
+        device: dev.description.clone(),
+        features: enabled_features(),
+        records,
+    };
+    println!();
+    println!("segadapt bench --cold on {}", dev.description);
+    cold::print_table(&report.records);
+    if let Some(p) = &args.json {
+        write_json(p, &report)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// A temporary folder removed on drop.
+struct TempWork(PathBuf);
+impl TempWork {
+    fn new() -> Result<Self> {
+        let p = std::env::temp_dir().join(format!("segadapt-cold-{}", std::process::id()));
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+}
+impl Drop for TempWork {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_json(path: &Path, report: &impl Serialize) -> Result<()> {
     crate::fsutil::atomic_write(path, serde_json::to_string_pretty(report)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
