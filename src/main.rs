@@ -21,6 +21,8 @@ use segadapt::train::prompts::PromptMix;
 use segadapt::train::schedule::Schedule;
 use segadapt::train::{TrainConfig, TrainData, TrainEvent, train};
 
+mod cli_everything;
+
 #[derive(Parser)]
 #[command(
     name = "segadapt",
@@ -57,6 +59,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Segment everything: every object in one image from a grid of point prompts (the
+    /// official SamAutomaticMaskGenerator), written as a label PNG, object PNGs or COCO JSON.
+    Everything(cli_everything::EverythingArgs),
     /// Evaluate on a data dir (images/ + masks/ label images) with box or point prompts.
     Eval {
         #[arg(long)]
@@ -836,6 +841,7 @@ fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
+        Command::Everything(a) => cli_everything::run(a, dev)?,
         Command::Eval {
             model,
             adapter,

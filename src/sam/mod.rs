@@ -1,5 +1,7 @@
 //! Segment Anything in Burn, file by file after `segment_anything/modeling`.
 
+pub mod amg;
+pub mod automatic_mask_generator;
 pub mod checkpoint;
 pub mod common;
 pub mod config;
