@@ -23,7 +23,12 @@ pub enum ColdCase {
     Mask,
     /// One training step of the first `--methods` entry on the first `--train-models` entry.
     Train,
+    /// One matrix product (4096×256 by 256×128, a decoder shape): one autotuned key, a few
+    /// seconds even on a software driver, which is what the persistent-cache test runs.
+    Matmul,
 }
+
+const MATMUL_OP: &str = "matmul 4096x256x128";
 
 /// What one launch of one case cost.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -128,6 +133,10 @@ fn child_args(case: ColdCase, args: &BenchArgs, json: &Path) -> Vec<String> {
                 a.extend(["--blocks".into(), b.join(",")]);
             }
         }
+        ColdCase::Matmul => {
+            a.extend(["--sections".into(), "ops".into()]);
+            a.extend(["--ops-filter".into(), MATMUL_OP.into()]);
+        }
     }
     a.extend(["--image-size".into(), args.image_size.to_string()]);
     // A few warm calls: the warm figure only says what the cold one is measured against.
@@ -149,6 +158,7 @@ fn case_times(case: ColdCase, records: &[Record]) -> (f64, Option<f64>) {
         .filter(|r| match case {
             ColdCase::Mask => r.case.starts_with("encoder/") || r.case.matches('/').count() == 2,
             ColdCase::Train => r.case.starts_with("train/"),
+            ColdCase::Matmul => r.case.starts_with("ops/"),
         })
         .collect();
     let cold = top.iter().map(|r| r.cold_ms).sum();
@@ -212,6 +222,7 @@ fn case_name(case: ColdCase) -> &'static str {
     match case {
         ColdCase::Mask => "mask",
         ColdCase::Train => "train",
+        ColdCase::Matmul => "matmul",
     }
 }
 

@@ -147,6 +147,9 @@ pub struct BenchArgs {
     /// with the kernels compiled and the autotune candidates run (`--json` writes the table).
     #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_missing_value = "mask,train")]
     pub cold: Option<Vec<ColdCase>>,
+    /// Ops section: only the ops whose name contains this (e.g. "matmul 4096x256x128").
+    #[arg(long)]
+    pub ops_filter: Option<String>,
     /// Working folder of `--cold` (logs and kernel caches; default: a temporary folder).
     #[arg(long)]
     pub cold_dir: Option<PathBuf>,
@@ -238,7 +241,10 @@ pub fn config_by_name(name: &str) -> Result<SamConfig> {
         "vit_b" => SamConfig::vit_b(),
         "vit_l" => SamConfig::vit_l(),
         "vit_h" => SamConfig::vit_h(),
-        other => anyhow::bail!("unknown model '{other}' (known: vit_t, vit_b, vit_l, vit_h)"),
+        "vit_tiny" => SamConfig::vit_tiny(),
+        other => {
+            anyhow::bail!("unknown model '{other}' (known: vit_t, vit_b, vit_l, vit_h, vit_tiny)")
+        }
     })
 }
 
@@ -636,6 +642,7 @@ fn bench_train(
 
 /// Single ops at shapes the models use; `note` carries the achieved GFLOP/s.
 fn bench_ops(args: &BenchArgs, dev: &ComputeDevice) -> Vec<Record> {
+    let want = |name: &str| args.ops_filter.as_deref().is_none_or(|f| name.contains(f));
     use burn::tensor::activation::{gelu, softmax};
     use burn::tensor::module::{conv_transpose2d, conv2d, interpolate};
     use burn::tensor::ops::{
@@ -659,116 +666,138 @@ fn bench_ops(args: &BenchArgs, dev: &ComputeDevice) -> Vec<Record> {
         out.push(r);
     };
     // Decoder-sized matmuls.
-    let (a, b) = (t3([1, 4096, 256], 1), t3([1, 256, 128], 2));
-    run(
-        "matmul 4096x256x128",
-        2.0 * 4096.0 * 256.0 * 128.0,
-        &mut || {
-            let _ = a.clone().matmul(b.clone()).into_data();
-        },
-    );
-    let (a, b) = (t3([1, 56, 256], 3), t3([1, 256, 4096], 4));
-    run(
-        "matmul 56x256x4096",
-        2.0 * 56.0 * 256.0 * 4096.0,
-        &mut || {
-            let _ = a.clone().matmul(b.clone()).into_data();
-        },
-    );
+    if want("matmul 4096x256x128") {
+        let (a, b) = (t3([1, 4096, 256], 1), t3([1, 256, 128], 2));
+        run(
+            "matmul 4096x256x128",
+            2.0 * 4096.0 * 256.0 * 128.0,
+            &mut || {
+                let _ = a.clone().matmul(b.clone()).into_data();
+            },
+        );
+    }
+    if want("matmul 56x256x4096") {
+        let (a, b) = (t3([1, 56, 256], 3), t3([1, 256, 4096], 4));
+        run(
+            "matmul 56x256x4096",
+            2.0 * 56.0 * 256.0 * 4096.0,
+            &mut || {
+                let _ = a.clone().matmul(b.clone()).into_data();
+            },
+        );
+    }
     // Encoder-sized: ViT-B MLP and a global-attention head.
-    let (a, b) = (t3([1, 4096, 768], 5), t3([1, 768, 3072], 6));
-    run(
-        "matmul 4096x768x3072",
-        2.0 * 4096.0 * 768.0 * 3072.0,
-        &mut || {
-            let _ = a.clone().matmul(b.clone()).into_data();
-        },
-    );
-    let (q, k) = (t3([1, 4096, 64], 7), t3([1, 64, 4096], 8));
-    run(
-        "attn scores 4096x64x4096",
-        2.0 * 4096.0 * 64.0 * 4096.0,
-        &mut || {
-            let _ = q.clone().matmul(k.clone()).into_data();
-        },
-    );
-    let s = t3([12, 4096, 4096], 9);
-    run(
-        "softmax 12x4096x4096",
-        5.0 * 12.0 * 4096.0 * 4096.0,
-        &mut || {
-            let _ = softmax(s.clone(), 2).into_data();
-        },
-    );
-    drop(s);
+    if want("matmul 4096x768x3072") {
+        let (a, b) = (t3([1, 4096, 768], 5), t3([1, 768, 3072], 6));
+        run(
+            "matmul 4096x768x3072",
+            2.0 * 4096.0 * 768.0 * 3072.0,
+            &mut || {
+                let _ = a.clone().matmul(b.clone()).into_data();
+            },
+        );
+    }
+    if want("attn scores 4096x64x4096") {
+        let (q, k) = (t3([1, 4096, 64], 7), t3([1, 64, 4096], 8));
+        run(
+            "attn scores 4096x64x4096",
+            2.0 * 4096.0 * 64.0 * 4096.0,
+            &mut || {
+                let _ = q.clone().matmul(k.clone()).into_data();
+            },
+        );
+    }
+    if want("softmax 12x4096x4096") {
+        let s = t3([12, 4096, 4096], 9);
+        run(
+            "softmax 12x4096x4096",
+            5.0 * 12.0 * 4096.0 * 4096.0,
+            &mut || {
+                let _ = softmax(s.clone(), 2).into_data();
+            },
+        );
+    }
     // Decoder upscaling.
-    let x = t4([1, 256, 64, 64], 10);
-    let w = t4([256, 64, 2, 2], 11);
-    run(
-        "conv_transpose 256->64 @64",
-        2.0 * 64.0 * 64.0 * 256.0 * 64.0 * 4.0,
-        &mut || {
-            let _ = conv_transpose2d(
-                x.clone(),
-                w.clone(),
-                None,
-                ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1),
-            )
-            .into_data();
-        },
-    );
-    let x = t4([1, 64, 128, 128], 12);
-    run("gelu 64x128x128", 1.0e6, &mut || {
-        let _ = gelu(x.clone()).into_data();
-    });
+    if want("conv_transpose 256->64 @64") {
+        let x = t4([1, 256, 64, 64], 10);
+        let w = t4([256, 64, 2, 2], 11);
+        run(
+            "conv_transpose 256->64 @64",
+            2.0 * 64.0 * 64.0 * 256.0 * 64.0 * 4.0,
+            &mut || {
+                let _ = conv_transpose2d(
+                    x.clone(),
+                    w.clone(),
+                    None,
+                    ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1),
+                )
+                .into_data();
+            },
+        );
+    }
+    if want("gelu 64x128x128") {
+        let x = t4([1, 64, 128, 128], 12);
+        run("gelu 64x128x128", 1.0e6, &mut || {
+            let _ = gelu(x.clone()).into_data();
+        });
+    }
     // The model's GELU: on the CPU outside autodiff it runs the host kernel.
-    run("gelu (model's) 64x128x128", 1.0e6, &mut || {
-        let _ = crate::sam::common::gelu(x.clone()).into_data();
-    });
-    let m = t4([1, 4, 256, 256], 13);
-    let opts = |s: usize| {
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_output_size([s, s])
-            .with_align_corners(false)
-    };
-    run(
-        "bilinear 4x256->1024",
-        4.0 * 1024.0 * 1024.0 * 8.0,
-        &mut || {
-            let _ = interpolate(m.clone(), opts(1024)).into_data();
-        },
-    );
+    if want("gelu (model's) 64x128x128") {
+        let x = t4([1, 64, 128, 128], 12);
+        run("gelu (model's) 64x128x128", 1.0e6, &mut || {
+            let _ = crate::sam::common::gelu(x.clone()).into_data();
+        });
+    }
+    if want("bilinear 4x256->1024") {
+        let m = t4([1, 4, 256, 256], 13);
+        let opts = |s: usize| {
+            InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_output_size([s, s])
+                .with_align_corners(false)
+        };
+        run(
+            "bilinear 4x256->1024",
+            4.0 * 1024.0 * 1024.0 * 8.0,
+            &mut || {
+                let _ = interpolate(m.clone(), opts(1024)).into_data();
+            },
+        );
+    }
     // TinyViT stage-0 sized convs.
-    let x = t4([1, 64, 256, 256], 14);
-    let w = t4([256, 64, 1, 1], 15);
-    run(
-        "conv1x1 64->256 @256",
-        2.0 * 256.0 * 256.0 * 64.0 * 256.0,
-        &mut || {
-            let _ = conv2d(
-                x.clone(),
-                w.clone(),
-                None,
-                ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
-            )
-            .into_data();
-        },
-    );
-    let x = t4([1, 256, 256, 256], 16);
-    let w = t4([256, 1, 3, 3], 17);
-    run(
-        "dwconv3x3 256 @256",
-        2.0 * 256.0 * 256.0 * 256.0 * 9.0,
-        &mut || {
-            let _ = conv2d(
-                x.clone(),
-                w.clone(),
-                None,
-                ConvOptions::new([1, 1], [1, 1], [1, 1], 256),
-            )
-            .into_data();
-        },
-    );
+    if want("conv1x1 64->256 @256") {
+        let x = t4([1, 64, 256, 256], 14);
+        let w = t4([256, 64, 1, 1], 15);
+        run(
+            "conv1x1 64->256 @256",
+            2.0 * 256.0 * 256.0 * 64.0 * 256.0,
+            &mut || {
+                let _ = conv2d(
+                    x.clone(),
+                    w.clone(),
+                    None,
+                    ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+                )
+                .into_data();
+            },
+        );
+    }
+    if want("dwconv3x3 256 @256") {
+        let x = t4([1, 256, 256, 256], 16);
+        let w = t4([256, 1, 3, 3], 17);
+        run(
+            "dwconv3x3 256 @256",
+            2.0 * 256.0 * 256.0 * 256.0 * 9.0,
+            &mut || {
+                let _ = conv2d(
+                    x.clone(),
+                    w.clone(),
+                    None,
+                    ConvOptions::new([1, 1], [1, 1], [1, 1], 256),
+                )
+                .into_data();
+            },
+        );
+    }
     out
 }
 

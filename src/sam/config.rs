@@ -181,6 +181,17 @@ impl SamConfig {
         )
     }
 
+    /// A small random-weight ViT at 128² (8×8 embedding) with the full-size decoder: enough to
+    /// exercise every kernel family of inference in seconds (cold-start counting, tests).
+    pub fn vit_tiny() -> Self {
+        let mut c = Self::vit(ModelType::Custom, 64, 2, 2, [1, 1, 1, 1]);
+        if let EncoderConfig::Vit(v) = &mut c.encoder {
+            v.img_size = 128;
+            v.window_size = 4;
+            v.global_attn_indexes = vec![1];
+        }
+        Self::with_encoder(ModelType::Custom, c.encoder)
+    }
     pub fn vit_b() -> Self {
         Self::vit(ModelType::VitB, 768, 12, 12, [2, 5, 8, 11])
     }
