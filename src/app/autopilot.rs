@@ -162,10 +162,10 @@ impl SegApp {
                     }
                 }
             }
-            (Scene::Ab, 2) if self.adapted.summary.is_some() && self.embedding.is_empty() => {
+            (Scene::Ab, 2) if self.adapted.summary.is_some() && self.sam.embedding.is_empty() => {
                 self.tab = Tab::Model;
                 self.ab_view = true;
-                self.fit_pending = true;
+                self.canvas.fit_pending = true;
                 self.ensure_embedded();
                 next = true;
             }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::predict::Point;
 use crate::project::project::ObjectEntry;
+use crate::service::worker::Point;
 
 use crate::service::worker::PredView;
 

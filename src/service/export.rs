@@ -77,8 +77,8 @@ fn stem(name: &str) -> String {
     )
 }
 
-/// Runs an export on the calling thread.
-pub fn export(req: &ExportRequest) -> Result<ExportReport> {
+/// Runs an export on the calling thread, reporting the fraction of images done.
+pub fn export(req: &ExportRequest, progress: impl Fn(f32)) -> Result<ExportReport> {
     if let Some(f) = &req.flushed {
         let _ = f.recv_timeout(std::time::Duration::from_secs(30));
     }
@@ -91,7 +91,9 @@ pub fn export(req: &ExportRequest) -> Result<ExportReport> {
     };
     let mut coco_masks: Vec<(u64, String, usize, usize, Vec<(u64, String, Vec<bool>)>)> =
         Vec::new();
-    for img in &p.project.images {
+    let n_images = p.project.images.len().max(1);
+    for (i, img) in p.project.images.iter().enumerate() {
+        progress(i as f32 / n_images as f32);
         let (w, h) = (img.width as usize, img.height as usize);
         let mut masks = Vec::new();
         for o in &img.objects {
@@ -233,5 +235,5 @@ fn export_merged(req: &ExportRequest, adapter: &Path, out: &Path) -> Result<(Pat
 
 /// The job for [`super::tasks::Tasks::spawn`]; ends with [`JobOutput::Exported`].
 pub fn job(req: ExportRequest) -> impl FnOnce(&JobContext) -> Result<JobOutput> + Send {
-    move |_| export(&req).map(JobOutput::Exported)
+    move |ctx| export(&req, |f| ctx.progress(f)).map(JobOutput::Exported)
 }

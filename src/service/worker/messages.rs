@@ -6,7 +6,7 @@ use std::sync::Arc;
 use image::RgbImage;
 
 use crate::adapt::file::AdapterCard;
-use crate::predict::PromptInput;
+pub use crate::predict::{Point, PromptInput};
 use crate::sam::{CheckpointInfo, SamConfig};
 use crate::train::TrainConfig;
 use crate::train::planner::Plan;

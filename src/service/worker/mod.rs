@@ -10,10 +10,12 @@
 mod embeddings;
 mod messages;
 
-pub use messages::{Event, ImageKey, Job, ModelSpec, ModelSummary, PredView, Slot};
+pub use messages::{
+    Event, ImageKey, Job, ModelSpec, ModelSummary, Point, PredView, PromptInput, Slot,
+};
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Instant;
@@ -21,7 +23,7 @@ use std::time::Instant;
 use image::RgbImage;
 
 use crate::device::ComputeDevice;
-use crate::predict::{ImageEmbedding, Point, Predictor, PromptInput};
+use crate::predict::{ImageEmbedding, Predictor};
 use crate::sam::CheckpointInfo;
 use crate::train::TrainConfig;
 
@@ -302,16 +304,21 @@ impl Worker {
         });
     }
 
-    fn load_model(&mut self, spec: ModelSpec) {
-        let name = spec
-            .path
+    /// Tells the UI that `slot` is loading the file `path`; returns the file's name.
+    fn announce_loading(&self, slot: Slot, path: &Path) -> String {
+        let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         self.emit(Event::ModelLoading {
-            slot: Slot::Base,
+            slot,
             what: name.clone(),
         });
+        name
+    }
+
+    fn load_model(&mut self, spec: ModelSpec) {
+        let name = self.announce_loading(Slot::Base, &spec.path);
         let t = Instant::now();
         let res = guarded(|| {
             crate::engine::load(&spec.path, None, spec.config.clone(), self.device.clone())
@@ -372,14 +379,7 @@ impl Worker {
             });
             return;
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        self.emit(Event::ModelLoading {
-            slot: Slot::Adapted,
-            what: name.clone(),
-        });
+        let name = self.announce_loading(Slot::Adapted, &path);
         let t = Instant::now();
         let sam = base.predictor.model.clone();
         let info = info.clone();

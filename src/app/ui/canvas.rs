@@ -7,20 +7,20 @@ use egui::{
     vec2,
 };
 
-use super::state::{Stroke, Tool};
-use super::{SegApp, overlay};
+use crate::app::state::{Stroke, Tool};
+use crate::app::{SegApp, overlay};
 use crate::service::worker::Slot;
 
 impl SegApp {
     /// Image pixel (x, y) → screen position in the left (or only) canvas view.
     pub fn image_to_screen(&self, p: [f32; 2]) -> Option<Pos2> {
-        let r = self.canvas_rect?;
+        let r = self.canvas.rect?;
         let half = self.view_rects(r)[0];
-        Some(half.min + self.view.offset + vec2(p[0], p[1]) * self.view.zoom)
+        Some(half.min + self.canvas.view.offset + vec2(p[0], p[1]) * self.canvas.view.zoom)
     }
 
     fn screen_to_image(&self, view_rect: Rect, s: Pos2) -> [f32; 2] {
-        let v = (s - view_rect.min - self.view.offset) / self.view.zoom;
+        let v = (s - view_rect.min - self.canvas.view.offset) / self.canvas.view.zoom;
         [v.x, v.y]
     }
 
@@ -37,7 +37,7 @@ impl SegApp {
     }
 
     pub fn fit(&mut self) {
-        let (Some(r), Some(c)) = (self.canvas_rect, &self.current) else {
+        let (Some(r), Some(c)) = (self.canvas.rect, &self.current) else {
             return;
         };
         let vr = self.view_rects(r)[0];
@@ -45,30 +45,31 @@ impl SegApp {
         let z = ((vr.width() - 24.0) / w)
             .min((vr.height() - 24.0) / h)
             .max(0.01);
-        self.view.zoom = z;
-        self.view.offset = (vr.size() - vec2(w, h) * z) / 2.0;
-        self.fit_pending = false;
-        self.view_touched = false;
+        self.canvas.view.zoom = z;
+        self.canvas.view.offset = (vr.size() - vec2(w, h) * z) / 2.0;
+        self.canvas.fit_pending = false;
+        self.canvas.view_touched = false;
     }
 
     pub fn zoom_by(&mut self, factor: f32, anchor: Option<Pos2>) {
-        let Some(r) = self.canvas_rect else { return };
+        let Some(r) = self.canvas.rect else { return };
         let vr = self.view_rects(r)[0];
         let a = anchor.map(|a| a - vr.min).unwrap_or(vr.size() / 2.0);
-        let z = (self.view.zoom * factor).clamp(0.02, 64.0);
-        let f = z / self.view.zoom;
-        self.view_touched = true;
-        self.view.offset = a - (a - self.view.offset) * f;
-        self.view.zoom = z;
+        let z = (self.canvas.view.zoom * factor).clamp(0.02, 64.0);
+        let f = z / self.canvas.view.zoom;
+        self.canvas.view_touched = true;
+        self.canvas.view.offset = a - (a - self.canvas.view.offset) * f;
+        self.canvas.view.zoom = z;
     }
 
-    pub fn canvas(&mut self, ui: &mut egui::Ui) {
+    pub fn canvas_panel(&mut self, ui: &mut egui::Ui) {
         let rect = ui.available_rect_before_wrap();
         let rect_changed = self
-            .canvas_rect
+            .canvas
+            .rect
             .map(|r| (r.size() - rect.size()).length() > 1.0)
             .unwrap_or(true);
-        self.canvas_rect = Some(rect);
+        self.canvas.rect = Some(rect);
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, 0.0, Color32::from_gray(24));
         let Some(cur) = &self.current else {
@@ -93,7 +94,9 @@ impl SegApp {
             ui.allocate_rect(rect, Sense::hover());
             return;
         }
-        if (self.fit_pending || rect_changed && !self.view_touched) && cur.texture.is_some() {
+        if (self.canvas.fit_pending || rect_changed && !self.canvas.view_touched)
+            && cur.texture.is_some()
+        {
             self.fit();
         }
         let response = ui.allocate_rect(rect, Sense::click_and_drag());
@@ -120,7 +123,10 @@ impl SegApp {
         let painter = ui.painter_at(vr);
         let Some(cur) = &self.current else { return };
         let (w, h) = (cur.width as f32, cur.height as f32);
-        let img_rect = Rect::from_min_size(vr.min + self.view.offset, vec2(w, h) * self.view.zoom);
+        let img_rect = Rect::from_min_size(
+            vr.min + self.canvas.view.offset,
+            vec2(w, h) * self.canvas.view.zoom,
+        );
         match &cur.texture {
             Some(t) => {
                 painter.image(
@@ -142,20 +148,21 @@ impl SegApp {
             }
         }
         let data = if index == 0 {
-            self.overlay.clone()
+            self.overlay.data.clone()
         } else {
             self.overlay_b()
         };
         if let Some(d) = data {
             let params = self.overlay_params();
-            if self.wgpu_overlay {
+            if self.overlay.wgpu {
                 overlay::paint_wgpu(&painter, vr, img_rect, index as u64, &d, params);
             } else {
                 let ctx = ui.ctx().clone();
-                self.cpu_overlay[index.min(1)].paint(&ctx, &painter, img_rect, &d, params);
+                self.overlay.cpu[index.min(1)].paint(&ctx, &painter, img_rect, &d, params);
             }
         }
-        let to_screen = |x: f64, y: f64| img_rect.min + vec2(x as f32, y as f32) * self.view.zoom;
+        let to_screen =
+            |x: f64, y: f64| img_rect.min + vec2(x as f32, y as f32) * self.canvas.view.zoom;
         // prompts
         if let Some(b) = self.draft.bbox {
             let r = Rect::from_two_pos(to_screen(b[0], b[1]), to_screen(b[2], b[3]));
@@ -166,7 +173,7 @@ impl SegApp {
                 StrokeKind::Middle,
             );
         }
-        if let Some((a, b)) = self.box_drag {
+        if let Some((a, b)) = self.canvas.box_drag {
             let r = Rect::from_two_pos(
                 to_screen(a[0] as f64, a[1] as f64),
                 to_screen(b[0] as f64, b[1] as f64),
@@ -187,7 +194,7 @@ impl SegApp {
             };
             painter.circle(c, 5.5, col, EStroke::new(1.5, Color32::WHITE));
         }
-        if let Some(s) = &self.stroke {
+        if let Some(s) = &self.canvas.stroke {
             let col = if s.add {
                 Color32::from_rgba_unmultiplied(255, 220, 40, 140)
             } else {
@@ -196,7 +203,7 @@ impl SegApp {
             for p in &s.points {
                 painter.circle_filled(
                     to_screen(p[0] as f64, p[1] as f64),
-                    s.radius * self.view.zoom,
+                    s.radius * self.canvas.view.zoom,
                     col,
                 );
             }
@@ -206,7 +213,7 @@ impl SegApp {
         {
             painter.circle_stroke(
                 hp,
-                self.brush_radius * self.view.zoom,
+                self.brush_radius * self.canvas.view.zoom,
                 EStroke::new(1.0, Color32::WHITE),
             );
         }
@@ -242,7 +249,7 @@ impl SegApp {
             Color32::from_black_alpha(160),
         );
         painter.galley(galley_pos, bg, Color32::WHITE);
-        if let Some(e) = self.embedding.get(&slot).filter(|e| e.image == cur.id) {
+        if let Some(e) = self.sam.embedding.get(&slot).filter(|e| e.image == cur.id) {
             let el = e.started.elapsed().as_secs_f64();
             let text = match e.expected_ms {
                 Some(x) => format!(
@@ -312,9 +319,9 @@ impl SegApp {
                 i.modifiers,
             )
         });
-        self.space_pan = space && !ui.ctx().egui_wants_keyboard_input();
+        self.canvas.space_pan = space && !ui.ctx().egui_wants_keyboard_input();
         let hover = response.hover_pos();
-        self.hover_image = hover.map(|p| self.screen_to_image(view_of(p), p));
+        self.canvas.hover_image = hover.map(|p| self.screen_to_image(view_of(p), p));
         // zoom: wheel or pinch around the cursor
         if let Some(hp) = hover {
             let vr = view_of(hp);
@@ -327,13 +334,13 @@ impl SegApp {
             }
         }
         let panning = self.tool == Tool::Pan
-            || self.space_pan
+            || self.canvas.space_pan
             || response.dragged_by(egui::PointerButton::Middle);
         if panning {
             response.clone().on_hover_cursor(CursorIcon::Grab);
             if response.dragged() {
-                self.view.offset += response.drag_delta();
-                self.view_touched = true;
+                self.canvas.view.offset += response.drag_delta();
+                self.canvas.view_touched = true;
             }
             return;
         }
@@ -354,16 +361,16 @@ impl SegApp {
                 {
                     let origin = ui.input(|i| i.pointer.press_origin()).unwrap_or(p);
                     let a = clamp(self.screen_to_image(view_of(origin), origin));
-                    self.box_drag = Some((a, a));
+                    self.canvas.box_drag = Some((a, a));
                 }
                 if response.dragged_by(egui::PointerButton::Primary)
                     && let (Some(p), Some((a, _))) =
-                        (response.interact_pointer_pos(), self.box_drag)
+                        (response.interact_pointer_pos(), self.canvas.box_drag)
                 {
-                    self.box_drag = Some((a, clamp(self.screen_to_image(view_of(p), p))));
+                    self.canvas.box_drag = Some((a, clamp(self.screen_to_image(view_of(p), p))));
                 }
                 if response.drag_stopped()
-                    && let Some((a, b)) = self.box_drag.take()
+                    && let Some((a, b)) = self.canvas.box_drag.take()
                     && (a[0] - b[0]).abs() >= 2.0
                     && (a[1] - b[1]).abs() >= 2.0
                 {
@@ -384,14 +391,16 @@ impl SegApp {
                 let add = self.tool == Tool::Brush;
                 if let Some(p) = response.interact_pointer_pos() {
                     let ip = self.screen_to_image(view_of(p), p);
-                    if response.drag_started() || (response.clicked() && self.stroke.is_none()) {
-                        self.stroke = Some(Stroke {
+                    if response.drag_started()
+                        || (response.clicked() && self.canvas.stroke.is_none())
+                    {
+                        self.canvas.stroke = Some(Stroke {
                             add,
                             radius: self.brush_radius,
                             points: vec![ip],
                         });
                     } else if response.dragged()
-                        && let Some(s) = &mut self.stroke
+                        && let Some(s) = &mut self.canvas.stroke
                     {
                         let last = *s.points.last().expect("non-empty");
                         if (last[0] - ip[0]).hypot(last[1] - ip[1]) >= 0.5 {
@@ -400,7 +409,7 @@ impl SegApp {
                     }
                 }
                 if (response.drag_stopped() || response.clicked())
-                    && let Some(s) = self.stroke.take()
+                    && let Some(s) = self.canvas.stroke.take()
                 {
                     self.commit_stroke(s);
                 }
@@ -410,13 +419,18 @@ impl SegApp {
     }
 
     fn select_at(&mut self, ip: [f32; 2]) {
-        let Some(o) = &self.overlay else { return };
+        let Some(o) = &self.overlay.data else { return };
         let (x, y) = (ip[0].floor() as i64, ip[1].floor() as i64);
         if x < 0 || y < 0 || x >= o.width as i64 || y >= o.height as i64 {
             self.selected = None;
             return;
         }
         let l = o.labels[(y as usize) * o.width as usize + x as usize] as usize;
-        self.selected = self.object_at_label.get(l).copied().filter(|&id| id != 0);
+        self.selected = self
+            .overlay
+            .object_at_label
+            .get(l)
+            .copied()
+            .filter(|&id| id != 0);
     }
 }

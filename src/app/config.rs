@@ -1,0 +1,58 @@
+//! How the app starts and what it remembers between runs.
+
+use std::path::PathBuf;
+
+use crate::device::ComputeDevice;
+use crate::service::io::WriteJob;
+use crate::service::worker::ModelSpec;
+
+use super::SegApp;
+
+/// How the app starts.
+pub struct AppConfig {
+    pub device: ComputeDevice,
+    /// Model to load at start; None = last used, else the default in the model folder.
+    pub model: Option<ModelSpec>,
+    pub model_dir: PathBuf,
+    /// Where settings (recent projects, last model) persist; None = not persisted.
+    pub settings_file: Option<PathBuf>,
+    /// Where "Open demo project" creates/opens the demo.
+    pub demo_dir: PathBuf,
+}
+
+impl AppConfig {
+    pub fn new(device: ComputeDevice) -> Self {
+        let cache = crate::service::cache_dir();
+        AppConfig {
+            device,
+            model: None,
+            model_dir: crate::models::models_dir(),
+            settings_file: Some(cache.join("app-settings.json")),
+            demo_dir: cache.join("projects").join("nuclei-demo"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    #[serde(default)]
+    pub recent: Vec<PathBuf>,
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+}
+
+impl SegApp {
+    pub(crate) fn save_settings(&mut self) {
+        if let Some(f) = &self.config.settings_file
+            && let Ok(b) = serde_json::to_vec_pretty(&self.settings)
+        {
+            if let Some(d) = f.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            self.service.writer.send(WriteJob::Bytes {
+                path: f.clone(),
+                bytes: b,
+            });
+        }
+    }
+}

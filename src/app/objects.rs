@@ -1,0 +1,279 @@
+//! Accepted objects: accept, delete, rename, repaint, and undo / redo of every edit.
+
+use std::sync::Arc;
+
+use crate::project::project::{
+    ObjectEntry, PointEntry, PromptRecord, mask_stats, now_secs, palette_color,
+};
+use crate::service::worker::Slot;
+
+use super::SegApp;
+use super::state::{Draft, Edit};
+
+impl SegApp {
+    /// Accepts the draft as a new object.
+    pub fn accept(&mut self) {
+        let Some(cur) = &self.current else { return };
+        let (id, w, h) = (cur.id, cur.width, cur.height);
+        let Some(mask) = self.draft.mask(w, h) else {
+            self.error("Nothing to accept: click on an object first");
+            return;
+        };
+        let Some((area, bbox)) = mask_stats(&mask, w) else {
+            self.error("The mask is empty; add a positive point on the object");
+            return;
+        };
+        let model = match self.active_slot() {
+            Slot::Base => self.base.summary.as_ref().map(|s| s.name.clone()),
+            Slot::Adapted => Some(format!(
+                "{} + {}",
+                self.base
+                    .summary
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
+                self.adapted
+                    .summary
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default()
+            )),
+        };
+        let Some(p) = &mut self.project else { return };
+        let oid = p.project.take_id();
+        let class = p
+            .project
+            .classes
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| "object".into());
+        let n = p.project.image(id).map(|i| i.objects.len()).unwrap_or(0);
+        let rel = self.new_mask_rel(id, oid);
+        let d = &self.draft;
+        let entry = ObjectEntry {
+            id: oid,
+            label: format!("{class} {}", n + 1),
+            class,
+            color: palette_color(oid),
+            mask: rel.clone(),
+            area,
+            bbox,
+            prompts: PromptRecord {
+                points: d
+                    .points
+                    .iter()
+                    .map(|p| PointEntry {
+                        x: p.x,
+                        y: p.y,
+                        positive: p.positive,
+                    })
+                    .collect(),
+                bbox: d.bbox,
+                candidate: d.choice,
+                painted: !d.strokes.is_empty(),
+                model,
+            },
+            source: if d.has_prompts() {
+                "sam".into()
+            } else {
+                "brush".into()
+            },
+            hidden: false,
+            created: now_secs(),
+        };
+        let mask = Arc::new(mask);
+        self.write_mask(&rel, mask.clone());
+        let draft_before = std::mem::take(&mut self.draft);
+        self.seq += 1;
+        self.draft.seq = self.seq;
+        self.insert_object(n, entry.clone(), mask.clone());
+        if let Some(h) = self.history() {
+            h.push(Edit::Accept {
+                object: entry,
+                mask,
+                index: n,
+                draft_before,
+            });
+        }
+    }
+
+    pub(crate) fn insert_object(&mut self, index: usize, entry: ObjectEntry, mask: Arc<Vec<bool>>) {
+        let Some(cur) = &mut self.current else { return };
+        let id = cur.id;
+        cur.masks.insert(entry.id, mask);
+        if let Some(p) = &mut self.project
+            && let Some(img) = p.project.image_mut(id)
+        {
+            let i = index.min(img.objects.len());
+            img.objects.insert(i, entry);
+        }
+        self.overlay.labels_dirty = true;
+        self.overlay.draft_dirty = true;
+        self.save_project();
+    }
+
+    pub(crate) fn remove_object(
+        &mut self,
+        oid: u64,
+    ) -> Option<(usize, ObjectEntry, Option<Arc<Vec<bool>>>)> {
+        let cur = self.current.as_mut()?;
+        let id = cur.id;
+        let mask = cur.masks.remove(&oid);
+        let p = self.project.as_mut()?;
+        let img = p.project.image_mut(id)?;
+        let i = img.objects.iter().position(|o| o.id == oid)?;
+        let e = img.objects.remove(i);
+        if self.selected == Some(oid) {
+            self.selected = None;
+        }
+        self.overlay.labels_dirty = true;
+        self.save_project();
+        Some((i, e, mask))
+    }
+
+    pub(crate) fn apply_replace(&mut self, entry: ObjectEntry, mask: Option<Arc<Vec<bool>>>) {
+        let Some(cur) = &mut self.current else { return };
+        let id = cur.id;
+        if let Some(m) = mask {
+            cur.masks.insert(entry.id, m);
+        }
+        if let Some(p) = &mut self.project
+            && let Some(img) = p.project.image_mut(id)
+            && let Some(o) = img.objects.iter_mut().find(|o| o.id == entry.id)
+        {
+            *o = entry;
+        }
+        self.overlay.labels_dirty = true;
+        self.save_project();
+    }
+
+    pub fn delete_object(&mut self, oid: u64) {
+        if let Some((index, object, mask)) = self.remove_object(oid)
+            && let Some(h) = self.history()
+        {
+            h.push(Edit::Delete {
+                object,
+                mask,
+                index,
+            });
+        }
+    }
+
+    pub fn delete_selected(&mut self) {
+        if let Some(oid) = self.selected {
+            self.delete_object(oid);
+        }
+    }
+
+    /// Changes an object's metadata (label, visibility) as an undoable edit.
+    pub fn update_object(&mut self, oid: u64, f: impl FnOnce(&mut ObjectEntry)) {
+        let Some(cur) = &self.current else { return };
+        let Some(p) = &self.project else { return };
+        let Some(before) = p
+            .project
+            .image(cur.id)
+            .and_then(|i| i.objects.iter().find(|o| o.id == oid))
+            .cloned()
+        else {
+            return;
+        };
+        let mask = cur.masks.get(&oid).cloned();
+        let mut after = before.clone();
+        f(&mut after);
+        if after == before {
+            return;
+        }
+        self.apply_replace(after.clone(), None);
+        if let Some(h) = self.history() {
+            h.push(Edit::Replace {
+                before: (before, mask.clone()),
+                after: (after, mask),
+            });
+        }
+    }
+
+    pub(crate) fn restore_draft(&mut self, mut d: Draft) {
+        self.seq += 1;
+        let had_pred = d.pred.is_some();
+        // In-flight answers for other prompts must not land on the restored draft.
+        d.seq = self.seq;
+        self.draft = d;
+        self.overlay.draft_dirty = true;
+        if !had_pred && self.draft.has_prompts() {
+            self.request_predict();
+        }
+    }
+
+    pub fn undo(&mut self) {
+        let Some(e) = self.history().and_then(|h| h.undo.pop()) else {
+            return;
+        };
+        match &e {
+            Edit::Draft { before, .. } => self.restore_draft(before.clone()),
+            Edit::Accept {
+                object,
+                draft_before,
+                ..
+            } => {
+                self.remove_object(object.id);
+                self.restore_draft(draft_before.clone());
+            }
+            Edit::Delete {
+                object,
+                mask,
+                index,
+            } => {
+                if let Some(m) = mask.clone() {
+                    self.insert_object(*index, object.clone(), m);
+                }
+            }
+            Edit::Replace { before, .. } => self.apply_replace(before.0.clone(), before.1.clone()),
+        }
+        if let Some(h) = self.history() {
+            h.redo.push(e);
+        }
+    }
+
+    pub fn redo(&mut self) {
+        let Some(e) = self.history().and_then(|h| h.redo.pop()) else {
+            return;
+        };
+        match &e {
+            Edit::Draft { after, .. } => self.restore_draft(after.clone()),
+            Edit::Accept {
+                object,
+                mask,
+                index,
+                ..
+            } => {
+                self.insert_object(*index, object.clone(), mask.clone());
+                self.seq += 1;
+                self.draft = Draft {
+                    seq: self.seq,
+                    ..Default::default()
+                };
+                self.overlay.draft_dirty = true;
+            }
+            Edit::Delete { object, .. } => {
+                self.remove_object(object.id);
+            }
+            Edit::Replace { after, .. } => self.apply_replace(after.0.clone(), after.1.clone()),
+        }
+        if let Some(h) = self.history() {
+            h.undo.push(e);
+        }
+    }
+
+    pub fn can_undo(&self) -> bool {
+        self.current
+            .as_ref()
+            .and_then(|c| self.histories.get(&c.id))
+            .is_some_and(|h| !h.undo.is_empty())
+    }
+    pub fn can_redo(&self) -> bool {
+        self.current
+            .as_ref()
+            .and_then(|c| self.histories.get(&c.id))
+            .is_some_and(|h| !h.redo.is_empty())
+    }
+}

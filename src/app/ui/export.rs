@@ -1,0 +1,68 @@
+//! The Export tab.
+
+use egui::RichText;
+
+use crate::app::SegApp;
+use crate::service::dialogs::DialogKind;
+
+impl SegApp {
+    pub(crate) fn export_tab(&mut self, ui: &mut egui::Ui) {
+        ui.label(RichText::new("Export").strong());
+        let o = &mut self.export_options;
+        ui.checkbox(&mut o.masks, "binary mask PNG per object");
+        ui.checkbox(&mut o.labels, "label image per image (16-bit PNG)");
+        ui.checkbox(&mut o.coco, "COCO JSON (RLE)");
+        ui.checkbox(&mut o.adapter, "adapter file + model card (active adapter)");
+        ui.checkbox(
+            &mut o.merged,
+            "merged model (safetensors, official key names)",
+        );
+        ui.horizontal(|ui| {
+            ui.label("to");
+            ui.add(egui::TextEdit::singleline(&mut self.export_dir).desired_width(200.0));
+            if ui.small_button("…").clicked() {
+                self.open_dialog(DialogKind::ExportDir);
+            }
+        });
+        let busy = self.export_rx.is_some();
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(
+                    !busy && self.project.is_some(),
+                    egui::Button::new("Export now"),
+                )
+                .clicked()
+            {
+                self.start_export();
+            }
+            if busy {
+                ui.spinner();
+                ui.label("exporting…");
+            }
+        });
+        if let Some(r) = &self.export_report {
+            ui.separator();
+            ui.label(format!(
+                "{} files written to {}",
+                r.files.len(),
+                r.out.display()
+            ));
+            for n in &r.notes {
+                ui.label(RichText::new(n).weak());
+            }
+            egui::CollapsingHeader::new("files")
+                .default_open(false)
+                .show(ui, |ui| {
+                    for f in r.files.iter().take(200) {
+                        ui.label(
+                            RichText::new(
+                                f.strip_prefix(&r.out).unwrap_or(f).display().to_string(),
+                            )
+                            .monospace()
+                            .small(),
+                        );
+                    }
+                });
+        }
+    }
+}
