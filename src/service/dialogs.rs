@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::tasks::{JobContext, JobOutput};
+use super::context::JobContext;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DialogKind {
@@ -14,17 +14,23 @@ pub enum DialogKind {
     ExportDir,
 }
 
+/// The paths the user picked (none when the dialog was closed).
+pub struct Picked {
+    pub kind: DialogKind,
+    pub paths: Vec<PathBuf>,
+}
+
 /// The job that shows the dialog `kind` (starting in `start`, or `model_dir` for checkpoints).
 pub fn pick(
     kind: DialogKind,
     start: Option<PathBuf>,
     model_dir: PathBuf,
-) -> impl FnOnce(&JobContext) -> anyhow::Result<JobOutput> + Send + 'static {
+) -> impl FnOnce(&JobContext) -> anyhow::Result<Picked> + Send + 'static {
     move |_| {
-        Ok(JobOutput::Picked(
+        Ok(Picked {
             kind,
-            show(kind, start.as_deref(), &model_dir),
-        ))
+            paths: show(kind, start.as_deref(), &model_dir),
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use crate::project::coco::{self, CocoImage, CocoObject};
 use crate::project::export::{write_label_png, write_mask_png};
 use crate::project::project::OpenProject;
 
-use super::tasks::{JobContext, JobOutput};
+use super::context::JobContext;
 use super::worker::ModelSpec;
 
 #[derive(Clone, Debug)]
@@ -233,7 +233,7 @@ fn export_merged(req: &ExportRequest, adapter: &Path, out: &Path) -> Result<(Pat
     ))
 }
 
-/// The job for [`super::tasks::Tasks::spawn`]; ends with [`JobOutput::Exported`].
-pub fn job(req: ExportRequest) -> impl FnOnce(&JobContext) -> Result<JobOutput> + Send {
-    move |ctx| export(&req, |f| ctx.progress(f)).map(JobOutput::Exported)
+/// The job for [`super::tasks::Tasks::spawn`].
+pub fn job(req: ExportRequest) -> impl FnOnce(&JobContext) -> Result<ExportReport> + Send {
+    move |ctx| export(&req, |f| ctx.progress(f))
 }

@@ -1,19 +1,21 @@
 //! The small jobs: the demo project, an image import and the default model's download. Each
-//! function returns the job for [`super::tasks::Tasks::spawn`].
+//! function returns the job for [`super::tasks::Tasks::spawn`], with its own result type.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::tasks::{JobContext, JobEvent, JobOutput};
+use crate::project::project::{ImageEntry, OpenProject};
+
+use super::context::{JobContext, JobEvent};
 
 /// Opens the bundled demo project in `dir`, creating it first (the images and 36 mask files).
-pub fn open_demo(dir: PathBuf) -> impl FnOnce(&JobContext) -> anyhow::Result<JobOutput> + Send {
+pub fn open_demo(dir: PathBuf) -> impl FnOnce(&JobContext) -> anyhow::Result<OpenProject> + Send {
     move |_| {
         let p = crate::project::project::open_or_create_demo(&dir)
             .with_context(|| format!("Cannot create the demo project in {}", dir.display()))?;
-        Ok(JobOutput::Demo(p))
+        Ok(p)
     }
 }
 
@@ -22,7 +24,7 @@ pub fn import_images(
     root: PathBuf,
     files: Vec<PathBuf>,
     copy: bool,
-) -> impl FnOnce(&JobContext) -> anyhow::Result<JobOutput> + Send {
+) -> impl FnOnce(&JobContext) -> anyhow::Result<Vec<Result<ImageEntry, String>>> + Send {
     move |ctx| {
         let n = files.len().max(1);
         let list = files
@@ -34,14 +36,17 @@ pub fn import_images(
                     .map_err(|e| format!("{}: {e:#}", f.display()))
             })
             .collect();
-        Ok(JobOutput::Imported(list))
+        Ok(list)
     }
 }
+
+/// The checkpoint a download wrote (verified).
+pub struct Downloaded(pub PathBuf);
 
 /// Downloads the default checkpoint (MobileSAM, hash-checked, resumable) into `dir`.
 pub fn download_default_model(
     dir: PathBuf,
-) -> impl FnOnce(&JobContext) -> anyhow::Result<JobOutput> + Send {
+) -> impl FnOnce(&JobContext) -> anyhow::Result<Downloaded> + Send {
     move |ctx| {
         let spec = crate::models::default_model();
         let opts = crate::models::DownloadOptions::default();
@@ -57,6 +62,6 @@ pub fn download_default_model(
         };
         let path = crate::models::download(spec, &dir, &opts, &mut progress, ctx.cancel_flag())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(JobOutput::Downloaded(path))
+        Ok(Downloaded(path))
     }
 }

@@ -13,6 +13,7 @@
 //! - [`io`]: the ordered project writer and the image loader;
 //! - [`device`]: the compute device the window starts with.
 
+pub mod context;
 pub mod device;
 pub mod dialogs;
 pub mod export;
@@ -25,7 +26,8 @@ pub mod worker;
 
 use std::path::{Path, PathBuf};
 
-pub use tasks::{JobEvent, JobKind, JobOutput, TaskId, TaskReport, Tasks};
+pub use context::{JobContext, JobEvent};
+pub use tasks::{JobKind, JobOutput, TaskId, TaskReport, Tasks};
 pub use thread::Waker;
 
 /// The segadapt cache folder: the one that holds `models/` ([`crate::models::models_dir`]:

@@ -6,15 +6,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
-use crate::models::Progress;
 use crate::project::project::{ImageEntry, OpenProject};
-use crate::train::{TrainEvent, TrainOutcome};
+use crate::train::TrainOutcome;
 
-use super::dialogs::DialogKind;
+use super::context::{JobContext, JobEvent, Update};
+use super::dialogs::{DialogKind, Picked};
 use super::export::ExportReport;
+use super::jobs::Downloaded;
 use super::thread::{Waker, guarded, lower_thread_priority};
 
 pub type TaskId = u64;
@@ -42,13 +43,6 @@ impl JobKind {
     }
 }
 
-/// What a running job reports before it ends.
-pub enum JobEvent {
-    Status(String),
-    Train(TrainEvent),
-    Download(Progress),
-}
-
 /// What a job hands back when it ends.
 pub enum JobOutput {
     /// None: cancelled (a resumable state is on disk).
@@ -58,6 +52,42 @@ pub enum JobOutput {
     Demo(OpenProject),
     Imported(Vec<Result<ImageEntry, String>>),
     Picked(DialogKind, Vec<PathBuf>),
+}
+
+impl From<Option<TrainOutcome>> for JobOutput {
+    fn from(o: Option<TrainOutcome>) -> Self {
+        JobOutput::Trained(o)
+    }
+}
+
+impl From<ExportReport> for JobOutput {
+    fn from(r: ExportReport) -> Self {
+        JobOutput::Exported(r)
+    }
+}
+
+impl From<Downloaded> for JobOutput {
+    fn from(d: Downloaded) -> Self {
+        JobOutput::Downloaded(d.0)
+    }
+}
+
+impl From<OpenProject> for JobOutput {
+    fn from(p: OpenProject) -> Self {
+        JobOutput::Demo(p)
+    }
+}
+
+impl From<Vec<Result<ImageEntry, String>>> for JobOutput {
+    fn from(list: Vec<Result<ImageEntry, String>>) -> Self {
+        JobOutput::Imported(list)
+    }
+}
+
+impl From<Picked> for JobOutput {
+    fn from(p: Picked) -> Self {
+        JobOutput::Picked(p.kind, p.paths)
+    }
 }
 
 /// One message of the registry to the UI.
@@ -74,40 +104,6 @@ pub enum TaskReport {
     },
 }
 
-enum Message {
-    Progress(f32),
-    Event(JobEvent),
-    Done(Result<JobOutput, String>),
-}
-
-/// A job's side of the registry: report, check for cancellation.
-pub struct JobContext {
-    tx: Sender<Message>,
-    cancel: Arc<AtomicBool>,
-    waker: Waker,
-}
-
-impl JobContext {
-    fn send(&self, m: Message) {
-        let _ = self.tx.send(m);
-        self.waker.wake();
-    }
-    pub fn emit(&self, e: JobEvent) {
-        self.send(Message::Event(e));
-    }
-    pub fn status(&self, s: impl Into<String>) {
-        self.emit(JobEvent::Status(s.into()));
-    }
-    /// Fraction done, 0..=1.
-    pub fn progress(&self, fraction: f32) {
-        self.send(Message::Progress(fraction));
-    }
-    /// The flag the engine polls to stop early.
-    pub fn cancel_flag(&self) -> &AtomicBool {
-        &self.cancel
-    }
-}
-
 /// A running job as the UI sees it.
 pub struct Task {
     pub id: TaskId,
@@ -117,7 +113,8 @@ pub struct Task {
     pub status: String,
     pub progress: Option<f32>,
     cancel: Arc<AtomicBool>,
-    rx: Receiver<Message>,
+    updates: Receiver<Update>,
+    done: Receiver<Result<JobOutput, String>>,
 }
 
 impl Task {
@@ -142,30 +139,30 @@ impl Tasks {
     }
 
     /// Starts `job` on its own thread (below the UI's priority).
-    pub fn spawn(
+    pub fn spawn<T: Into<JobOutput>>(
         &mut self,
         kind: JobKind,
         label: impl Into<String>,
-        job: impl FnOnce(&JobContext) -> anyhow::Result<JobOutput> + Send + 'static,
+        job: impl FnOnce(&JobContext) -> anyhow::Result<T> + Send + 'static,
     ) -> TaskId {
         let id = self.next;
         self.next += 1;
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (updates_tx, updates) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let ctx = JobContext {
-            tx: tx.clone(),
-            cancel: cancel.clone(),
-            waker: self.waker.clone(),
-        };
+        let ctx = JobContext::new(updates_tx, cancel.clone(), self.waker.clone());
+        let waker = self.waker.clone();
+        let result_tx = done_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(kind.thread_name().into())
             .spawn(move || {
                 lower_thread_priority();
-                let result = guarded(|| job(&ctx));
-                ctx.send(Message::Done(result));
+                let result = guarded(|| job(&ctx).map(Into::into));
+                let _ = result_tx.send(result);
+                waker.wake();
             });
         if let Err(e) = spawned {
-            let _ = tx.send(Message::Done(Err(format!("cannot start a thread: {e}"))));
+            let _ = done_tx.send(Err(format!("cannot start a thread: {e}")));
         }
         self.tasks.push(Task {
             id,
@@ -175,7 +172,8 @@ impl Tasks {
             status: String::new(),
             progress: None,
             cancel,
-            rx,
+            updates,
+            done,
         });
         id
     }
@@ -184,10 +182,13 @@ impl Tasks {
     pub fn poll(&mut self) -> Vec<TaskReport> {
         let mut out = Vec::new();
         self.tasks.retain_mut(|t| {
-            loop {
-                match t.rx.try_recv() {
-                    Ok(Message::Progress(f)) => t.progress = Some(f.clamp(0.0, 1.0)),
-                    Ok(Message::Event(event)) => {
+            // A job's updates are all sent before its result: read the result first, then
+            // the updates, and none is missed.
+            let done = t.done.try_recv();
+            while let Ok(u) = t.updates.try_recv() {
+                match u {
+                    Update::Progress(f) => t.progress = Some(f.clamp(0.0, 1.0)),
+                    Update::Event(event) => {
                         if let JobEvent::Status(s) = &event {
                             t.status = s.clone();
                         }
@@ -197,25 +198,19 @@ impl Tasks {
                             event,
                         });
                     }
-                    Ok(Message::Done(result)) => {
-                        out.push(TaskReport::Finished {
-                            id: t.id,
-                            kind: t.kind,
-                            result,
-                        });
-                        return false;
-                    }
-                    Err(TryRecvError::Empty) => return true,
-                    Err(TryRecvError::Disconnected) => {
-                        out.push(TaskReport::Finished {
-                            id: t.id,
-                            kind: t.kind,
-                            result: Err("the job ended without a result".into()),
-                        });
-                        return false;
-                    }
                 }
             }
+            let result = match done {
+                Ok(result) => result,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => Err("the job ended without a result".into()),
+            };
+            out.push(TaskReport::Finished {
+                id: t.id,
+                kind: t.kind,
+                result,
+            });
+            false
         });
         out
     }
@@ -262,11 +257,13 @@ mod tests {
     #[test]
     fn a_panicking_job_ends_with_an_error_and_others_go_on() {
         let mut tasks = Tasks::new(Waker::default());
-        tasks.spawn(JobKind::Demo, "boom", |_| panic!("boom"));
+        tasks.spawn(JobKind::Demo, "boom", |_| -> anyhow::Result<Downloaded> {
+            panic!("boom")
+        });
         tasks.spawn(JobKind::Download, "ok", |ctx| {
             ctx.status("half");
             ctx.progress(0.5);
-            Ok(JobOutput::Downloaded(PathBuf::from("x")))
+            Ok(Downloaded(PathBuf::from("x")))
         });
         let reports = wait(&mut tasks);
         let mut errors = Vec::new();
@@ -293,7 +290,7 @@ mod tests {
             while !ctx.cancel_flag().load(Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
-            Ok(JobOutput::Trained(None))
+            Ok(None::<TrainOutcome>)
         });
         assert!(tasks.running(JobKind::Train));
         tasks.cancel(JobKind::Train);

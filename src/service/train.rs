@@ -9,9 +9,9 @@ use anyhow::bail;
 use crate::device::ComputeDevice;
 use crate::project::project::read_mask_file;
 use crate::train::dataset::Object;
-use crate::train::{TrainConfig, TrainData, TrainEvent};
+use crate::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome};
 
-use super::tasks::{JobContext, JobEvent, JobOutput};
+use super::context::{JobContext, JobEvent};
 use super::worker::ModelSpec;
 
 /// One image and its accepted objects' mask files.
@@ -33,12 +33,15 @@ pub struct TrainRequest {
     pub flushed: Option<Receiver<()>>,
 }
 
-/// The job for [`super::tasks::Tasks::spawn`]; ends with [`JobOutput::Trained`].
-pub fn job(req: TrainRequest) -> impl FnOnce(&JobContext) -> anyhow::Result<JobOutput> + Send {
-    move |ctx| run(req, ctx).map(JobOutput::Trained)
+/// The job for [`super::tasks::Tasks::spawn`]; None when cancelled (a resumable state is on
+/// disk).
+pub fn job(
+    req: TrainRequest,
+) -> impl FnOnce(&JobContext) -> anyhow::Result<Option<TrainOutcome>> + Send {
+    move |ctx| run(req, ctx)
 }
 
-fn run(req: TrainRequest, ctx: &JobContext) -> anyhow::Result<Option<crate::train::TrainOutcome>> {
+fn run(req: TrainRequest, ctx: &JobContext) -> anyhow::Result<Option<TrainOutcome>> {
     if let Some(f) = &req.flushed {
         let _ = f.recv_timeout(std::time::Duration::from_secs(30));
     }
