@@ -6,7 +6,7 @@ Cases (each a full generator run on tests/fixtures/nuclei_rgb.png, 512x512):
   default   every parameter at the official default (32x32 points, 64 per batch, ...)
   pps16     points_per_side=16, otherwise default (what the Rust test runs: cheaper on CPU)
   crop8     points_per_side=8, crop_n_layers=1 (the image plus 4 overlapping crops)
-  pps16_min100  pps16 with min_mask_region_area=100 (holes/islands removal + its NMS)
+  pps16_min400  pps16 with min_mask_region_area=400 (holes/islands removal + its NMS)
 
 Each mask is stored as the official uncompressed RLE (column-major run lengths, starting with
 a background run) plus pycocotools' compressed COCO string of it, predicted_iou,
@@ -15,11 +15,13 @@ Also a synthetic mask with holes and islands and cv2's `remove_small_regions` re
 
 Writes tests/fixtures/amg_nuclei_ref.json. Needs torch, segment-anything==1.0,
 mobilesam-mirror==1.0.0, timm, pillow, opencv-python-headless, pycocotools, and
-tools/fetch_assets.sh's cache. About 2 CPU-minutes per default case on 2 cores.
+tools/fetch_assets.sh's cache. Timings (2 busy CPU cores): default 503 s, pps16 104 s,
+crop8 180 s.
 
-    python3 tools/make_amg_ref.py [--cases default,pps16,crop8,pps16_min100]
+    python3 tools/make_amg_ref.py [--cases default,pps16,crop8,pps16_min400] [--update]
 """
 import argparse
+import inspect
 import json
 import os
 import time
@@ -37,7 +39,7 @@ CASES = {
     "default": {},
     "pps16": {"points_per_side": 16},
     "crop8": {"points_per_side": 8, "crop_n_layers": 1},
-    "pps16_min100": {"points_per_side": 16, "min_mask_region_area": 100},
+    "pps16_min400": {"points_per_side": 16, "min_mask_region_area": 400},
 }
 
 
@@ -73,6 +75,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--out", default=str(FIX / "amg_nuclei_ref.json"))
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the cases of an existing --out that are not rerun (the default case is slow)",
+    )
     args = ap.parse_args()
 
     from mobile_sam import sam_model_registry
@@ -85,11 +92,20 @@ def main():
     model.eval()  # again after loading: see make_fixtures.py (TinyViT attention-bias cache)
     img = np.asarray(Image.open(FIX / "nuclei_rgb.png").convert("RGB"))
 
+    # The official defaults, read from the signature (the Rust defaults must equal them).
+    sig = inspect.signature(SamAutomaticMaskGenerator.__init__)
+    defaults = {
+        k: v.default
+        for k, v in sig.parameters.items()
+        if k not in ("self", "model") and v.default is not inspect.Parameter.empty
+    }
+    old = json.loads(Path(args.out).read_text()) if args.update and Path(args.out).exists() else {}
     ref = {
         "image": "nuclei_rgb.png",
         "model": "mobile_sam.pt",
         "generator": "segment_anything.SamAutomaticMaskGenerator (segment-anything==1.0)",
-        "cases": {},
+        "defaults": defaults,
+        "cases": old.get("cases", {}),
         "remove_small_regions": synthetic_regions(),
     }
     for name in args.cases.split(","):
