@@ -129,10 +129,10 @@ impl Chord {
     fn modifiers(&self) -> Modifiers {
         let mut m = Modifiers::NONE;
         if self.command {
-            m = m | Modifiers::COMMAND;
+            m |= Modifiers::COMMAND;
         }
         if self.shift {
-            m = m | Modifiers::SHIFT;
+            m |= Modifiers::SHIFT;
         }
         m
     }

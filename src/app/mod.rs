@@ -137,8 +137,10 @@ impl SegApp {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let wgpu_overlay = render_state.map(overlay::init_wgpu).unwrap_or(false);
-        let mut train_cfg = TrainConfig::default();
-        train_cfg.save_final = true;
+        let train_cfg = TrainConfig {
+            save_final: true,
+            ..Default::default()
+        };
         let mut app = SegApp {
             service: Services {
                 waker,

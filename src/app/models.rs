@@ -231,7 +231,7 @@ impl SegApp {
                         }
                         self.base = ModelState {
                             spec: self.base.spec.take(),
-                            summary: Some(summary),
+                            summary: Some(*summary),
                             loading: None,
                             error: None,
                         };
@@ -240,7 +240,7 @@ impl SegApp {
                     Slot::Adapted => {
                         self.adapted = ModelState {
                             spec: None,
-                            summary: Some(summary),
+                            summary: Some(*summary),
                             loading: None,
                             error: None,
                         };

@@ -10,6 +10,9 @@ use crate::service::worker::Slot;
 use super::SegApp;
 use super::state::{Draft, Edit};
 
+/// An object taken out of its image: its index there, its entry and its mask.
+type RemovedObject = (usize, ObjectEntry, Option<Arc<Vec<bool>>>);
+
 impl SegApp {
     /// Accepts the draft as a new object.
     pub fn accept(&mut self) {
@@ -112,10 +115,7 @@ impl SegApp {
         self.save_project();
     }
 
-    pub(crate) fn remove_object(
-        &mut self,
-        oid: u64,
-    ) -> Option<(usize, ObjectEntry, Option<Arc<Vec<bool>>>)> {
+    pub(crate) fn remove_object(&mut self, oid: u64) -> Option<RemovedObject> {
         let cur = self.current.as_mut()?;
         let id = cur.id;
         let mask = cur.masks.remove(&oid);

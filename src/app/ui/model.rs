@@ -1,10 +1,9 @@
 //! The Model tab: the base checkpoint, its download, and the project's adapters.
 
-use std::path::PathBuf;
-
 use egui::{Color32, RichText};
 
 use crate::app::SegApp;
+use crate::project::project::AdapterEntry;
 
 use super::short_hash;
 use crate::service::dialogs::DialogKind;
@@ -94,25 +93,10 @@ impl SegApp {
         });
         ui.separator();
         ui.label(RichText::new("Adapters of this project").strong());
-        let adapters: Vec<(String, PathBuf, String, Option<f64>, Option<f64>, bool)> = self
+        let adapters: Vec<AdapterEntry> = self
             .project
             .as_ref()
-            .map(|p| {
-                p.project
-                    .adapters
-                    .iter()
-                    .map(|a| {
-                        (
-                            a.name.clone(),
-                            a.path.clone(),
-                            a.method.clone(),
-                            a.base_dice,
-                            a.best_dice,
-                            a.improved,
-                        )
-                    })
-                    .collect()
-            })
+            .map(|p| p.project.adapters.clone())
             .unwrap_or_default();
         let active = self
             .project
@@ -121,20 +105,20 @@ impl SegApp {
         if ui.radio(active.is_none(), "base model only").clicked() {
             self.select_adapter(None);
         }
-        for (name, path, method, base, best, improved) in adapters {
-            let sel = active.as_deref() == Some(&*path.to_string_lossy());
-            let mut text = format!("{name} ({method})");
-            if let (Some(b), Some(x)) = (base, best) {
+        for a in adapters {
+            let sel = active.as_deref() == Some(&*a.path.to_string_lossy());
+            let mut text = format!("{} ({})", a.name, a.method);
+            if let (Some(b), Some(x)) = (a.base_dice, a.best_dice) {
                 text.push_str(&format!(" Dice {b:.3} -> {x:.3}"));
             }
             let r = ui.radio(sel, text);
-            let r = if improved {
+            let r = if a.improved {
                 r
             } else {
                 r.on_hover_text("not validated as better than the base model")
             };
             if r.clicked() && !sel {
-                self.select_adapter(Some(path));
+                self.select_adapter(Some(a.path));
             }
         }
         if let Some(e) = &self.adapted.error {

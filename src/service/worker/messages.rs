@@ -104,7 +104,7 @@ pub enum Event {
     },
     ModelLoaded {
         slot: Slot,
-        summary: ModelSummary,
+        summary: Box<ModelSummary>,
         info: Box<CheckpointInfo>,
     },
     ModelUnloaded {

@@ -348,7 +348,7 @@ impl Worker {
                 ));
                 self.emit(Event::ModelLoaded {
                     slot: Slot::Base,
-                    summary,
+                    summary: Box::new(summary),
                     info: Box::new(info),
                 });
                 if self.adapter_path.is_some() && self.adapter.is_none() {
@@ -409,7 +409,7 @@ impl Worker {
                 });
                 self.emit(Event::ModelLoaded {
                     slot: Slot::Adapted,
-                    summary,
+                    summary: Box::new(summary),
                     info: Box::new(info),
                 });
             }
