@@ -9,6 +9,8 @@
 //! upscales all three masks of every point first). The IoU head does not depend on the
 //! upscaling, so the same masks survive, and most of the upscaling work is skipped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::prelude::*;
 use image::RgbImage;
 
@@ -161,6 +163,23 @@ impl MaskRecord {
 /// Progress: `done` of `total` steps (one per crop embedding and one per point batch).
 pub type ProgressFn<'a> = dyn FnMut(usize, usize) + 'a;
 
+/// Progress reporting and the cancel flag, passed down to the crops.
+struct Steps<'a, 'b> {
+    done: &'a mut usize,
+    total: usize,
+    progress: &'a mut ProgressFn<'b>,
+    cancel: &'a AtomicBool,
+}
+
+impl Steps<'_, '_> {
+    /// One step done; `None` once cancelled.
+    fn advance(&mut self) -> Option<()> {
+        *self.done += 1;
+        (self.progress)(*self.done, self.total);
+        (!self.cancel.load(Ordering::Relaxed)).then_some(())
+    }
+}
+
 /// A mask being built (the official `MaskData` row).
 #[derive(Clone, Debug)]
 struct Candidate {
@@ -200,16 +219,27 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
         })
     }
 
-    /// Steps [`Self::generate`] reports for an image of `size` (h, w).
-    pub fn total_steps(&self, size: [usize; 2]) -> usize {
-        let (_, layers) = generate_crop_boxes(
+    /// The crop boxes and their layers for an image of `size` (h, w). Crops without pixels
+    /// (only possible for images of a few pixels with several layers) are left out: the
+    /// official code would fail on them.
+    fn crops(&self, size: [usize; 2]) -> Vec<([usize; 4], usize)> {
+        let (boxes, layers) = generate_crop_boxes(
             size,
             self.params.crop_n_layers,
             self.params.crop_overlap_ratio,
         );
-        layers
+        boxes
+            .into_iter()
+            .zip(layers)
+            .filter(|(b, _)| b[2] > b[0] && b[3] > b[1])
+            .collect()
+    }
+
+    /// Steps [`Self::generate`] reports for an image of `size` (h, w).
+    pub fn total_steps(&self, size: [usize; 2]) -> usize {
+        self.crops(size)
             .iter()
-            .map(|&l| {
+            .map(|&(_, l)| {
                 1 + self.point_grids[l]
                     .len()
                     .div_ceil(self.params.points_per_batch)
@@ -219,22 +249,41 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
 
     /// `SamAutomaticMaskGenerator.generate`: every mask found in `image`, in the official order.
     pub fn generate(&self, image: &RgbImage, progress: &mut ProgressFn) -> Vec<MaskRecord> {
+        self.generate_cancellable(image, progress, &AtomicBool::new(false))
+            .unwrap_or_default()
+    }
+
+    /// [`Self::generate`] that stops between point batches once `cancel` is set (`None`).
+    pub fn generate_cancellable(
+        &self,
+        image: &RgbImage,
+        progress: &mut ProgressFn,
+        cancel: &AtomicBool,
+    ) -> Option<Vec<MaskRecord>> {
         let orig_size = [image.height() as usize, image.width() as usize];
         let p = &self.params;
-        let (crop_boxes, layer_idxs) =
-            generate_crop_boxes(orig_size, p.crop_n_layers, p.crop_overlap_ratio);
+        let crops = self.crops(orig_size);
         let total = self.total_steps(orig_size);
         let mut done = 0;
         progress(done, total);
 
         let mut data = Vec::new();
-        for (&crop_box, &layer) in crop_boxes.iter().zip(&layer_idxs) {
+        for &(crop_box, layer) in &crops {
             data.extend(self.process_crop(
-                image, crop_box, layer, orig_size, &mut done, total, progress,
-            ));
+                image,
+                crop_box,
+                layer,
+                orig_size,
+                &mut Steps {
+                    done: &mut done,
+                    total,
+                    progress: &mut *progress,
+                    cancel,
+                },
+            )?);
         }
         // Remove duplicates between crops, preferring masks from smaller crops.
-        if crop_boxes.len() > 1 {
+        if crops.len() > 1 {
             let boxes: Vec<[f32; 4]> = data.iter().map(|c| c.bbox).collect();
             let scores: Vec<f32> = data
                 .iter()
@@ -263,7 +312,7 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
             })
             .collect();
         // Small holes and islands (the official `generate` does this after `_generate_masks`).
-        if p.min_mask_region_area > 0 {
+        Some(if p.min_mask_region_area > 0 {
             postprocess_small_regions(
                 records,
                 p.min_mask_region_area as f64,
@@ -271,20 +320,17 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
             )
         } else {
             records
-        }
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn process_crop(
         &self,
         image: &RgbImage,
         crop_box: [usize; 4],
         layer: usize,
         orig_size: [usize; 2],
-        done: &mut usize,
-        total: usize,
-        progress: &mut ProgressFn,
-    ) -> Vec<Candidate> {
+        steps: &mut Steps,
+    ) -> Option<Vec<Candidate>> {
         let [x0, y0, x1, y1] = crop_box;
         let cropped = if crop_box == [0, 0, orig_size[1], orig_size[0]] {
             None
@@ -301,8 +347,7 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
             )
         };
         let emb = self.predictor.set_image(cropped.as_ref().unwrap_or(image));
-        *done += 1;
-        progress(*done, total);
+        steps.advance()?;
 
         let (crop_w, crop_h) = ((x1 - x0) as f64, (y1 - y0) as f64);
         let points: Vec<[f64; 2]> = self.point_grids[layer]
@@ -313,8 +358,7 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
         let mut data = Vec::new();
         for batch in points.chunks(self.params.points_per_batch) {
             data.extend(self.process_batch(&emb, &pe, batch, crop_box, orig_size));
-            *done += 1;
-            progress(*done, total);
+            steps.advance()?;
         }
         // Remove duplicates within this crop (boxes still in the crop frame, as official).
         let boxes: Vec<[f32; 4]> = data.iter().map(|c| c.bbox).collect();
@@ -330,7 +374,7 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
             ];
             c.point = [c.point[0] + x0 as f64, c.point[1] + y0 as f64];
         }
-        data
+        Some(data)
     }
 
     /// One batch of single-point prompts (points in the crop frame): masks that pass the
@@ -406,7 +450,9 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
                 let plane = &logits[k * ch * cw..(k + 1) * ch * cw];
                 let stability =
                     calculate_stability_score(plane, mask_threshold, p.stability_score_offset);
-                if p.stability_score_thresh > 0.0 && !(stability >= p.stability_score_thresh) {
+                // NaN (no pixel above the lower cut) fails the test, as in the official code.
+                let stable = stability >= p.stability_score_thresh;
+                if p.stability_score_thresh > 0.0 && !stable {
                     continue;
                 }
                 let mask: Vec<bool> = plane.iter().map(|&v| v > mask_threshold).collect();
