@@ -122,7 +122,8 @@ impl SegApp {
                 self.show_debug = true;
                 next = true;
             }
-            (Scene::Train, 1) if self.model_ready() && wait(&ap, 500) => {
+            // The model may be ready before the demo project is: wait for both.
+            (Scene::Train, 1) if self.project.is_some() && self.model_ready() && wait(&ap, 500) => {
                 self.train_cfg.adapter.method = Method::NasLora;
                 self.train_cfg.schedule.steps = ap.steps;
                 self.train_cfg.val_every = (ap.steps / 8).max(1);
