@@ -252,7 +252,7 @@ impl eframe::App for SegApp {
 
 /// Opens the app window, computing on `device` (chosen by the caller).
 pub fn run(device: AppDevice) -> anyhow::Result<()> {
-    crate::service::device::leave_a_core_to_the_ui();
+    crate::service::device::compute_below_the_ui();
     let compute = device.compute;
     tracing::info!("compute device: {}", compute.description);
     let viewport = || {

@@ -53,11 +53,50 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<AppDevice> {
     }
 }
 
-/// CPU compute (flex) runs on rayon's global pool: leave one core to the UI thread so frames
-/// keep coming while an embedding or a training step runs.
-pub fn leave_a_core_to_the_ui() {
+/// CPU compute (flex) runs on rayon's global pool: one worker per core, each at a lower
+/// scheduling priority than the UI thread. Leaving a core idle instead made every embedding and
+/// training step single-threaded on a 2-core machine; with the workers niced, the scheduler
+/// still hands the UI thread a core whenever it has a frame to draw.
+pub fn compute_below_the_ui() {
+    let _ = compute_pool().build_global();
+}
+
+/// How many niceness steps compute threads sit below the UI thread.
+pub const COMPUTE_NICENESS: i32 = 10;
+
+/// The pool settings of [`compute_below_the_ui`], for the global pool or a local one.
+pub fn compute_pool() -> rayon::ThreadPoolBuilder {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(cores.saturating_sub(1).max(1))
-        .build_global();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(cores)
+        .start_handler(|_| lower_this_thread())
+}
+
+/// Lowers the calling thread's priority (Linux applies `setpriority` to the calling thread, not
+/// the whole process); elsewhere the OS default stays.
+fn lower_this_thread() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only changes the calling thread's nice value.
+    unsafe {
+        let me = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, me + COMPUTE_NICENESS);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The OS reports the compute threads' nice value: the UI thread's plus the offset, and
+    /// there is one worker per core.
+    #[test]
+    fn compute_threads_run_below_the_calling_thread() {
+        // SAFETY: getpriority reads this thread's nice value.
+        let ui = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let pool = super::compute_pool().build().unwrap();
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(pool.current_num_threads(), cores);
+        let worker = pool.install(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
+        assert_eq!(worker, (ui + super::COMPUTE_NICENESS).min(19));
+        let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert_eq!(after, ui, "the calling thread keeps its priority");
+    }
 }
