@@ -436,11 +436,14 @@ pub fn paint_wgpu(
 // ---------------------------------------------------------------------------------------------
 // CPU fallback
 
+/// What a CPU overlay texture was composed from (versions, size, parameters).
+type CpuOverlayKey = (u64, u64, usize, [u32; 4], u32, bool, bool);
+
 /// The overlay as an egui texture, recomposed only when its inputs change.
 #[derive(Default)]
 pub struct CpuOverlay {
     texture: Option<TextureHandle>,
-    key: Option<(u64, u64, usize, [u32; 4], u32, bool, bool)>,
+    key: Option<CpuOverlayKey>,
 }
 
 const CPU_MAX: usize = 2048;

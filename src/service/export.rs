@@ -77,6 +77,9 @@ fn stem(name: &str) -> String {
     )
 }
 
+/// One image for the COCO file: id, name, width, height and its objects (id, class, mask).
+type CocoMasks = (u64, String, usize, usize, Vec<(u64, String, Vec<bool>)>);
+
 /// Runs an export on the calling thread, reporting the fraction of images done.
 pub fn export(req: &ExportRequest, progress: impl Fn(f32)) -> Result<ExportReport> {
     if let Some(f) = &req.flushed {
@@ -89,8 +92,7 @@ pub fn export(req: &ExportRequest, progress: impl Fn(f32)) -> Result<ExportRepor
         out: out.clone(),
         ..Default::default()
     };
-    let mut coco_masks: Vec<(u64, String, usize, usize, Vec<(u64, String, Vec<bool>)>)> =
-        Vec::new();
+    let mut coco_masks: Vec<CocoMasks> = Vec::new();
     let n_images = p.project.images.len().max(1);
     for (i, img) in p.project.images.iter().enumerate() {
         progress(i as f32 / n_images as f32);

@@ -119,13 +119,16 @@ pub enum LoadJob {
     },
 }
 
+/// A mask file as read: the mask, or why it could not be read.
+pub type MaskRead = Result<Arc<Vec<bool>>, String>;
+
 pub enum Loaded {
     Image {
         id: u64,
         rgb: Arc<RgbImage>,
         /// Display copy (at most `MAX_TEXTURE` per side).
         display: egui::ColorImage,
-        masks: Vec<(u64, Result<Arc<Vec<bool>>, String>)>,
+        masks: Vec<(u64, MaskRead)>,
         ms: f64,
     },
     Thumb {

@@ -83,7 +83,7 @@ impl SegApp {
                 );
             }
             let row = weights.get(i);
-            for j in 0..n_ops {
+            for (j, op) in ops.iter().enumerate() {
                 let v = row.and_then(|r| r.get(j)).copied().unwrap_or(0.0);
                 let r = egui::Rect::from_min_size(
                     egui::pos2(rect.left() + label_w + j as f32 * cw, y),
@@ -91,7 +91,7 @@ impl SegApp {
                 );
                 // scale: uniform (1/n) sits mid-range so drift is visible
                 p.rect_filled(r, 1.0, heat(0.5 + 0.5 * (v * nf - 1.0) / maxdev));
-                if chosen.get(name.as_str()) == Some(&ops[j].as_str()) {
+                if chosen.get(name.as_str()) == Some(&op.as_str()) {
                     p.rect_stroke(
                         r,
                         1.0,
