@@ -1,8 +1,27 @@
-//! Command-line parsing helpers shared by the subcommands.
+//! The command line: one file per subcommand family, each with its flags (clap `Args`) and
+//! its handler; `main.rs` only parses, dispatches and sets the exit code. This file holds
+//! what they share: prompt parsing, the output-folder check, progress bars and Ctrl-C.
+//!
+//! * `segment`: `segadapt segment` (one object from a box and/or points).
+//! * `eval`: `segadapt eval` and `segadapt check-parity`.
+//! * `train`: `segadapt train` (flags → `TrainConfig`, the run and its report).
+//! * `export`: `segadapt export` (fold an adapter into its base model).
+//! * `models`: `segadapt models list | download | dir`.
+//!
+//! `segadapt bench` lives in [`crate::bench`].
+
+use std::path::Path;
 
 use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::predict::Point;
+
+pub mod eval;
+pub mod export;
+pub mod models;
+pub mod segment;
+pub mod train;
 
 /// `x0,y0,x1,y1`
 pub fn parse_box(s: &str) -> Result<[f64; 4]> {
@@ -63,6 +82,41 @@ pub fn check_inside(points: &[Point], bbox: Option<[f64; 4]>, w: usize, h: usize
         bail!("box {:?} lies outside the {w}×{h} image", b);
     }
     Ok(())
+}
+
+/// Refuses an output file whose folder does not exist (before any slow work starts).
+pub fn ensure_output_folder(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        bail!("output folder {} does not exist", dir.display());
+    }
+    Ok(())
+}
+
+/// Ctrl-C requests a clean cancel (a resumable state is written) instead of killing the run.
+pub fn ctrlc_hook(f: impl Fn() + Send + 'static) -> Result<()> {
+    ctrlc::set_handler(f).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A line above the bar, or on stderr when the bar is hidden (not a terminal).
+pub fn say(pb: &ProgressBar, msg: String) {
+    if pb.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        pb.println(msg);
+    }
+}
+
+/// A progress bar: `what [bar] pos/len elapsed ETA`.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_string());
+    pb
 }
 
 #[cfg(test)]
