@@ -22,10 +22,13 @@ pub enum EverythingOutput {
 
 #[derive(clap::Args, Debug)]
 pub struct EverythingArgs {
+    /// Base checkpoint (official SAM or MobileSAM file).
     #[arg(long)]
     pub model: PathBuf,
+    /// Adapter file trained on that base (the masks then come from the adapted model).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// The image to segment.
     #[arg(long)]
     pub image: PathBuf,
     /// Output folder (created if missing).

@@ -3,15 +3,18 @@
 //! the nuclei image: the masks, their scores and boxes (tests/fixtures/amg_nuclei_ref.json).
 //!
 //! The model tests run the 16×16 grid and the 8×8 grid with one crop layer; the default
-//! 32×32 grid (1024 decoder prompts) is left to the script, whose output also holds it
-//! (case "default"), because it takes several CPU-minutes here.
+//! 32×32 grid (1024 decoder prompts, case "default" of the fixture) takes several CPU-minutes
+//! here, so its test is `#[ignore]`d: `cargo test --test automatic_masks -- --ignored`.
 
 mod common;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use burn::module::Param;
+use burn::prelude::*;
 use common::*;
+use segadapt::adapt::{AdapterConfig, Method, Placement, apply_adapters, for_each_branch};
 use segadapt::predict::Predictor;
 use segadapt::sam::amg::{RegionMode, Rle, remove_small_regions};
 use segadapt::sam::automatic_mask_generator::{
@@ -342,4 +345,72 @@ fn real_mobilesam_everything_with_crops_matches_official() {
     let (ours, secs) = run(&predictor, params("crop8"));
     println!("crop8: generated in {secs:.1} s");
     compare("crop8", &ref_masks("crop8"), &ours);
+}
+
+/// The official default parameters (32×32 grid, 1024 prompts): several CPU-minutes on two
+/// cores, so not in the default run: `cargo test --test automatic_masks -- --ignored`.
+#[test]
+#[ignore = "several CPU-minutes; run with --ignored"]
+fn real_mobilesam_everything_matches_official_default() {
+    let Some(model) = model_path() else {
+        return;
+    };
+    let predictor = predictor(&model);
+    let (ours, secs) = run(&predictor, params("default"));
+    println!("default: generated in {secs:.1} s");
+    compare("default", &ref_masks("default"), &ours);
+}
+
+/// Through an adapted model: adapters start equal to the base (B = 0), so "segment
+/// everything" must give the base model's records exactly; once B is non-zero the adapter
+/// must show in them. Tiny random-weight MobileSAM, filters off so every mask counts.
+#[test]
+fn generator_runs_through_adapters() {
+    let device = cpu();
+    let (base, _) = load_sam(
+        &fixture("mobilesam_tiny.pth"),
+        Some(fixture_config("mobilesam_tiny.json")),
+        &device,
+    )
+    .unwrap();
+    let params = AmgParams {
+        points_per_side: 4,
+        points_per_batch: 5,
+        pred_iou_thresh: 0.0,
+        stability_score_thresh: 0.0,
+        ..Default::default()
+    };
+    let records = |sam| run(&Predictor::new(sam, cpu()), params.clone()).0;
+    let want = records(base.clone());
+    assert!(!want.is_empty());
+
+    let mut adapted = base.clone();
+    let cfg = AdapterConfig {
+        method: Method::NasLora,
+        placement: Placement::Qkv,
+        rank: 4,
+        alpha: 16.0,
+        ..Default::default()
+    };
+    assert!(apply_adapters(&mut adapted, &cfg, &device) > 0);
+    assert_eq!(
+        records(adapted.clone()),
+        want,
+        "zero-init adapter changed the masks"
+    );
+
+    device.seed(7);
+    for_each_branch(&mut adapted, |b| {
+        let dims = b.lora_b.dims();
+        b.lora_b = Param::from_tensor(Tensor::random(
+            dims,
+            burn::tensor::Distribution::Normal(0.0, 0.5),
+            &device,
+        ));
+    });
+    assert_ne!(
+        records(adapted),
+        want,
+        "the adapter does not reach the generator"
+    );
 }
