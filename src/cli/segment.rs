@@ -23,6 +23,7 @@ pub struct SegmentArgs {
     pub bbox: Option<String>,
     /// x,y[,label] in image pixels; label 1 = foreground (default), 0 = background. Repeatable.
     #[arg(long = "point", allow_hyphen_values = true)]
+    #[allow(rustdoc::broken_intra_doc_links)] // `[,label]` is help text, not a link
     pub points: Vec<String>,
     /// Return 3 candidate masks; the best-scoring goes to --out, all to --out with _0.._2.
     #[arg(long)]

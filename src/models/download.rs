@@ -145,8 +145,8 @@ enum Attempt {
     Dropped(String),
 }
 
-/// Downloads a registry model into `dir` (usually [`models_dir`]). Returns the final path.
-/// A file already there that verifies is kept (no network access).
+/// Downloads a registry model into `dir` (usually [`models_dir`](super::models_dir)). Returns
+/// the final path. A file already there that verifies is kept (no network access).
 pub fn download(
     spec: &ModelSpec,
     dir: &Path,
