@@ -34,14 +34,16 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::device::ComputeDevice;
-pub use args::*;
-use cases::*;
+pub use args::{BenchArgs, Checkpointing, Section};
+use cases::{bench_encoder, bench_ops, bench_prompt, bench_throughput};
 pub use cold::ColdCase;
 pub use measure::{config_by_name, reset_vm_hwm, vm_hwm};
-use pytorch::*;
-pub use report::*;
-use train_step::*;
+use pytorch::{pytorch_records, run_pytorch};
+pub use report::{ColdReport, Record, Report};
+use report::{fmt_bytes, fmt_ms, print_table, write_json};
+use train_step::bench_train;
+
+use crate::device::ComputeDevice;
 
 fn enabled_features() -> Vec<String> {
     let mut f = Vec::new();

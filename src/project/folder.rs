@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::objects::{mask_stats, palette_color};
-use super::schema::{default_class, *};
+use super::schema::{
+    ADAPTERS_DIR, ANNOTATIONS_DIR, CACHE_DIR, IMAGE_EXTENSIONS, IMAGES_DIR, ImageEntry,
+    ObjectEntry, PROJECT_FILE, Project, PromptRecord, default_class, now_secs,
+};
 use crate::fsutil::atomic_write;
 use crate::project::import::{load_labels, load_rgb};
 
