@@ -414,3 +414,37 @@ fn generator_runs_through_adapters() {
         "the adapter does not reach the generator"
     );
 }
+
+/// Images of a few pixels with two crop layers (some second-layer crops hold no pixel, which
+/// the official code would fail on) give masks inside the image, without a panic.
+#[test]
+fn tiny_images_with_crop_layers() {
+    let device = cpu();
+    let (sam, _) = load_sam(
+        &fixture("mobilesam_tiny.pth"),
+        Some(fixture_config("mobilesam_tiny.json")),
+        &device,
+    )
+    .unwrap();
+    let predictor = Predictor::new(sam, device);
+    let params = AmgParams {
+        points_per_side: 2,
+        crop_n_layers: 2,
+        pred_iou_thresh: 0.0,
+        stability_score_thresh: 0.0,
+        ..Default::default()
+    };
+    let generator = SamAutomaticMaskGenerator::new(&predictor, params).unwrap();
+    for (w, h) in [(3, 3), (1, 1), (7, 2)] {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 40) as u8, (y * 90) as u8, 128])
+        });
+        let mut steps = (0, 0);
+        let records = generator.generate(&img, &mut |done, total| steps = (done, total));
+        assert_eq!(steps.0, steps.1, "{w}×{h}: progress ends at its total");
+        for r in &records {
+            assert_eq!(r.rle.size, [h as usize, w as usize]);
+            assert_eq!(r.mask().len(), (w * h) as usize);
+        }
+    }
+}
