@@ -61,7 +61,7 @@ pub fn compute_below_the_ui() {
     let _ = compute_pool().build_global();
 }
 
-/// How many niceness steps compute threads sit below the UI thread.
+/// The nice value of compute threads (the UI thread keeps the default, 0).
 pub const COMPUTE_NICENESS: i32 = 10;
 
 /// The pool settings of [`compute_below_the_ui`], for the global pool or a local one.
@@ -69,24 +69,12 @@ pub fn compute_pool() -> rayon::ThreadPoolBuilder {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     rayon::ThreadPoolBuilder::new()
         .num_threads(cores)
-        .start_handler(|_| lower_this_thread())
-}
-
-/// Lowers the calling thread's priority (Linux applies `setpriority` to the calling thread, not
-/// the whole process); elsewhere the OS default stays.
-fn lower_this_thread() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority only changes the calling thread's nice value.
-    unsafe {
-        let me = libc::getpriority(libc::PRIO_PROCESS, 0);
-        libc::setpriority(libc::PRIO_PROCESS, 0, me + COMPUTE_NICENESS);
-    }
+        .start_handler(|_| super::thread::lower_thread_priority())
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    /// The OS reports the compute threads' nice value: the UI thread's plus the offset, and
-    /// there is one worker per core.
+    /// The OS reports the compute threads' nice value, and there is one worker per core.
     #[test]
     fn compute_threads_run_below_the_calling_thread() {
         // SAFETY: getpriority reads this thread's nice value.
@@ -95,7 +83,7 @@ mod tests {
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(pool.current_num_threads(), cores);
         let worker = pool.install(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
-        assert_eq!(worker, (ui + super::COMPUTE_NICENESS).min(19));
+        assert_eq!(worker, ui.max(super::COMPUTE_NICENESS));
         let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         assert_eq!(after, ui, "the calling thread keeps its priority");
     }

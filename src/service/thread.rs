@@ -25,18 +25,19 @@ impl Waker {
     }
 }
 
-/// Runs the calling thread (and the threads it spawns later, such as the CPU backend's worker
-/// pool) at a lower priority than the UI thread, so that drawing stays smooth while the
-/// encoder or the trainer keeps every core busy. Linux only (elsewhere a no-op).
+/// Runs the calling thread (and the threads it spawns later) at nice
+/// [`COMPUTE_NICENESS`](super::device::COMPUTE_NICENESS) or lower, below the UI thread, so that
+/// drawing stays smooth while the encoder or the trainer keeps every core busy. Idempotent.
+/// Linux only (it keeps nice values per thread; elsewhere a no-op).
 pub fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
-    {
-        unsafe extern "C" {
-            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
-        }
-        // PRIO_PROCESS (0) with who = 0 is the calling thread: Linux keeps nice values per thread.
-        unsafe {
-            setpriority(0, 0, 10);
+    // SAFETY: get/setpriority with PRIO_PROCESS and who = 0 read and change only the calling
+    // thread's nice value.
+    unsafe {
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        let target = now.max(super::device::COMPUTE_NICENESS);
+        if target != now {
+            libc::setpriority(libc::PRIO_PROCESS, 0, target);
         }
     }
 }
