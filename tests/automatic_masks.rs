@@ -448,3 +448,111 @@ fn tiny_images_with_crop_layers() {
         }
     }
 }
+
+/// `segadapt everything`: bad parameters, a missing image and an output path that is a file
+/// are clear errors (exit 1, no panic, nothing written); with the real model, the label
+/// image, object PNGs and COCO file agree (each object PNG's pixels are its COCO mask and its
+/// label in the label image, except where a smaller mask is painted over it).
+#[test]
+fn cli_everything_outputs_and_errors() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = model_path().unwrap_or_else(|| dir.path().join("absent.pt"));
+    let image = fixture("nuclei_rgb.png");
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, b"x").unwrap();
+    let everything = |extra: &[&str], out: &std::path::Path, image: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_segadapt"))
+            .args(["--device", "cpu", "everything", "--model"])
+            .arg(&model)
+            .arg("--image")
+            .arg(image)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run segadapt")
+    };
+    for (extra, out, image, want) in [
+        (
+            &["--points-per-side", "0"][..],
+            &out,
+            &image,
+            "points per side",
+        ),
+        (
+            &["--pred-iou-thresh", "1.5"][..],
+            &out,
+            &image,
+            "predicted-IoU",
+        ),
+        (&["--crop-overlap-ratio", "1"][..], &out, &image, "overlap"),
+        (&[][..], &out, &dir.path().join("none.png"), "none.png"),
+        (&[][..], &file, &image, "not a folder"),
+    ] {
+        let o = everything(extra, out, image);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: '{want}' not in: {err}");
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+    }
+    assert!(!out.exists(), "a refused run created the output folder");
+
+    if model_path().is_none() {
+        return;
+    }
+    let o = everything(
+        &["--points-per-side", "3", "--output", "labels,objects,coco"],
+        &out,
+        &image,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let coco: Value =
+        serde_json::from_slice(&std::fs::read(out.join("nuclei_rgb_masks.json")).unwrap()).unwrap();
+    let anns = coco["annotations"].as_array().unwrap();
+    assert!(!anns.is_empty());
+    let labels = image::open(out.join("nuclei_rgb_labels.png"))
+        .unwrap()
+        .into_luma16();
+    let masks: Vec<Vec<bool>> = anns
+        .iter()
+        .map(|a| {
+            let s = &a["segmentation"];
+            Rle::from_coco_string(s["counts"].as_str().unwrap(), 512, 512)
+                .unwrap()
+                .to_mask()
+        })
+        .collect();
+    for (k, (a, mask)) in anns.iter().zip(&masks).enumerate() {
+        let png = image::open(out.join(format!("nuclei_rgb_objects/nuclei_rgb_{:04}.png", k + 1)))
+            .unwrap()
+            .into_luma8();
+        let from_png: Vec<bool> = png.pixels().map(|p| p.0[0] == 255).collect();
+        assert_eq!(&from_png, mask, "object {} PNG vs COCO", k + 1);
+        assert_eq!(a["area"], mask.iter().filter(|&&m| m).count());
+        let area = mask.iter().filter(|&&m| m).count();
+        for (i, &m) in mask.iter().enumerate() {
+            let l = labels.as_raw()[i] as usize;
+            if m {
+                // Painted largest first: the pixel shows this mask or a smaller one over it.
+                assert!(
+                    l >= 1 && masks[l - 1][i],
+                    "label {l} at a pixel of mask {}",
+                    k + 1
+                );
+                let other = masks[l - 1].iter().filter(|&&v| v).count();
+                assert!(other <= area, "a larger mask covers mask {}", k + 1);
+            }
+        }
+    }
+    let labelled = labels.as_raw().iter().filter(|&&l| l > 0).count();
+    let union = (0..512 * 512)
+        .filter(|&i| masks.iter().any(|m| m[i]))
+        .count();
+    assert_eq!(
+        labelled, union,
+        "labelled pixels are the union of the masks"
+    );
+}
