@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod kernels;
 pub mod metrics;
 pub mod models;
+pub mod nn;
 pub mod parity;
 pub mod predict;
 pub mod project;

@@ -1,13 +1,11 @@
 //! Adapters on SAM's image encoder: NAS-LoRA, NAS-PC-LoRA, LoRA and Conv-LoRA, their
 //! placement, merge and the adapter file.
 
-pub mod config;
-pub mod conv_lora;
 pub mod export;
 pub mod file;
-pub mod lora;
 pub mod merge;
-pub mod nas_cell;
+// The layers themselves live in `crate::nn`; their old paths stay valid.
+pub use crate::nn::{config, conv_lora, lora, nas_cell};
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -15,9 +13,10 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-pub use config::{AdapterConfig, CellGrid, Method, OpInit, OpKind, Placement};
-pub use lora::{AdaptTarget, Adapter, Branch};
-pub use nas_cell::{CellState, NasCell};
+pub use crate::nn::{
+    AdaptTarget, Adapter, AdapterConfig, Branch, CellGrid, CellState, Method, NasCell, OpInit,
+    OpKind, Placement,
+};
 
 use crate::sam::Sam;
 use crate::sam::sam::ImageEncoder;

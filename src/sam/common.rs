@@ -9,7 +9,7 @@ use burn::tensor::DType;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
 
-use crate::adapt::{AdaptTarget, Adapter};
+use crate::nn::{AdaptTarget, Adapter};
 
 /// Which activation an MLP uses (SAM's ViT uses GELU, the two-way transformer ReLU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

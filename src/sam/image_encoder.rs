@@ -11,7 +11,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions, PadMode};
 
 use super::common::{Act, LayerNorm2d, MlpBlock, conv2d, layer_norm, linear};
 use super::config::VitConfig;
-use crate::adapt::{AdaptTarget, Adapter};
+use crate::nn::{AdaptTarget, Adapter};
 
 /// Largest attention matrix computed in one piece (elements). Global attention at 1024² is
 /// 4096² per head; splitting by head keeps each piece at 64 MiB, under the 128 MiB storage

@@ -13,7 +13,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use super::common::{conv2d, gelu, layer_norm, linear};
 use super::config::TinyVitConfig;
 use super::image_encoder::Neck;
-use crate::adapt::{AdaptTarget, Adapter};
+use crate::nn::{AdaptTarget, Adapter};
 
 /// `torch.nn.BatchNorm2d` in eval mode.
 #[derive(Module, Debug)]

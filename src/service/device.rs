@@ -61,9 +61,6 @@ pub fn compute_below_the_ui() {
     let _ = compute_pool().build_global();
 }
 
-/// The nice value of compute threads (the UI thread keeps the default, 0).
-pub const COMPUTE_NICENESS: i32 = 10;
-
 /// The pool settings of [`compute_below_the_ui`], for the global pool or a local one.
 pub fn compute_pool() -> rayon::ThreadPoolBuilder {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -83,7 +80,7 @@ mod tests {
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(pool.current_num_threads(), cores);
         let worker = pool.install(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
-        assert_eq!(worker, ui.max(super::COMPUTE_NICENESS));
+        assert_eq!(worker, ui.max(crate::service::thread::COMPUTE_NICENESS));
         let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         assert_eq!(after, ui, "the calling thread keeps its priority");
     }

@@ -25,8 +25,11 @@ impl Waker {
     }
 }
 
-/// Runs the calling thread (and the threads it spawns later) at nice
-/// [`COMPUTE_NICENESS`](super::device::COMPUTE_NICENESS) or lower, below the UI thread, so that
+/// The nice value of compute threads (the UI thread keeps the default, 0).
+pub const COMPUTE_NICENESS: i32 = 10;
+
+/// Runs the calling thread (and the threads it spawns later) at nice [`COMPUTE_NICENESS`] or
+/// lower, below the UI thread, so that
 /// drawing stays smooth while the encoder or the trainer keeps every core busy. Idempotent.
 /// Linux only (it keeps nice values per thread; elsewhere a no-op).
 pub fn lower_thread_priority() {
@@ -35,7 +38,7 @@ pub fn lower_thread_priority() {
     // thread's nice value.
     unsafe {
         let now = libc::getpriority(libc::PRIO_PROCESS, 0);
-        let target = now.max(super::device::COMPUTE_NICENESS);
+        let target = now.max(COMPUTE_NICENESS);
         if target != now {
             libc::setpriority(libc::PRIO_PROCESS, 0, target);
         }

@@ -9,7 +9,7 @@ use burn::optim::ModuleOptimizer;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
-use super::trainer::{TrainConfig, tensor_regex};
+use super::config::{TrainConfig, tensor_regex};
 use crate::adapt::{CellState, for_each_named_branch};
 use crate::fsutil::atomic_write;
 use crate::sam::{CheckpointInfo, Sam};

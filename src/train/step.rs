@@ -9,10 +9,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+use super::config::TrainConfig;
 use super::dataset::{Dihedral, TrainData, jitter_intensity};
 use super::loss::{hard_iou, mask_loss};
 use super::prompts::{PromptKind, sample_prompt};
-use super::trainer::TrainConfig;
 use crate::adapt::conv_lora::take_aux_losses;
 use crate::predict::PromptInput;
 use crate::predict::transforms::get_preprocess_shape;
