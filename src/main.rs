@@ -8,11 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use segadapt::cli;
-// `cli_everything` draws its progress bar with `crate::bar`.
-use segadapt::cli::bar;
 use segadapt::device::{self, DeviceChoice};
-
-mod cli_everything;
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +30,7 @@ enum Command {
     Segment(cli::segment::SegmentArgs),
     /// Segment everything: every object in one image from a grid of point prompts (the
     /// official SamAutomaticMaskGenerator), written as a label PNG, object PNGs or COCO JSON.
-    Everything(cli_everything::EverythingArgs),
+    Everything(cli::everything::EverythingArgs),
     /// Evaluate on a data dir (images/ + masks/ label images) with box or point prompts.
     Eval(cli::eval::EvalArgs),
     /// Fine-tune an adapter on a data dir (images/ + masks/ label images).
@@ -72,7 +68,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models { .. } => unreachable!("handled above"),
         Command::Bench(args) => segadapt::bench::run(args, dev)?,
         Command::Segment(a) => cli::segment::run(a, dev)?,
-        Command::Everything(a) => cli_everything::run(a, dev)?,
+        Command::Everything(a) => cli::everything::run(a, dev)?,
         Command::Eval(a) => cli::eval::run(a, dev)?,
         Command::Train(a) => cli::train::run(a, dev)?,
         Command::CheckParity(a) => cli::eval::check_parity(a, dev)?,

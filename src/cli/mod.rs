@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::predict::Point;
 
 pub mod eval;
+pub mod everything;
 pub mod export;
 pub mod models;
 pub mod segment;

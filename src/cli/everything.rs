@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
+use crate::device::ComputeDevice;
+use crate::fsutil::{atomic_write, check_writable_dir};
+use crate::project::export::{write_label_png, write_mask_png};
+use crate::project::import::load_rgb;
+use crate::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMaskGenerator};
 use anyhow::{Context, Result, bail};
-use segadapt::device::ComputeDevice;
-use segadapt::fsutil::{atomic_write, check_writable_dir};
-use segadapt::project::export::{write_label_png, write_mask_png};
-use segadapt::project::import::load_rgb;
-use segadapt::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMaskGenerator};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EverythingOutput {
@@ -111,10 +111,10 @@ pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
         .unwrap_or_else(|| "image".into());
 
     eprintln!("device: {}", dev.description);
-    let m = segadapt::engine::load(&a.model, a.adapter.as_deref(), None, dev)?;
+    let m = crate::engine::load(&a.model, a.adapter.as_deref(), None, dev)?;
     let generator =
         SamAutomaticMaskGenerator::new(&m.predictor, params).map_err(anyhow::Error::msg)?;
-    let pb = crate::bar(generator.total_steps([h, w]) as u64, "segment everything");
+    let pb = super::bar(generator.total_steps([h, w]) as u64, "segment everything");
     let t = std::time::Instant::now();
     let records = generator.generate(&img, &mut |done, total| {
         pb.set_length(total as u64);
