@@ -5,24 +5,11 @@
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
+use crate::sam::amg::{Rle, coco_string_counts};
+
 /// Uncompressed RLE counts of a row-major `width × height` mask, in COCO's column-major order.
 pub fn rle_counts(mask: &[bool], width: usize, height: usize) -> Vec<u32> {
-    let mut counts = Vec::new();
-    let mut current = false;
-    let mut run = 0u32;
-    for x in 0..width {
-        for y in 0..height {
-            let v = mask[y * width + x];
-            if v != current {
-                counts.push(run);
-                run = 0;
-                current = v;
-            }
-            run += 1;
-        }
-    }
-    counts.push(run);
-    counts
+    Rle::from_mask(mask, height, width).counts
 }
 
 /// Decodes counts back to a row-major mask.
@@ -47,61 +34,16 @@ pub fn rle_decode(counts: &[u32], width: usize, height: usize) -> Result<Vec<boo
 
 /// pycocotools' `rleToString`: LEB128-like, 5 bits per char, deltas from counts[i-2].
 pub fn rle_to_string(counts: &[u32]) -> String {
-    let mut s = String::new();
-    for i in 0..counts.len() {
-        let mut x = counts[i] as i64;
-        if i > 2 {
-            x -= counts[i - 2] as i64;
-        }
-        let mut more = true;
-        while more {
-            let mut c = (x & 0x1f) as u8;
-            x >>= 5;
-            more = if c & 0x10 != 0 { x != -1 } else { x != 0 };
-            if more {
-                c |= 0x20;
-            }
-            s.push((c + 48) as char);
-        }
+    Rle {
+        size: [0, 0],
+        counts: counts.to_vec(),
     }
-    s
+    .to_coco_string()
 }
 
 /// pycocotools' `rleFrString`.
 pub fn rle_from_string(s: &str) -> Result<Vec<u32>> {
-    let b = s.as_bytes();
-    let mut counts: Vec<i64> = Vec::new();
-    let mut p = 0;
-    while p < b.len() {
-        let mut x: i64 = 0;
-        let mut k = 0;
-        let mut more = true;
-        while more {
-            if p >= b.len() {
-                bail!("truncated RLE string");
-            }
-            let c = b[p] as i64 - 48;
-            if !(0..64).contains(&c) {
-                bail!("invalid RLE character");
-            }
-            x |= (c & 0x1f) << (5 * k);
-            more = c & 0x20 != 0;
-            p += 1;
-            k += 1;
-            if !more && (c & 0x10) != 0 {
-                x |= -1i64 << (5 * k);
-            }
-        }
-        let m = counts.len();
-        if m > 2 {
-            x += counts[m - 2];
-        }
-        counts.push(x);
-    }
-    counts
-        .into_iter()
-        .map(|c| u32::try_from(c).map_err(|_| anyhow::anyhow!("negative RLE count")))
-        .collect()
+    coco_string_counts(s).map_err(anyhow::Error::msg)
 }
 
 /// One annotated object for export.
