@@ -32,10 +32,7 @@ pub fn cache_dir(get: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
     match get(CACHE_ENV).filter(|v| !v.is_empty()) {
         Some(v) if v.eq_ignore_ascii_case("off") => None,
         Some(v) => Some(PathBuf::from(v)),
-        None => {
-            let models = crate::models::models_dir();
-            Some(models.parent().unwrap_or(&models).join("kernels"))
-        }
+        None => Some(crate::models::cache_root().join("kernels")),
     }
 }
 

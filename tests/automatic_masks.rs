@@ -4,7 +4,7 @@
 //!
 //! The model tests run the 16×16 grid and the 8×8 grid with one crop layer; the default
 //! 32×32 grid (1024 decoder prompts, case "default" of the fixture) takes several CPU-minutes
-//! here, so its test is `#[ignore]`d: `cargo test --test automatic_masks -- --ignored`.
+//! here, so that test runs only on request: `cargo test --test automatic_masks -- --ignored`.
 
 mod common;
 

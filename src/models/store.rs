@@ -11,28 +11,34 @@ use super::{ModelSpec, REGISTRY, lookup, spec_for_path};
 use crate::fsutil::{atomic_write, explain_io};
 use crate::sam::ModelType;
 
-/// The per-user model folder (not created).
-pub fn models_dir() -> PathBuf {
+/// The per-user cache folder (not created): `$SEGADAPT_CACHE`, else `segadapt` under the
+/// platform's cache folder. Models, kernels and embeddings live in it.
+pub fn cache_root() -> PathBuf {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
     if let Some(c) = env("SEGADAPT_CACHE") {
-        return c.join("models");
+        return c;
     }
     if cfg!(windows)
         && let Some(l) = env("LOCALAPPDATA")
     {
-        return l.join("segadapt").join("models");
+        return l.join("segadapt");
     }
     if let Some(x) = env("XDG_CACHE_HOME") {
-        return x.join("segadapt").join("models");
+        return x.join("segadapt");
     }
     if let Some(h) = env("HOME").or_else(|| env("USERPROFILE")) {
-        return h.join(".cache").join("segadapt").join("models");
+        return h.join(".cache").join("segadapt");
     }
-    std::env::temp_dir().join("segadapt").join("models")
+    std::env::temp_dir().join("segadapt")
+}
+
+/// The per-user model folder (not created).
+pub fn models_dir() -> PathBuf {
+    cache_root().join("models")
 }
 
 /// Where a download is staged until it verifies.

@@ -33,8 +33,7 @@ pub use thread::Waker;
 /// The segadapt cache folder: the one that holds `models/` ([`crate::models::models_dir`]:
 /// `$SEGADAPT_CACHE`, else the platform's cache folder, `$XDG_CACHE_HOME` honoured).
 pub fn cache_dir() -> PathBuf {
-    let models = crate::models::models_dir();
-    models.parent().map(Path::to_path_buf).unwrap_or(models)
+    crate::models::cache_root()
 }
 
 /// SAM checkpoints in a folder (`.pt`, `.pth`), default MobileSAM first.
