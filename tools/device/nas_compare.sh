@@ -50,6 +50,9 @@ prep() {
 # job NAME TRAIN TEST ARGS...: train, then time the written adapter against the base encoder.
 job() {
   local name=$1 train=$2 test=$3; shift 3
+  # One kernel cache per job: jobs start together, so a shared one would not be warm for any
+  # of them, and the job's export then reuses what its training tuned.
+  export SEGADAPT_KERNEL_CACHE="$CMP/kernels/$name"
   {
     $TIME "$BIN" --device "$DEVICE" train --model "$MODEL" --data "$train" \
       --test-data "$test" --min-area 60 --out "$CMP/$name.safetensors" \
