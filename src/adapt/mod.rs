@@ -4,6 +4,7 @@
 pub mod export;
 pub mod file;
 pub mod merge;
+pub mod select;
 // The layers themselves live in `crate::nn`; their old paths stay valid.
 pub use crate::nn::{config, conv_lora, lora, nas_cell};
 
@@ -235,13 +236,23 @@ pub enum Discretize {
 /// weight is folded into the rows of B that read the mixed channels (all rows for NAS-LoRA;
 /// for NAS-PC-LoRA the rows the channel shuffle maps the mixed part to).
 pub fn discretise_cells(model: &mut Sam, mode: Discretize) {
+    discretise_cells_by(model, mode, |c| c.argmax());
+}
+
+/// Discretises every mixed cell to the op `pick` names for it (called once per mixed cell,
+/// in branch order), scaled as [`discretise_cells`] describes.
+pub fn discretise_cells_by(
+    model: &mut Sam,
+    mode: Discretize,
+    mut pick: impl FnMut(&NasCell) -> usize,
+) {
     for_each_branch(model, |b| {
         let r = b.rank();
         let Some(c) = &mut b.cell else { return };
         if matches!(c.state, CellState::Discrete(_)) {
             return;
         }
-        let k = c.argmax();
+        let k = pick(c);
         let w = c.weights()[k];
         c.state = CellState::Discrete(k);
         if mode == Discretize::Argmax {
