@@ -176,27 +176,12 @@ fn linear_area_mode(src: &[u8], in_w: usize, in_h: usize, out_w: usize, out_h: u
     for (dy, &(sy, b)) in yt.iter().enumerate() {
         let (r0, r1) = (hrow(sy), hrow((sy + 1).min(in_h - 1)));
         let d = &mut out[dy * width..(dy + 1) * width];
-        // `VResizeLinearVec_32s8u` (SSE lanes: 16 bytes, then 8 shorts) keeps 12 bits of each
-        // row before its high-half multiply; the scalar tail rounds the exact sum.
-        let mut x = 0;
-        let simd = |x: usize| -> u8 {
+        // `VResizeLinearVec_32s8u`: each row keeps 12 bits before a high-half multiply, then
+        // (sum + 2) >> 2. cv2 5.1 gives this on every column (its scalar formula, which rounds
+        // the exact sum, differed on 970 of 23028 values of the enlarging test case).
+        for (k, v) in d.iter_mut().enumerate() {
             let m = |s: i32, w: i32| ((s >> 4) * w) >> 16;
-            ((m(r0[x], b[0]) + m(r1[x], b[1]) + 2) >> 2).clamp(0, 255) as u8
-        };
-        while x + 16 <= width {
-            for k in x..x + 16 {
-                d[k] = simd(k);
-            }
-            x += 16;
-        }
-        while x + 8 < width {
-            for k in x..x + 8 {
-                d[k] = simd(k);
-            }
-            x += 8;
-        }
-        for k in x..width {
-            d[k] = ((r0[k] * b[0] + r1[k] * b[1] + (1 << 21)) >> 22).clamp(0, 255) as u8;
+            *v = ((m(r0[k], b[0]) + m(r1[k], b[1]) + 2) >> 2).clamp(0, 255) as u8;
         }
     }
     out
