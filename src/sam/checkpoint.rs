@@ -32,8 +32,8 @@ pub enum CheckpointError {
     )]
     NotPytorch { path: PathBuf, reason: String },
     #[error(
-        "checkpoint {path}: matches no supported model family (SAM ViT-B/L/H, MobileSAM, \
-         LiteMedSAM, MedSAM): {reason}"
+        "checkpoint {path}: not a SAM checkpoint: matches no supported model family (SAM \
+         ViT-B/L/H, MobileSAM, LiteMedSAM, MedSAM): {reason}"
     )]
     NotSam { path: PathBuf, reason: String },
     #[error("checkpoint {path}: {reason}")]
