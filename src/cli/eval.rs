@@ -16,6 +16,11 @@ pub struct EvalArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Model family: sam, mobilesam, litemedsam or medsam (default: detected from the
+    /// checkpoint; MedSAM has SAM ViT-B's tensors, so say `medsam` unless the file is
+    /// named medsam_vit_b.pth).
+    #[arg(long, value_parser = super::parse_family)]
+    pub family: Option<crate::sam::ModelFamily>,
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long, value_enum, default_value = "box")]
@@ -44,6 +49,7 @@ pub fn run(a: EvalArgs, dev: ComputeDevice) -> Result<()> {
     let EvalArgs {
         model,
         adapter,
+        family,
         data,
         prompt,
         min_area,
@@ -54,7 +60,8 @@ pub fn run(a: EvalArgs, dev: ComputeDevice) -> Result<()> {
         ensure_output_folder(j)?;
     }
     eprintln!("device: {}", dev.description);
-    let m = crate::engine::load(&model, adapter.as_deref(), None, dev)?;
+    let m = crate::engine::load_as(&model, adapter.as_deref(), None, family, dev)?;
+    eprintln!("{}", super::describe_model(&m));
     let pb = bar(0, "eval");
     let report = evaluate(&m.predictor, &pairs, prompt, min_area, |done, total| {
         pb.set_length(total as u64);

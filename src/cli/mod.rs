@@ -24,6 +24,24 @@ pub mod models;
 pub mod segment;
 pub mod train;
 
+/// `--family`: sam, mobilesam, litemedsam or medsam.
+pub fn parse_family(s: &str) -> Result<crate::sam::ModelFamily, String> {
+    crate::sam::ModelFamily::parse(s)
+        .ok_or_else(|| format!("unknown model family '{s}' (sam, mobilesam, litemedsam, medsam)"))
+}
+
+/// The line the CLI prints about a loaded model: file, family and its processing.
+pub fn describe_model(m: &crate::engine::LoadedModel) -> String {
+    let f = m.family();
+    format!(
+        "model: {} ({}), family {} — {}",
+        m.info.path.display(),
+        m.info.config.model_type.name(),
+        f.name(),
+        f.title()
+    )
+}
+
 /// `x0,y0,x1,y1`
 pub fn parse_box(s: &str) -> Result<[f64; 4]> {
     let v = parse_numbers(s, "--box")?;

@@ -16,6 +16,11 @@ pub struct SegmentArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Model family: sam, mobilesam, litemedsam or medsam (default: detected from the
+    /// checkpoint; MedSAM has SAM ViT-B's tensors, so say `medsam` unless the file is
+    /// named medsam_vit_b.pth).
+    #[arg(long, value_parser = super::parse_family)]
+    pub family: Option<crate::sam::ModelFamily>,
     #[arg(long)]
     pub image: PathBuf,
     /// x0,y0,x1,y1 in image pixels
@@ -36,6 +41,7 @@ pub fn run(a: SegmentArgs, dev: ComputeDevice) -> Result<()> {
     let SegmentArgs {
         model,
         adapter,
+        family,
         image,
         bbox,
         points,
@@ -55,7 +61,8 @@ pub fn run(a: SegmentArgs, dev: ComputeDevice) -> Result<()> {
     check_inside(&points, bbox, w, h)?;
     ensure_output_folder(&out)?;
     eprintln!("device: {}", dev.description);
-    let m = crate::engine::load(&model, adapter.as_deref(), None, dev)?;
+    let m = crate::engine::load_as(&model, adapter.as_deref(), None, family, dev)?;
+    eprintln!("{}", super::describe_model(&m));
     let t = std::time::Instant::now();
     let emb = m.predictor.set_image(&img);
     let t_emb = t.elapsed();

@@ -154,6 +154,9 @@ pub fn download(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<PathBuf, DownloadError> {
+    if let Some(c) = &spec.carrier {
+        return super::carrier::download_member(spec, c, dir, opts, progress, cancel);
+    }
     download_file(
         spec.url,
         &dir.join(spec.file_name),

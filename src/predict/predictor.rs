@@ -4,8 +4,8 @@
 use burn::prelude::*;
 use image::RgbImage;
 
-use super::transforms::{Preprocessed, apply_box, apply_coords, preprocess};
-use crate::sam::{Prompts, Sam};
+use super::transforms::{Preprocessed, box_for, coords_for, preprocess_for};
+use crate::sam::{ModelFamily, Prompts, Sam};
 
 /// A click: image pixel coordinates (x right, y down) and its label.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -99,9 +99,14 @@ impl Predictor {
         self.model.img_size()
     }
 
+    /// The family the model was loaded as: it selects the pre- and post-processing.
+    pub fn family(&self) -> ModelFamily {
+        self.model.config.family
+    }
+
+    /// The model input as the model's family expects it.
     pub fn preprocess(&self, img: &RgbImage) -> Preprocessed {
-        let c = &self.model.config;
-        preprocess(img, self.img_size(), c.pixel_mean, c.pixel_std)
+        preprocess_for(img, &self.model.config)
     }
 
     pub fn input_tensor(&self, p: &Preprocessed) -> Tensor<4> {
@@ -122,14 +127,14 @@ impl Predictor {
 
     /// Prompts in the model input frame, as tensors.
     pub fn prompt_tensors(&self, prompt: &PromptInput, original_size: [usize; 2]) -> Prompts {
-        let s = self.img_size();
+        let c = &self.model.config;
         let d = &self.device;
         let points = (!prompt.points.is_empty()).then(|| {
             let n = prompt.points.len();
             let coords: Vec<f32> = prompt
                 .points
                 .iter()
-                .flat_map(|p| apply_coords([p.x, p.y], original_size, s))
+                .flat_map(|p| coords_for([p.x, p.y], original_size, c))
                 .collect();
             let labels: Vec<f32> = prompt
                 .points
@@ -143,7 +148,7 @@ impl Predictor {
         });
         let boxes = prompt.bbox.map(|b| {
             Tensor::<2>::from_data(
-                TensorData::new(apply_box(b, original_size, s).to_vec(), [1, 4]),
+                TensorData::new(box_for(b, original_size, c).to_vec(), [1, 4]),
                 d,
             )
         });

@@ -5,6 +5,10 @@
 
 use image::RgbImage;
 
+use super::cv_resize::resize_area;
+use super::sk_resize::resize_skimage_cubic;
+use crate::sam::{ModelFamily, SamConfig};
+
 /// `ResizeLongestSide.get_preprocess_shape`: (h, w) -> (new_h, new_w).
 pub fn get_preprocess_shape(h: usize, w: usize, long_side: usize) -> (usize, usize) {
     let scale = long_side as f64 / h.max(w) as f64;
@@ -164,5 +168,91 @@ pub fn apply_coords(xy: [f64; 2], original_size: [usize; 2], img_size: usize) ->
 pub fn apply_box(b: [f64; 4], original_size: [usize; 2], img_size: usize) -> [f32; 4] {
     let p = apply_coords([b[0], b[1]], original_size, img_size);
     let q = apply_coords([b[2], b[3]], original_size, img_size);
+    [p[0], p[1], q[0], q[1]]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-family processing: the loaded model's family picks it, so no caller chooses.
+
+/// Size of the image inside the model input frame, (h, w): SAM's families and LiteMedSAM
+/// resize the longest side (then pad), MedSAM stretches to the full square.
+pub fn input_frame(original_size: [usize; 2], config: &SamConfig) -> (usize, usize) {
+    let s = config.img_size();
+    match config.family {
+        ModelFamily::MedSam => (s, s),
+        _ => get_preprocess_shape(original_size[0], original_size[1], s),
+    }
+}
+
+/// Min-max normalisation to [0, 1] over all pixels and channels (`(x − min) / max(max − min,
+/// 1e-8)` in float64 as numpy computes it), written into a zero `img_size`² frame.
+fn min_max_padded(resized: &RgbImage, img_size: usize) -> Vec<f32> {
+    let (nw, nh) = (resized.width() as usize, resized.height() as usize);
+    let raw = resized.as_raw();
+    let lo = raw.iter().copied().min().unwrap_or(0);
+    let hi = raw.iter().copied().max().unwrap_or(0);
+    let range = ((hi - lo) as f64).max(1e-8);
+    let mut data = vec![0f32; 3 * img_size * img_size];
+    for y in 0..nh {
+        for x in 0..nw {
+            for c in 0..3 {
+                let v = (raw[(y * nw + x) * 3 + c] - lo) as f64 / range;
+                data[(c * img_size + y) * img_size + x] = v as f32;
+            }
+        }
+    }
+    data
+}
+
+/// The model input for `img` as the model's family expects it.
+pub fn preprocess_for(img: &RgbImage, config: &SamConfig) -> Preprocessed {
+    let s = config.img_size();
+    let (h, w) = (img.height() as usize, img.width() as usize);
+    let (nh, nw) = input_frame([h, w], config);
+    let data = match config.family {
+        ModelFamily::Sam | ModelFamily::MobileSam => {
+            return preprocess(img, s, config.pixel_mean, config.pixel_std);
+        }
+        // `resize_longest_side` (cv2.INTER_AREA), min-max, `pad_image`.
+        ModelFamily::LiteMedSam => min_max_padded(&resize_area(img, nw, nh), s),
+        // `transform.resize(..., order=3, anti_aliasing=True).astype(np.uint8)`, min-max.
+        ModelFamily::MedSam => min_max_padded(&resize_skimage_cubic(img, nw, nh), s),
+    };
+    Preprocessed {
+        data,
+        input_size: [nh, nw],
+        original_size: [h, w],
+    }
+}
+
+/// A point in original pixels → the model input frame of `config`'s family.
+pub fn coords_for(xy: [f64; 2], original_size: [usize; 2], config: &SamConfig) -> [f32; 2] {
+    let s = config.img_size();
+    let [oh, ow] = original_size;
+    match config.family {
+        ModelFamily::Sam | ModelFamily::MobileSam => apply_coords(xy, original_size, s),
+        // `resize_box_to_256`'s ratio (points are not in the official LiteMedSAM pipeline;
+        // they get the same scale, untruncated).
+        ModelFamily::LiteMedSam => {
+            let r = s as f64 / oh.max(ow) as f64;
+            [(xy[0] * r) as f32, (xy[1] * r) as f32]
+        }
+        // `box_np / np.array([W, H, W, H]) * 1024`
+        ModelFamily::MedSam => [
+            (xy[0] / ow as f64 * s as f64) as f32,
+            (xy[1] / oh as f64 * s as f64) as f32,
+        ],
+    }
+}
+
+/// A box (x0, y0, x1, y1) in original pixels → the model input frame of `config`'s family.
+pub fn box_for(b: [f64; 4], original_size: [usize; 2], config: &SamConfig) -> [f32; 4] {
+    if config.family == ModelFamily::LiteMedSam {
+        // `resize_box_to_256`: `int(box[i] * ratio)`, truncated toward zero.
+        let r = config.img_size() as f64 / original_size[0].max(original_size[1]) as f64;
+        return b.map(|x| (x * r).trunc() as f32);
+    }
+    let p = coords_for([b[0], b[1]], original_size, config);
+    let q = coords_for([b[2], b[3]], original_size, config);
     [p[0], p[1], q[0], q[1]]
 }

@@ -20,7 +20,7 @@ use super::amg::{
     remove_small_regions,
 };
 use super::prompt_encoder::Prompts;
-use crate::predict::transforms::apply_coords;
+use crate::predict::transforms::coords_for;
 use crate::predict::{ImageEmbedding, Predictor};
 
 /// Parameters of [`SamAutomaticMaskGenerator`]; the defaults are the official ones.
@@ -390,11 +390,10 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
         let p = &self.params;
         let pred = self.predictor;
         let device = &pred.device;
-        let img_size = pred.img_size();
         let b = points.len();
         let coords: Vec<f32> = points
             .iter()
-            .flat_map(|&xy| apply_coords(xy, emb.original_size, img_size))
+            .flat_map(|&xy| coords_for(xy, emb.original_size, &pred.model.config))
             .collect();
         let prompts = Prompts {
             points: Some((
@@ -427,6 +426,7 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
         let [ch, cw] = emb.original_size;
         let mask_threshold = 0.0f32;
         let mut result = Vec::new();
+        let img_size = pred.img_size();
         let plane_bytes = 4 * (img_size * img_size + ch * cw);
         let chunk_len = (UPSCALE_BUDGET_BYTES / plane_bytes).clamp(1, UPSCALE_CHUNK_MAX);
         for chunk in kept.chunks(chunk_len) {

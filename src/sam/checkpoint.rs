@@ -1,5 +1,6 @@
-//! Loads the official checkpoints (`sam_vit_{b,l,h}_*.pth`, `mobile_sam.pt`) as they are, by
-//! their own key names, and detects the model type from the tensor shapes.
+//! Loads the official checkpoints (`sam_vit_{b,l,h}_*.pth`, `mobile_sam.pt`, `lite_medsam.pth`,
+//! MedSAM's `medsam_vit_b.pth`) as they are, by their own key names, and detects the model type
+//! and family from the tensor shapes (MedSAM has SAM ViT-B's shapes: it is named, not detected).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -11,8 +12,8 @@ use burn::store::{ModuleSnapshot, PytorchStore};
 use sha2::{Digest, Sha256};
 
 use super::config::{
-    EncoderConfig, MaskDecoderConfig, ModelType, PIXEL_MEAN, PIXEL_STD, PromptEncoderConfig,
-    SamConfig, TinyVitConfig, TwoWayTransformerConfig, VitConfig,
+    EncoderConfig, MaskDecoderConfig, ModelFamily, ModelType, PIXEL_MEAN, PIXEL_STD,
+    PromptEncoderConfig, SamConfig, TinyVitConfig, TinyVitStem, TwoWayTransformerConfig, VitConfig,
 };
 use super::sam::Sam;
 
@@ -30,8 +31,13 @@ pub enum CheckpointError {
          .pth file or MobileSAM's mobile_sam.pt; the file may be truncated or of another format"
     )]
     NotPytorch { path: PathBuf, reason: String },
-    #[error("checkpoint {path}: not a SAM checkpoint: {reason}")]
+    #[error(
+        "checkpoint {path}: not a SAM checkpoint: matches no supported model family (SAM \
+         ViT-B/L/H, MobileSAM, LiteMedSAM, MedSAM): {reason}"
+    )]
     NotSam { path: PathBuf, reason: String },
+    #[error("checkpoint {path}: {reason}")]
+    WrongFamily { path: PathBuf, reason: String },
     #[error("checkpoint {path}: tensors do not fit the {model} model: {reason}")]
     Mismatch {
         path: PathBuf,
@@ -191,13 +197,24 @@ pub fn detect_config(shapes: &Shapes) -> Result<SamConfig, String> {
                 windows.push((ab[1] as f64).sqrt().round() as usize);
             }
         }
+        let stem_w = get("image_encoder.patch_embed.seq.0.c.weight")?;
+        // The stem kernel tells MobileSAM (3×3, stride 2) from LiteMedSAM (1×1, stride 1).
+        let (stem, img_size) = match stem_w[2] {
+            3 => (TinyVitStem::Strided3x3, 1024),
+            1 => (TinyVitStem::Pointwise1x1, 256),
+            k => {
+                return Err(format!(
+                    "TinyViT stem kernel {k}×{k} is neither MobileSAM's 3×3 nor LiteMedSAM's 1×1"
+                ));
+            }
+        };
         let hidden0 = get("image_encoder.layers.0.blocks.0.conv1.c.weight")?[0];
         let mlp = get("image_encoder.layers.1.blocks.0.mlp.fc1.weight")?[0];
         let ks = get("image_encoder.layers.1.blocks.0.local_conv.c.weight")?[2];
         let cfg = TinyVitConfig {
-            // Not recorded in the weights: the official MobileSAM input size.
-            img_size: 1024,
-            in_chans: get("image_encoder.patch_embed.seq.0.c.weight")?[1],
+            // Not recorded in the weights: the official input size of the family.
+            img_size,
+            in_chans: stem_w[1],
             mbconv_expand_ratio: hidden0 as f64 / dims[0] as f64,
             mlp_ratio: mlp as f64 / dims[1] as f64,
             embed_dims: dims,
@@ -206,11 +223,12 @@ pub fn detect_config(shapes: &Shapes) -> Result<SamConfig, String> {
             window_sizes: windows,
             local_conv_size: ks,
             out_chans: get("image_encoder.neck.0.weight")?[0],
+            stem,
         };
-        let mt = if cfg.embed_dims == [64, 128, 160, 320] {
-            ModelType::VitT
-        } else {
-            ModelType::Custom
+        let mt = match (cfg.embed_dims == [64, 128, 160, 320], stem) {
+            (true, TinyVitStem::Strided3x3) => ModelType::VitT,
+            (true, TinyVitStem::Pointwise1x1) => ModelType::LiteMedSam,
+            _ => ModelType::Custom,
         };
         (mt, EncoderConfig::TinyVit(cfg))
     } else {
@@ -218,8 +236,14 @@ pub fn detect_config(shapes: &Shapes) -> Result<SamConfig, String> {
     };
     let img = encoder.img_size();
     let emb = encoder.embedding_size();
+    let family = match &encoder {
+        EncoderConfig::Vit(_) => ModelFamily::Sam,
+        EncoderConfig::TinyVit(c) if c.stem == TinyVitStem::Pointwise1x1 => ModelFamily::LiteMedSam,
+        EncoderConfig::TinyVit(_) => ModelFamily::MobileSam,
+    };
     Ok(SamConfig {
         model_type,
+        family,
         encoder,
         prompt_encoder: PromptEncoderConfig {
             embed_dim: no_mask[1],
@@ -383,11 +407,61 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
+/// The official MedSAM release's file name: a SAM ViT-B by its shapes, so the name is what
+/// says it needs MedSAM's processing.
+pub const MEDSAM_FILE_NAME: &str = "medsam_vit_b.pth";
+
+/// The family a checkpoint is run as: `requested` (`--family`), else MedSAM for the official
+/// MedSAM file name, else what the shapes say. Asking a TinyViT file to be a ViT family (or
+/// the reverse) is refused: the weights would get input they were never trained on.
+pub fn resolve_family(
+    path: &Path,
+    detected: &SamConfig,
+    requested: Option<ModelFamily>,
+) -> Result<ModelFamily, CheckpointError> {
+    let vit = matches!(detected.encoder, EncoderConfig::Vit(_));
+    let by_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.eq_ignore_ascii_case(MEDSAM_FILE_NAME));
+    let want = match requested {
+        Some(f) => f,
+        None if by_name && vit => ModelFamily::MedSam,
+        None => return Ok(detected.family),
+    };
+    let fits = match want {
+        ModelFamily::Sam | ModelFamily::MedSam => vit,
+        other => other == detected.family,
+    };
+    if fits {
+        Ok(want)
+    } else {
+        Err(CheckpointError::WrongFamily {
+            path: path.into(),
+            reason: format!(
+                "the file is a {} checkpoint by its tensors; it cannot be run as {}",
+                detected.family.name(),
+                want.name()
+            ),
+        })
+    }
+}
+
 /// Loads a SAM checkpoint. `config` overrides detection (needed for non-official models whose
 /// head counts are not recorded in the weights).
 pub fn load_sam(
     path: &Path,
     config: Option<SamConfig>,
+    device: &Device,
+) -> Result<(Sam, CheckpointInfo), CheckpointError> {
+    load_sam_as(path, config, None, device)
+}
+
+/// [`load_sam`] with the family given (`--family`); `None` detects it (see [`resolve_family`]).
+pub fn load_sam_as(
+    path: &Path,
+    config: Option<SamConfig>,
+    family: Option<ModelFamily>,
     device: &Device,
 ) -> Result<(Sam, CheckpointInfo), CheckpointError> {
     let shapes = read_shapes(path)?;
@@ -411,13 +485,14 @@ pub fn load_sam(
                 .map(|k| (k.to_string(), v.clone()))
         })
         .collect();
-    let config = match config {
+    let mut config = match config {
         Some(c) => c,
         None => detect_config(&stripped).map_err(|reason| CheckpointError::NotSam {
             path: path.into(),
             reason,
         })?,
     };
+    config.family = resolve_family(path, &config, family)?;
     let mismatch = |reason: String| CheckpointError::Mismatch {
         path: path.into(),
         model: config.model_type.name().to_string(),

@@ -32,6 +32,51 @@ pub struct TinyVitConfig {
     pub mbconv_expand_ratio: f64,
     pub local_conv_size: usize,
     pub out_chans: usize,
+    /// The convolutional stem; configurations written before LiteMedSAM read as MobileSAM's.
+    #[serde(default)]
+    pub stem: TinyVitStem,
+}
+
+/// TinyViT's `PatchEmbed`: two `Conv2d_BN` with a GELU between them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TinyVitStem {
+    /// MobileSAM: 3×3 kernels, stride 2, padding 1 (the stem divides the side by 4).
+    #[default]
+    Strided3x3,
+    /// LiteMedSAM: 1×1 kernels, stride 1 (full resolution; 256² in, 64×64 embedding out).
+    Pointwise1x1,
+}
+
+impl TinyVitStem {
+    /// (kernel, stride, padding) of both stem convolutions.
+    pub fn conv(&self) -> (usize, usize, usize) {
+        match self {
+            TinyVitStem::Strided3x3 => (3, 2, 1),
+            TinyVitStem::Pointwise1x1 => (1, 1, 0),
+        }
+    }
+}
+
+impl TinyVitConfig {
+    /// Side of the token grid entering stage `i` (and of the embedding for `i = n`).
+    pub fn stage_resolution(&self, i: usize) -> usize {
+        let (k, s, p) = self.stem.conv();
+        let conv = |r: usize, s: usize| (r + 2 * p - k) / s + 1;
+        let mut r = conv(conv(self.img_size, s), s);
+        for d in self
+            .embed_dims
+            .iter()
+            .skip(1)
+            .take(i.min(self.embed_dims.len() - 1))
+        {
+            // `PatchMerging`: a 3×3, padding 1 conv; stride 1 into these widths (official).
+            if !matches!(d, 320 | 448 | 576) {
+                r = (r + 2 - 3) / 2 + 1;
+            }
+        }
+        r
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,9 +99,13 @@ impl EncoderConfig {
             EncoderConfig::TinyVit(c) => c.out_chans,
         }
     }
-    /// Side of the square image-embedding grid (img_size / 16 for every SAM encoder).
+    /// Side of the square image-embedding grid (img_size / 16 for SAM and MobileSAM,
+    /// img_size / 4 for LiteMedSAM).
     pub fn embedding_size(&self) -> usize {
-        self.img_size() / 16
+        match self {
+            EncoderConfig::Vit(c) => c.img_size / c.patch_size,
+            EncoderConfig::TinyVit(c) => c.stage_resolution(c.embed_dims.len()),
+        }
     }
 }
 
@@ -94,6 +143,8 @@ pub enum ModelType {
     VitL,
     VitH,
     VitT,
+    /// LiteMedSAM's TinyViT (1×1 stem, 256² input).
+    LiteMedSam,
     /// Any other configuration (e.g. the tiny random-weight test models).
     Custom,
 }
@@ -105,14 +156,83 @@ impl ModelType {
             ModelType::VitL => "vit_l",
             ModelType::VitH => "vit_h",
             ModelType::VitT => "vit_t (MobileSAM)",
+            ModelType::LiteMedSam => "lite_medsam (LiteMedSAM)",
             ModelType::Custom => "custom",
         }
+    }
+}
+
+/// The model family: which pre- and post-processing the weights were trained with. It travels
+/// with the loaded model (in [`SamConfig`]), so a model is never fed another family's input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelFamily {
+    /// SAM ViT-B/L/H: longest side to `img_size` (PIL bilinear), ImageNet mean/std, zero pad.
+    #[default]
+    Sam,
+    /// MobileSAM: SAM's processing with a TinyViT encoder.
+    MobileSam,
+    /// LiteMedSAM: longest side to 256 (OpenCV `INTER_AREA`), min-max to [0, 1], zero pad;
+    /// boxes scaled by 256 / max(H, W) and truncated to integers.
+    LiteMedSam,
+    /// MedSAM (SAM ViT-B weights): stretched to `img_size`² (scikit-image cubic resize with
+    /// anti-aliasing), min-max to [0, 1]; masks are sigmoid → bilinear resize → > 0.5.
+    MedSam,
+}
+
+impl ModelFamily {
+    pub const ALL: [ModelFamily; 4] = [
+        ModelFamily::Sam,
+        ModelFamily::MobileSam,
+        ModelFamily::LiteMedSam,
+        ModelFamily::MedSam,
+    ];
+    /// The name used on the command line (`--family`) and in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelFamily::Sam => "sam",
+            ModelFamily::MobileSam => "mobilesam",
+            ModelFamily::LiteMedSam => "litemedsam",
+            ModelFamily::MedSam => "medsam",
+        }
+    }
+    /// For people: the family and the input processing it selects.
+    pub fn title(&self) -> &'static str {
+        match self {
+            ModelFamily::Sam => "SAM (ImageNet-normalised, longest side resized)",
+            ModelFamily::MobileSam => "MobileSAM (ImageNet-normalised, longest side resized)",
+            ModelFamily::LiteMedSam => "LiteMedSAM (256², min-max normalised)",
+            ModelFamily::MedSam => "MedSAM (stretched square, min-max normalised)",
+        }
+    }
+    /// Parses `--family` values (case-insensitive; `-`/`_` ignored).
+    pub fn parse(s: &str) -> Option<ModelFamily> {
+        let n: String = s
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .collect();
+        Self::ALL.into_iter().find(|f| f.name() == n)
+    }
+    /// Min-max normalisation instead of ImageNet mean/std.
+    pub fn is_medical(&self) -> bool {
+        matches!(self, ModelFamily::LiteMedSam | ModelFamily::MedSam)
+    }
+}
+
+impl std::fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SamConfig {
     pub model_type: ModelType,
+    /// Configurations written before families existed read as SAM; the loader always sets it.
+    #[serde(default)]
+    pub family: ModelFamily,
     pub encoder: EncoderConfig,
     pub prompt_encoder: PromptEncoderConfig,
     pub mask_decoder: MaskDecoderConfig,
@@ -128,8 +248,16 @@ impl SamConfig {
     fn with_encoder(model_type: ModelType, encoder: EncoderConfig) -> Self {
         let img = encoder.img_size();
         let emb = encoder.embedding_size();
+        let family = match &encoder {
+            EncoderConfig::Vit(_) => ModelFamily::Sam,
+            EncoderConfig::TinyVit(c) if c.stem == TinyVitStem::Pointwise1x1 => {
+                ModelFamily::LiteMedSam
+            }
+            EncoderConfig::TinyVit(_) => ModelFamily::MobileSam,
+        };
         SamConfig {
             model_type,
+            family,
             encoder,
             prompt_encoder: PromptEncoderConfig {
                 embed_dim: 256,
@@ -216,8 +344,19 @@ impl SamConfig {
                 mbconv_expand_ratio: 4.0,
                 local_conv_size: 3,
                 out_chans: 256,
+                stem: TinyVitStem::Strided3x3,
             }),
         )
+    }
+    /// LiteMedSAM (`CVPR24_LiteMedSAM_infer.py`): MobileSAM's TinyViT widths with a 1×1 stem
+    /// at 256², so the embedding is 64×64 as in MobileSAM.
+    pub fn lite_medsam() -> Self {
+        let mut c = Self::vit_t();
+        if let EncoderConfig::TinyVit(t) = &mut c.encoder {
+            t.img_size = 256;
+            t.stem = TinyVitStem::Pointwise1x1;
+        }
+        Self::with_encoder(ModelType::LiteMedSam, c.encoder)
     }
 
     pub fn img_size(&self) -> usize {
@@ -272,6 +411,10 @@ impl SamConfig {
                 mbconv_expand_ratio: f(ie, "mbconv_expand_ratio").unwrap_or(4.0),
                 local_conv_size: u(ie, "local_conv_size").unwrap_or(3),
                 out_chans: u(ie, "neck_out_chans").or_else(|_| u(ie, "out_chans"))?,
+                stem: match ie.get("stem").and_then(|v| v.as_str()) {
+                    Some("pointwise1x1") => TinyVitStem::Pointwise1x1,
+                    _ => TinyVitStem::Strided3x3,
+                },
             })
         } else {
             EncoderConfig::Vit(VitConfig {
@@ -300,8 +443,17 @@ impl SamConfig {
             v.try_into()
                 .map_err(|_| format!("'{k}' must have 2 entries"))
         };
+        let family = match (&encoder, j.get("family").and_then(|v| v.as_str())) {
+            (_, Some(f)) => ModelFamily::parse(f).ok_or_else(|| format!("unknown family '{f}'"))?,
+            (EncoderConfig::Vit(_), None) => ModelFamily::Sam,
+            (EncoderConfig::TinyVit(c), None) if c.stem == TinyVitStem::Pointwise1x1 => {
+                ModelFamily::LiteMedSam
+            }
+            (EncoderConfig::TinyVit(_), None) => ModelFamily::MobileSam,
+        };
         Ok(SamConfig {
             model_type: ModelType::Custom,
+            family,
             encoder,
             prompt_encoder: PromptEncoderConfig {
                 embed_dim: u(pe, "embed_dim")?,

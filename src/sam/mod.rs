@@ -14,7 +14,7 @@ pub mod sam;
 pub mod tiny_vit;
 pub mod transformer;
 
-pub use checkpoint::{CheckpointError, CheckpointInfo, load_sam};
-pub use config::{ModelType, SamConfig};
+pub use checkpoint::{CheckpointError, CheckpointInfo, load_sam, load_sam_as};
+pub use config::{ModelFamily, ModelType, SamConfig};
 pub use prompt_encoder::Prompts;
 pub use sam::{DecoderOutput, Sam};

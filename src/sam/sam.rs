@@ -2,10 +2,11 @@
 //! mask decoder together, plus mask post-processing.
 
 use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
-use super::config::{EncoderConfig, SamConfig};
+use super::config::{EncoderConfig, ModelFamily, SamConfig};
 use super::image_encoder::ImageEncoderViT;
 use super::mask_decoder::MaskDecoder;
 use super::prompt_encoder::{PromptEncoder, Prompts};
@@ -129,7 +130,9 @@ impl Sam {
     }
 
     /// Upscale low-res logits to the padded input, crop the padding, resize to the original.
-    /// `input_size` and `original_size` are (H, W).
+    /// `input_size` and `original_size` are (H, W). MedSAM's official code resizes
+    /// probabilities instead (sigmoid → bilinear to the original → > 0.5); its result is
+    /// returned as logits again, so thresholding at 0 stays the same rule for every family.
     pub fn postprocess_masks(
         &self,
         masks: Tensor<4>,
@@ -142,7 +145,19 @@ impl Sam {
                 .with_output_size(size)
                 .with_align_corners(false)
         };
-        let masks = interpolate(masks, bilinear([img, img]));
+        if self.config.family == ModelFamily::MedSam {
+            let p = interpolate(sigmoid(masks), bilinear(original_size));
+            // Clamped so that saturated probabilities stay finite logits.
+            let p = p.clamp(1e-7, 1.0 - 1e-7);
+            return (p.clone() / (p.neg() + 1.0)).log();
+        }
+        let [.., lh, lw] = masks.dims();
+        // LiteMedSAM's low-res logits already are the padded input's size (256²).
+        let masks = if [lh, lw] == [img, img] {
+            masks
+        } else {
+            interpolate(masks, bilinear([img, img]))
+        };
         let masks = masks.slice(s![.., .., 0..input_size[0], 0..input_size[1]]);
         interpolate(masks, bilinear(original_size))
     }

@@ -431,9 +431,13 @@ impl TinyViT {
             })
             .collect();
         Self {
-            patch_embed: PatchEmbed {
-                seq0: Conv2dBn::new(cfg.in_chans, dims[0] / 2, 3, 2, 1, 1, device),
-                seq2: Conv2dBn::new(dims[0] / 2, dims[0], 3, 2, 1, 1, device),
+            patch_embed: {
+                // MobileSAM's strided 3×3 stem, or LiteMedSAM's full-resolution 1×1 one.
+                let (k, st, p) = cfg.stem.conv();
+                PatchEmbed {
+                    seq0: Conv2dBn::new(cfg.in_chans, dims[0] / 2, k, st, p, 1, device),
+                    seq2: Conv2dBn::new(dims[0] / 2, dims[0], k, st, p, 1, device),
+                }
             },
             layers,
             neck: Neck::new(dims[n - 1], cfg.out_chans, device),

@@ -15,9 +15,9 @@ use super::loss::{hard_iou, mask_loss};
 use super::prompts::{PromptKind, sample_prompt};
 use crate::adapt::conv_lora::take_aux_losses;
 use crate::predict::PromptInput;
-use crate::predict::transforms::get_preprocess_shape;
-use crate::predict::transforms::preprocess;
+use crate::predict::transforms::{input_frame, preprocess_for};
 use crate::sam::Sam;
+use crate::sam::SamConfig;
 
 /// Deterministic per-(seed, step, salt) generator, so a resumed run draws the same batches.
 pub fn step_rng(seed: u64, step: usize, salt: u64) -> StdRng {
@@ -97,8 +97,8 @@ impl PrefixCache {
                 aug = jitter_intensity(&aug, &mut jr, cfg.intensity_jitter);
             }
             let img_size = base.img_size();
-            let c = &base.config;
-            let p = preprocess(&aug, img_size, c.pixel_mean, c.pixel_std);
+            // The family's own input processing (SAM's, LiteMedSAM's or MedSAM's).
+            let p = preprocess_for(&aug, &base.config);
             let x =
                 Tensor::<4>::from_data(TensorData::new(p.data, [1, 3, img_size, img_size]), device);
             let pre = base.image_encoder.forward_prefix(x, self.first_stage);
@@ -141,7 +141,6 @@ pub fn batch_loss(
     rng: &mut StdRng,
 ) -> Losses {
     let (data, cfg, ad) = (inp.data, inp.cfg, inp.ad);
-    let img_size = inp.base.img_size();
     inp.ad.seed(rng.random());
     let img_i = pool.images[rng.random_range(0..pool.images.len())];
     let d = Dihedral(if cfg.augment {
@@ -188,10 +187,11 @@ pub fn batch_loss(
         (p, masks)
     };
     let k = targets.len();
-    let low = img_size / 4;
+    // 4 × the embedding side: 256 for SAM/MobileSAM/MedSAM at 1024², and for LiteMedSAM at 256².
+    let low = 4 * inp.base.config.encoder.embedding_size();
     let tgt: Vec<f32> = targets
         .iter()
-        .flat_map(|m| low_res_target(m, w, h, img_size, low))
+        .flat_map(|m| low_res_target(m, w, h, &inp.base.config, low))
         .collect();
     let target = Tensor::<4>::from_data(TensorData::new(tgt, [k, 1, low, low]), ad);
 
@@ -201,7 +201,7 @@ pub fn batch_loss(
     let prompts_t = if kind == PromptKind::None {
         crate::sam::Prompts::default()
     } else {
-        batch_prompts(&prompts, sizes, img_size, ad)
+        batch_prompts(&prompts, sizes, &inp.base.config, ad)
     };
     let multimask = kind == PromptKind::Points;
     let out = model.decode(emb, &prompts_t, multimask);
@@ -247,8 +247,15 @@ pub fn batch_loss(
 
 /// Soft low-resolution target in the padded model frame: the fraction of each low-res cell
 /// covered by the object (mask resized to the input frame by nearest neighbour).
-pub fn low_res_target(mask: &[bool], w: usize, h: usize, img_size: usize, low: usize) -> Vec<f32> {
-    let (nh, nw) = get_preprocess_shape(h, w, img_size);
+pub fn low_res_target(
+    mask: &[bool],
+    w: usize,
+    h: usize,
+    config: &SamConfig,
+    low: usize,
+) -> Vec<f32> {
+    let img_size = config.img_size();
+    let (nh, nw) = input_frame([h, w], config);
     let f = img_size / low;
     let mut out = vec![0f32; low * low];
     for y in 0..nh {
@@ -268,10 +275,10 @@ pub fn low_res_target(mask: &[bool], w: usize, h: usize, img_size: usize, low: u
 fn batch_prompts(
     prompts: &[PromptInput],
     sizes: [usize; 2],
-    img_size: usize,
+    config: &SamConfig,
     device: &Device,
 ) -> crate::sam::Prompts {
-    use crate::predict::transforms::{apply_box, apply_coords};
+    use crate::predict::transforms::{box_for, coords_for};
     let k = prompts.len();
     let n = prompts[0].points.len();
     let points = (n > 0).then(|| {
@@ -280,7 +287,7 @@ fn batch_prompts(
             .flat_map(|p| {
                 p.points
                     .iter()
-                    .flat_map(|q| apply_coords([q.x, q.y], sizes, img_size))
+                    .flat_map(|q| coords_for([q.x, q.y], sizes, config))
             })
             .collect();
         let labels: Vec<f32> = prompts
@@ -295,7 +302,7 @@ fn batch_prompts(
     let boxes = prompts[0].bbox.is_some().then(|| {
         let b: Vec<f32> = prompts
             .iter()
-            .flat_map(|p| apply_box(p.bbox.expect("batch shares prompt kind"), sizes, img_size))
+            .flat_map(|p| box_for(p.bbox.expect("batch shares prompt kind"), sizes, config))
             .collect();
         Tensor::<2>::from_data(TensorData::new(b, [k, 4]), device)
     });
