@@ -74,7 +74,7 @@ impl OutputSpec {
         let Ok(record) = serde_json::from_slice::<Value>(&bytes) else {
             return ImageState::Redo(format!("{} is not a record", path.display()));
         };
-        if record["segadapt"]["settings"] != *settings {
+        if record["segadapt"]["settings"] != through_text(settings) {
             return ImageState::Conflict;
         }
         let n = record["annotations"].as_array().map_or(0, Vec::len);
@@ -128,11 +128,21 @@ impl OutputSpec {
             }
             remove_extra_objects(&dir, stem, objects.len());
         }
-        let record = image_record(file_name, [h, w], objects, settings);
-        atomic_write(&record_path, serde_json::to_string(&record)?.as_bytes())
+        let text = serde_json::to_string(&image_record(file_name, [h, w], objects, settings))?;
+        atomic_write(&record_path, text.as_bytes())
             .with_context(|| format!("cannot write {}", record_path.display()))?;
-        Ok(record)
+        Ok(serde_json::from_str(&text)?)
     }
+}
+
+/// `v` as a later run reads it back. serde_json's default float parser may land one ulp off
+/// the written value, so values are compared (and the run's COCO built) only after the same
+/// text → value step, which makes a resumed run see exactly what a fresh one saw.
+fn through_text(v: &Value) -> Value {
+    serde_json::to_string(v)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// Object PNGs numbered past `n`, left by an earlier run that found more objects.
