@@ -9,7 +9,8 @@
 //! * resumability: a second run touches nothing (mtimes equal, no model load); a deleted
 //!   output or a truncated record makes only that image run again; other prompts are refused
 //!   unless --overwrite, which also removes object PNGs that no longer exist;
-//! * segment everything through `predict` gives `segadapt everything`'s masks;
+//! * segment everything through `predict`, on a project folder, gives `segadapt everything`'s
+//!   masks;
 //! * bad prompt files are clear errors before anything is written;
 //! * label images written by tifffile and imageio (known array) read back exactly.
 //!
@@ -23,6 +24,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::SystemTime;
 
 use common::fixture;
+use segadapt::project::folder::OpenProject;
 use segadapt::project::import::load_labels;
 use segadapt::sam::amg::Rle;
 use serde_json::Value;
@@ -185,7 +187,7 @@ fn predict_folder_outputs_resume_and_errors() {
     assert!(!t.contains("panicked"), "{t}");
     assert!(t.contains("broken.png: FAILED"), "{t}");
     assert!(
-        t.contains("1 segmented, 0 skipped (already done), 1 failed"),
+        t.contains("2 images: 1 segmented, 0 skipped (already done), 1 failed"),
         "{t}"
     );
     assert!(t.contains("1 of 2 images failed"), "{t}");
@@ -327,15 +329,21 @@ fn predict_folder_outputs_resume_and_errors() {
     assert_eq!(now, want, "two of the three objects, same masks");
 }
 
-/// Segment everything through `predict` gives `segadapt everything`'s masks, in its order.
+/// Segment everything through `predict` (on a project folder) gives `segadapt everything`'s
+/// masks, in its order, and the same label image.
 #[test]
 fn predict_everything_matches_everything() {
     let Some(model) = model_path() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let image = input.join("nuclei_crop.png");
-    std::fs::copy(fixture("predict/nuclei_crop.png"), &image).unwrap();
+    // The input is a project folder: its images are predicted, under their names.
+    let input = dir.path().join("project");
+    let mut project = OpenProject::create(&input, "p").unwrap();
+    project
+        .add_image(&fixture("predict/nuclei_crop.png"), true)
+        .unwrap();
+    project.save().unwrap();
+    let image = input.join("images/nuclei_crop.png");
+    assert!(image.is_file());
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let grid = ["--points-per-side", "4"];
     let o = segadapt(

@@ -242,7 +242,6 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
                 ImageState::Redo(_) => {}
             }
         }
-        let t = std::time::Instant::now();
         let img = match load_rgb(&item.path) {
             Ok(img) => img,
             Err(e) => {
@@ -255,9 +254,14 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
         if model.is_none() {
             // Loaded on the first image that needs it (a finished run loads nothing); a model
             // that cannot load would fail every image, so it ends the run.
+            let t_load = std::time::Instant::now();
             let loaded = crate::engine::load(&a.model, a.adapter.as_deref(), None, dev.clone());
             model = Some(loaded.inspect_err(|_| pb.finish_and_clear())?);
+            let secs = t_load.elapsed().as_secs_f64();
+            say(&pb, format!("model loaded in {secs:.1} s"));
         }
+        // Per-image time without the one-off model load.
+        let t = std::time::Instant::now();
         let m = model.as_ref().expect("loaded above");
         let result = (|| -> Result<Option<Value>> {
             let (name, pbc) = (item.name.clone(), pb.clone());
@@ -301,28 +305,32 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
     let coco = serde_json::to_vec(&run_coco(&records, info)?)?;
     let coco_path = a.out.join(RUN_COCO);
     // Unchanged content is not rewritten: a run that skips everything touches nothing.
-    if std::fs::read(&coco_path).ok().as_deref() != Some(coco.as_slice()) {
+    let changed = std::fs::read(&coco_path).ok().as_deref() != Some(coco.as_slice());
+    if changed {
         atomic_write(&coco_path, &coco)
             .with_context(|| format!("cannot write {}", coco_path.display()))?;
     }
     let secs = t_run.elapsed().as_secs_f64();
-    println!(
-        "{} images: {done} segmented, {skipped} skipped (already done), {} failed{}; {:.1} s{}",
-        items.len(),
-        failed.len(),
-        if no_prompts > 0 {
-            format!(", {no_prompts} without prompts")
-        } else {
-            String::new()
-        },
-        secs,
-        if done > 0 {
-            format!(" ({:.1} s per segmented image)", secs / done as f64)
-        } else {
-            String::new()
-        }
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let mut summary = format!(
+        "{}: {done} segmented, {skipped} skipped (already done), {} failed",
+        plural(items.len(), "image"),
+        failed.len()
     );
-    println!("wrote {} ({} images)", coco_path.display(), records.len());
+    if no_prompts > 0 {
+        summary += &format!(", {no_prompts} without prompts");
+    }
+    summary += &format!("; {secs:.1} s");
+    if done > 0 {
+        summary += &format!(" ({:.1} s per segmented image)", secs / done as f64);
+    }
+    println!("{summary}");
+    println!(
+        "{} {} ({})",
+        if changed { "wrote" } else { "unchanged:" },
+        coco_path.display(),
+        plural(records.len(), "image")
+    );
     for (name, why) in &failed {
         eprintln!("failed: {name}: {why}");
     }
