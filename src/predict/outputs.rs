@@ -127,6 +127,8 @@ impl OutputSpec {
                 write_mask_png(&self.object_path(stem, k + 1), &o.mask, w, h)?;
             }
             remove_extra_objects(&dir, stem, objects.len());
+            // Temp files of a run killed while writing this folder.
+            crate::fsutil::remove_stale_temps(&dir);
         }
         let text = serde_json::to_string(&image_record(file_name, [h, w], objects, settings))?;
         atomic_write(&record_path, text.as_bytes())
