@@ -31,6 +31,10 @@ enum Command {
     /// Segment everything: every object in one image from a grid of point prompts (the
     /// official SamAutomaticMaskGenerator), written as a label PNG, object PNGs or COCO JSON.
     Everything(cli::everything::EverythingArgs),
+    /// Segment every image of a folder (or a project) from a prompt file (CSV or COCO JSON),
+    /// or with segment everything: label images (PNG/TIFF), object PNGs and one COCO file.
+    /// Resumable: images whose outputs exist are skipped (--overwrite redoes them).
+    Predict(cli::predict::PredictArgs),
     /// Evaluate on a data dir (images/ + masks/ label images) with box or point prompts.
     Eval(cli::eval::EvalArgs),
     /// Fine-tune an adapter on a data dir (images/ + masks/ label images).
@@ -69,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => segadapt::bench::run(args, dev)?,
         Command::Segment(a) => cli::segment::run(a, dev)?,
         Command::Everything(a) => cli::everything::run(a, dev)?,
+        Command::Predict(a) => cli::predict::run(a, dev)?,
         Command::Eval(a) => cli::eval::run(a, dev)?,
         Command::Train(a) => cli::train::run(a, dev)?,
         Command::CheckParity(a) => cli::eval::check_parity(a, dev)?,

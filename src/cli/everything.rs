@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::device::ComputeDevice;
 use crate::fsutil::{atomic_write, check_writable_dir};
+use crate::predict::batch::label_image;
 use crate::project::export::{write_label_png, write_mask_png};
 use crate::project::import::load_rgb;
 use crate::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMaskGenerator};
@@ -37,6 +38,13 @@ pub struct EverythingArgs {
     /// What to write; several may be given, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "labels,coco")]
     pub output: Vec<EverythingOutput>,
+    #[command(flatten)]
+    pub amg: AmgArgs,
+}
+
+/// The automatic mask generator's parameters as flags (shared with `segadapt predict`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AmgArgs {
     /// Points per side of the prompt grid (n² points).
     #[arg(long, default_value_t = AmgParams::default().points_per_side)]
     pub points_per_side: usize,
@@ -72,8 +80,8 @@ pub struct EverythingArgs {
     pub crop_n_points_downscale_factor: usize,
 }
 
-impl EverythingArgs {
-    fn params(&self) -> AmgParams {
+impl AmgArgs {
+    pub fn params(&self) -> AmgParams {
         AmgParams {
             points_per_side: self.points_per_side,
             points_per_batch: self.points_per_batch,
@@ -92,7 +100,7 @@ impl EverythingArgs {
 
 pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
     // Everything that can be refused is checked before the model loads.
-    let params = a.params();
+    let params = a.amg.params();
     params
         .validate()
         .map_err(|e| anyhow::anyhow!("segment everything: {e}"))?;
@@ -125,7 +133,7 @@ pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
     println!(
         "{} masks from {} points in {secs:.1} s",
         records.len(),
-        a.points_per_side * a.points_per_side
+        a.amg.points_per_side * a.amg.points_per_side
     );
 
     let mut written = Vec::new();
@@ -133,7 +141,8 @@ pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
         match output {
             EverythingOutput::Labels => {
                 let path = a.out.join(format!("{stem}_labels.png"));
-                write_label_png(&path, &label_image(&records, h, w)?, w, h)?;
+                let masks: Vec<Vec<bool>> = records.iter().map(|r| r.mask()).collect();
+                write_label_png(&path, &label_image(&masks, h, w)?, w, h)?;
                 written.push(path);
             }
             EverythingOutput::Objects => {
@@ -178,28 +187,6 @@ fn dedup(outputs: &[EverythingOutput]) -> Vec<EverythingOutput> {
         }
     }
     v
-}
-
-/// Masks overlap; painting the largest first leaves every smaller one visible on top.
-/// Label k is mask k of the COCO file and of the object PNGs (1-based).
-fn label_image(records: &[MaskRecord], h: usize, w: usize) -> Result<Vec<u16>> {
-    if records.len() > u16::MAX as usize {
-        bail!(
-            "{} masks do not fit a 16-bit label image; write --output coco or objects",
-            records.len()
-        );
-    }
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(records[i].area));
-    let mut labels = vec![0u16; h * w];
-    for i in order {
-        for (l, m) in labels.iter_mut().zip(records[i].mask()) {
-            if m {
-                *l = i as u16 + 1;
-            }
-        }
-    }
-    Ok(labels)
 }
 
 /// A COCO file for one image; each annotation also carries the official record's fields.

@@ -3,6 +3,8 @@
 //! what they share: prompt parsing, the output-folder check, progress bars and Ctrl-C.
 //!
 //! * `segment`: `segadapt segment` (one object from a box and/or points).
+//! * `everything`: `segadapt everything` (segment everything in one image).
+//! * `predict`: `segadapt predict` (a folder of images, from a prompt file or everything).
 //! * `eval`: `segadapt eval` and `segadapt check-parity`.
 //! * `train`: `segadapt train` (flags → `TrainConfig`, the run and its report).
 //! * `export`: `segadapt export` (fold an adapter into its base model).
@@ -21,6 +23,7 @@ pub mod eval;
 pub mod everything;
 pub mod export;
 pub mod models;
+pub mod predict;
 pub mod segment;
 pub mod train;
 

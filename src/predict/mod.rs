@@ -1,7 +1,11 @@
-//! Pre/post-processing and the interactive predictor.
+//! Pre/post-processing, the interactive predictor, and batch prediction over many images
+//! (`batch`: one image's objects; `prompt_file`: prompts per image; `outputs`: the files).
 
+pub mod batch;
 pub mod cv_resize;
+pub mod outputs;
 pub mod predictor;
+pub mod prompt_file;
 pub mod sk_resize;
 pub mod transforms;
 

@@ -16,7 +16,7 @@ pub struct Point {
 }
 
 /// Prompts in original image pixels.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PromptInput {
     pub points: Vec<Point>,
     /// x0, y0, x1, y1

@@ -40,3 +40,25 @@ pub fn write_label_png(path: &Path, labels: &[u16], width: usize, height: usize)
     atomic_write(path, &bytes)
         .with_context(|| format!("cannot write label image {}", path.display()))
 }
+
+/// The same label image as a 16-bit gray TIFF (one page, deflate-compressed), for readers
+/// that expect TIFF (Fiji, tifffile, napari).
+pub fn label_tiff_bytes(labels: &[u16], width: usize, height: usize) -> Result<Vec<u8>> {
+    use tiff::encoder::{Compression, DeflateLevel, TiffEncoder, colortype::Gray16};
+    if labels.len() != width * height {
+        anyhow::bail!("label size does not match");
+    }
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    TiffEncoder::new(&mut cursor)
+        .and_then(|e| {
+            let mut e = e.with_compression(Compression::Deflate(DeflateLevel::Balanced));
+            e.write_image::<Gray16>(width as u32, height as u32, labels)
+        })
+        .context("cannot encode the label TIFF")?;
+    Ok(cursor.into_inner())
+}
+
+pub fn write_label_tiff(path: &Path, labels: &[u16], width: usize, height: usize) -> Result<()> {
+    atomic_write(path, &label_tiff_bytes(labels, width, height)?)
+        .with_context(|| format!("cannot write label image {}", path.display()))
+}

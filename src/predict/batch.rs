@@ -1,0 +1,197 @@
+//! The per-image work of `segadapt predict`, as a plain function over a loaded
+//! [`Predictor`] so the app can call it too: one image and its prompts (or "segment
+//! everything") in, one mask per object out; and the label image the objects make.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, bail};
+use image::RgbImage;
+
+use super::{Predictor, PromptInput};
+use crate::sam::automatic_mask_generator::{AmgParams, SamAutomaticMaskGenerator};
+
+/// What to segment in one image.
+#[derive(Clone, Debug)]
+pub enum ImagePrompts<'a> {
+    /// One object per prompt (a box and/or points), in this order.
+    Objects(&'a [PromptInput]),
+    /// Every object, from the automatic mask generator's point grid.
+    Everything(&'a AmgParams),
+}
+
+/// One object found in an image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PredictedObject {
+    /// Row-major `h·w`, true = object (may be empty: a prompt can give no pixel).
+    pub mask: Vec<bool>,
+    /// The model's predicted IoU of the mask.
+    pub predicted_iou: f32,
+    /// Stability score (segment-everything masks only).
+    pub stability_score: Option<f32>,
+    /// The prompt that produced the mask (for segment everything: its grid point).
+    pub prompt: PromptInput,
+}
+
+impl PredictedObject {
+    pub fn area(&self) -> u64 {
+        self.mask.iter().filter(|&&m| m).count() as u64
+    }
+}
+
+/// Refuses prompts outside the image (the rule of `segadapt segment`).
+pub fn check_prompt_inside(p: &PromptInput, w: usize, h: usize) -> Result<()> {
+    let inside =
+        |x: f64, y: f64| x >= 0.0 && y >= 0.0 && x <= (w as f64 - 1.0) && y <= (h as f64 - 1.0);
+    for q in &p.points {
+        if !inside(q.x, q.y) {
+            bail!("point ({}, {}) lies outside the {w}×{h} image", q.x, q.y);
+        }
+    }
+    if let Some(b) = p.bbox
+        && (!inside(b[0], b[1]) || !inside(b[2], b[3]))
+    {
+        bail!("box {b:?} lies outside the {w}×{h} image");
+    }
+    Ok(())
+}
+
+/// Segments one image. Prompted objects are decoded as `segadapt segment` does (one
+/// embedding, then each prompt; with `multimask` the best of SAM's three candidates).
+/// `progress(done, total)` counts decoded prompts (segment everything: its steps). Returns
+/// `None` once `cancel` is set (checked between prompts / point batches).
+pub fn predict_image(
+    predictor: &Predictor,
+    image: &RgbImage,
+    prompts: &ImagePrompts,
+    multimask: bool,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Vec<PredictedObject>>> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    match prompts {
+        ImagePrompts::Objects(list) => {
+            // Checked before the embedding: a bad prompt costs no model time.
+            for (i, p) in list.iter().enumerate() {
+                if p.points.is_empty() && p.bbox.is_none() {
+                    bail!("object {}: no box and no point", i + 1);
+                }
+                check_prompt_inside(p, w, h)
+                    .map_err(|e| anyhow::anyhow!("object {}: {e}", i + 1))?;
+            }
+            let emb = predictor.set_image(image);
+            let mut out = Vec::with_capacity(list.len());
+            for (i, p) in list.iter().enumerate() {
+                if cancel.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                let pred = predictor.predict(&emb, p, multimask);
+                let best = pred.best();
+                out.push(PredictedObject {
+                    mask: pred.binary(best),
+                    predicted_iou: pred.iou[best],
+                    stability_score: None,
+                    prompt: p.clone(),
+                });
+                progress(i + 1, list.len());
+            }
+            Ok(Some(out))
+        }
+        ImagePrompts::Everything(params) => {
+            let generator = SamAutomaticMaskGenerator::new(predictor, (*params).clone())
+                .map_err(|e| anyhow::anyhow!("segment everything: {e}"))?;
+            let Some(records) = generator.generate_cancellable(image, progress, cancel) else {
+                return Ok(None);
+            };
+            Ok(Some(
+                records
+                    .into_iter()
+                    .map(|r| PredictedObject {
+                        mask: r.mask(),
+                        predicted_iou: r.predicted_iou,
+                        stability_score: Some(r.stability_score),
+                        prompt: PromptInput {
+                            points: vec![super::Point {
+                                x: r.point_coords[0],
+                                y: r.point_coords[1],
+                                positive: true,
+                            }],
+                            ..Default::default()
+                        },
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// The 16-bit label image of overlapping masks: 0 background, k where mask k (1-based) is.
+/// Masks are painted largest first (equal areas in order), so every smaller mask stays
+/// visible on top of the larger ones it overlaps.
+pub fn label_image<M: AsRef<[bool]>>(masks: &[M], h: usize, w: usize) -> Result<Vec<u16>> {
+    if masks.len() > u16::MAX as usize {
+        bail!(
+            "{} objects do not fit a 16-bit label image (at most {})",
+            masks.len(),
+            u16::MAX
+        );
+    }
+    let area = |m: &M| m.as_ref().iter().filter(|&&v| v).count();
+    let mut order: Vec<usize> = (0..masks.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(area(&masks[i])));
+    let mut labels = vec![0u16; h * w];
+    for i in order {
+        let m = masks[i].as_ref();
+        if m.len() != h * w {
+            bail!("mask {} has {} pixels, the image {}", i + 1, m.len(), h * w);
+        }
+        for (l, &v) in labels.iter_mut().zip(m) {
+            if v {
+                *l = i as u16 + 1;
+            }
+        }
+    }
+    Ok(labels)
+}
+
+/// pycocotools' `toBbox` of a row-major mask: `[x, y, w, h]` of the set pixels' extent
+/// (`w = last column + 1 − first column`), `[0, 0, 0, 0]` when empty.
+pub fn coco_bbox(mask: &[bool], w: usize) -> [u32; 4] {
+    match crate::project::objects::mask_stats(mask, w) {
+        Some((_, [x0, y0, x1, y1])) => [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
+        None => [0; 4],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_paint_smaller_on_top() {
+        // 1×5 strip: mask 1 covers 0..4, mask 2 covers 1..2, mask 3 (same area as 2) 2..3.
+        let m = |r: std::ops::Range<usize>| (0..5).map(|i| r.contains(&i)).collect::<Vec<_>>();
+        let labels = label_image(&[m(0..4), m(1..3), m(2..4)], 1, 5).unwrap();
+        assert_eq!(labels, vec![1, 2, 3, 3, 0]);
+        assert!(label_image(&[m(0..4)], 2, 5).is_err());
+    }
+
+    #[test]
+    fn bbox_like_pycocotools() {
+        // pycocotools.mask.toBbox(encode(m)) of a 3×4 mask set at (x=1,y=0) and (x=2,y=2).
+        let mut m = vec![false; 12];
+        m[1] = true;
+        m[2 * 4 + 2] = true;
+        assert_eq!(coco_bbox(&m, 4), [1, 0, 2, 3]);
+        assert_eq!(coco_bbox(&[false; 6], 3), [0; 4]);
+    }
+
+    #[test]
+    fn prompts_outside_are_refused() {
+        let p = PromptInput {
+            bbox: Some([0.0, 0.0, 10.0, 4.0]),
+            ..Default::default()
+        };
+        assert!(check_prompt_inside(&p, 11, 5).is_ok());
+        assert!(check_prompt_inside(&p, 10, 5).is_err());
+    }
+}
