@@ -3,16 +3,19 @@
 //!
 //! Scheduling: model loads first, then the latest prompt of each model slot (a newer prompt
 //! replaces an older one still queued), then embeddings of the open image, then prefetches,
-//! then a training plan, then the kernel warm-up.
+//! then "propose all objects", then a training plan, then the kernel warm-up.
 //! Embeddings are cached in memory (a few images per slot) and on disk in the project's
 //! `cache/` folder, keyed by image hash + model hash + adapter hash.
 
 mod embeddings;
 mod messages;
+mod propose;
 
 pub use messages::{
-    Event, ImageKey, Job, ModelSpec, ModelSummary, Point, PredView, PromptInput, Slot,
+    AmgParams, Event, ImageKey, Job, ModelSpec, ModelSummary, Point, PredView, PromptInput,
+    Proposal, Slot,
 };
+pub use propose::outline;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use crate::train::TrainConfig;
 
 use super::thread::{Waker, guarded, lower_thread_priority};
 use embeddings::{MemoryCache, read_embedding, short, write_embedding};
+use propose::PendingPropose;
 
 /// The UI's handle on the worker thread.
 pub struct WorkerHandle {
@@ -89,6 +93,7 @@ struct Worker {
     adapter: Option<Option<PathBuf>>,
     predicts: HashMap<Slot, (ImageKey, PromptInput, bool, u64)>,
     embeds: VecDeque<(Slot, ImageKey, bool)>,
+    propose: Option<PendingPropose>,
     plan: Option<(String, TrainConfig)>,
     warmup: bool,
 }
@@ -110,6 +115,7 @@ impl Worker {
             adapter: None,
             predicts: HashMap::new(),
             embeds: VecDeque::new(),
+            propose: None,
             plan: None,
             warmup: false,
         }
@@ -155,9 +161,37 @@ impl Worker {
             } => {
                 self.predicts.insert(slot, (key, prompt, multimask, seq));
             }
+            Job::Propose {
+                slot,
+                key,
+                image,
+                cache_dir,
+                params,
+                run,
+                cancel,
+            } => {
+                self.images.insert(key.id, image.clone());
+                if let Some(d) = cache_dir {
+                    self.cache_dirs.insert(key.id, d);
+                }
+                let newer = PendingPropose {
+                    slot,
+                    key,
+                    image,
+                    params,
+                    run,
+                    cancel,
+                };
+                if let Some(old) = self.propose.replace(newer) {
+                    self.emit(Event::ProposeCancelled { run: old.run });
+                }
+            }
             Job::Retain(ids) => {
                 self.embeds.retain(|(_, k, _)| ids.contains(&k.id));
                 self.images.retain(|id, _| ids.contains(id));
+                if let Some(p) = self.propose.take_if(|p| !ids.contains(&p.key.id)) {
+                    self.emit(Event::ProposeCancelled { run: p.run });
+                }
             }
             Job::Plan { key, config } => self.plan = Some((key, *config)),
             Job::WarmUp => self.warmup = true,
@@ -170,6 +204,7 @@ impl Worker {
             || self.adapter.is_some()
             || !self.predicts.is_empty()
             || !self.embeds.is_empty()
+            || self.propose.is_some()
             || self.plan.is_some()
             || self.warmup_due()
     }
@@ -233,6 +268,10 @@ impl Worker {
             if self.slot(slot).is_some() {
                 let _ = self.embedding(slot, &key, true);
             }
+            return;
+        }
+        if let Some(p) = self.propose.take() {
+            self.propose(p);
             return;
         }
         if let Some((key, cfg)) = self.plan.take() {
