@@ -161,31 +161,7 @@ impl Worker {
             } => {
                 self.predicts.insert(slot, (key, prompt, multimask, seq));
             }
-            Job::Propose {
-                slot,
-                key,
-                image,
-                cache_dir,
-                params,
-                run,
-                cancel,
-            } => {
-                self.images.insert(key.id, image.clone());
-                if let Some(d) = cache_dir {
-                    self.cache_dirs.insert(key.id, d);
-                }
-                let newer = PendingPropose {
-                    slot,
-                    key,
-                    image,
-                    params,
-                    run,
-                    cancel,
-                };
-                if let Some(old) = self.propose.replace(newer) {
-                    self.emit(Event::ProposeCancelled { run: old.run });
-                }
-            }
+            job @ Job::Propose { .. } => self.queue_propose(job),
             Job::Retain(ids) => {
                 self.embeds.retain(|(_, k, _)| ids.contains(&k.id));
                 self.images.retain(|id, _| ids.contains(id));

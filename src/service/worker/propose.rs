@@ -14,9 +14,9 @@ use crate::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMa
 use crate::service::thread::guarded;
 
 use super::Worker;
-use super::messages::{Event, ImageKey, Proposal, Slot};
+use super::messages::{Event, ImageKey, Job, Proposal, Slot};
 
-/// A queued [`super::Job::Propose`].
+/// A queued [`Job::Propose`].
 pub(super) struct PendingPropose {
     pub slot: Slot,
     pub key: ImageKey,
@@ -27,6 +27,37 @@ pub(super) struct PendingPropose {
 }
 
 impl Worker {
+    /// Takes a [`Job::Propose`] in; a newer one replaces one still queued.
+    pub(super) fn queue_propose(&mut self, job: Job) {
+        let Job::Propose {
+            slot,
+            key,
+            image,
+            cache_dir,
+            params,
+            run,
+            cancel,
+        } = job
+        else {
+            return;
+        };
+        self.images.insert(key.id, image.clone());
+        if let Some(d) = cache_dir {
+            self.cache_dirs.insert(key.id, d);
+        }
+        let newer = PendingPropose {
+            slot,
+            key,
+            image,
+            params,
+            run,
+            cancel,
+        };
+        if let Some(old) = self.propose.replace(newer) {
+            self.emit(Event::ProposeCancelled { run: old.run });
+        }
+    }
+
     pub(super) fn propose(&mut self, p: PendingPropose) {
         let PendingPropose {
             slot,
