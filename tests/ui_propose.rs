@@ -149,6 +149,7 @@ fn ui_propose_all_objects_accept_reject_undo() {
     assert_eq!(total.get(), 5, "progress reports 1 + 16/4 steps");
     assert!(max_done.get() >= 1, "progress events reached the app");
     let n = h.state().shown_proposals().unwrap().items.len();
+    let masks_made = n + h.state().shown_proposals().unwrap().duplicates;
     assert!(n >= 4, "{n} proposals");
     assert_eq!(pending(h.state()), n);
     assert_eq!(n_objects(h.state()), objects0, "proposals are not objects");
@@ -242,11 +243,15 @@ fn ui_propose_all_objects_accept_reject_undo() {
     assert_eq!(n_objects(h.state()), objects0 + 2);
     assert_eq!(pending(h.state()), left);
 
-    // A new run replaces them; reject all leaves the objects as they are.
+    // A new run replaces them and leaves out what the accepted objects already cover (the
+    // generator is deterministic); reject all leaves the objects as they are.
     propose(&mut h, 4);
     run_until(&mut h, "second proposals", 120, |a| {
         a.proposals.running.is_none() && a.shown_proposals().is_some()
     });
+    let s = h.state().shown_proposals().unwrap();
+    assert!(s.duplicates >= 2, "{} duplicates", s.duplicates);
+    assert_eq!(s.items.len() + s.duplicates, masks_made);
     click_label(&mut h, "Reject all proposals");
     assert_eq!(pending(h.state()), 0);
     assert_eq!(n_objects(h.state()), objects0 + 2);

@@ -21,10 +21,7 @@ pub struct FrameStats {
 impl SegApp {
     /// Is background work running (for the responsiveness numbers)?
     pub fn busy(&self) -> bool {
-        !self.sam.embedding.is_empty()
-            || self.train.running()
-            || self.base.loading.is_some()
-            || self.proposals.running.is_some()
+        !self.sam.embedding.is_empty() || self.train.running() || self.base.loading.is_some()
     }
 
     pub(crate) fn frame_begin(&mut self) {

@@ -232,6 +232,10 @@ impl SegApp {
             || self.autopilot.is_some()
         {
             ctx.request_repaint_after(Duration::from_millis(50));
+        } else if self.proposals.running.is_some() {
+            // Each batch's event repaints; this only ticks the seconds shown. Frames are not
+            // free with a software renderer, and the generator needs the cores.
+            ctx.request_repaint_after(Duration::from_millis(500));
         }
         self.frame_end(t.elapsed());
     }

@@ -46,6 +46,8 @@ pub struct ProposalSet {
     pub points_per_side: usize,
     /// From the action to the proposals on the canvas.
     pub shown_ms: f64,
+    /// Masks left out because an object of the image already covers them.
+    pub duplicates: usize,
 }
 
 impl ProposalSet {
@@ -206,22 +208,29 @@ impl SegApp {
                     proposals.len(),
                     r.points_per_side
                 );
-                let n = proposals.len();
+                // Re-running on a partly annotated image proposes only what is new.
+                let total = proposals.len();
+                let items: Vec<Proposal> = proposals
+                    .into_iter()
+                    .filter(|p| !self.covered_by_an_object(p))
+                    .collect();
+                let n = items.len();
                 let mut set = ProposalSet {
                     id: run,
                     image: key.id,
                     decided: vec![Decision::Pending; n],
-                    items: proposals,
+                    duplicates: total - n,
+                    items,
                     focus: None,
                     model: self.model_name(),
                     points_per_side: r.points_per_side,
                     shown_ms,
                 };
                 set.focus = set.next_pending(None, 1);
-                if n == 0 {
+                if total == 0 {
                     self.toast(
                         ToastKind::Info,
-                        "No proposals passed the thresholds; lower them in the settings (⚙)",
+                        "No proposals passed the thresholds; lower them in Settings…",
                     );
                 }
                 self.proposals.set = Some(set);
@@ -371,6 +380,18 @@ impl SegApp {
         }
     }
 
+    /// Whether an object of the open image matches `p` (mask IoU ≥ [`DUPLICATE_IOU`]).
+    fn covered_by_an_object(&self, p: &Proposal) -> bool {
+        let (Some(cur), Some(img)) = (&self.current, self.current_entry()) else {
+            return false;
+        };
+        img.objects.iter().any(|o| {
+            cur.masks
+                .get(&o.id)
+                .is_some_and(|m| mask_iou(&p.mask, p.bbox, m, o.bbox, cur.width) >= DUPLICATE_IOU)
+        })
+    }
+
     /// The smallest pending proposal containing image pixel `p` (masks nest: the smallest is
     /// the most specific one under the pointer).
     pub fn proposal_at(&self, p: [f32; 2]) -> Option<usize> {
@@ -384,5 +405,53 @@ impl SegApp {
         s.pending()
             .filter(|&i| s.items[i].mask.get(at).copied().unwrap_or(false))
             .min_by_key(|&i| s.items[i].area)
+    }
+}
+
+/// A proposal this close to an existing object is that object again.
+const DUPLICATE_IOU: f32 = 0.8;
+
+/// IoU of two row-major masks of width `w`, each empty outside its box (x0, y0, x1, y1
+/// inclusive); only the union of the boxes is visited.
+pub fn mask_iou(a: &[bool], abox: [u32; 4], b: &[bool], bbox: [u32; 4], w: usize) -> f32 {
+    let disjoint = abox[2] < bbox[0] || bbox[2] < abox[0] || abox[3] < bbox[1] || bbox[3] < abox[1];
+    if disjoint || a.len() != b.len() {
+        return 0.0;
+    }
+    let (x0, y0) = (abox[0].min(bbox[0]) as usize, abox[1].min(bbox[1]) as usize);
+    let (x1, y1) = (abox[2].max(bbox[2]) as usize, abox[3].max(bbox[3]) as usize);
+    let (mut inter, mut union) = (0u64, 0u64);
+    for y in y0..=y1 {
+        for i in y * w + x0..=y * w + x1 {
+            let (p, q) = (a.get(i) == Some(&true), b.get(i) == Some(&true));
+            inter += (p && q) as u64;
+            union += (p || q) as u64;
+        }
+    }
+    if union == 0 {
+        0.0
+    } else {
+        inter as f32 / union as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_iou_counts_the_union_of_the_boxes() {
+        // 4×3 image; a = columns 0-1 of row 1, b = columns 1-2 of row 1.
+        let w = 4;
+        let mut a = vec![false; 12];
+        let mut b = vec![false; 12];
+        (a[4], a[5]) = (true, true);
+        (b[5], b[6]) = (true, true);
+        assert!((mask_iou(&a, [0, 1, 1, 1], &b, [1, 1, 2, 1], w) - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(mask_iou(&a, [0, 1, 1, 1], &a, [0, 1, 1, 1], w), 1.0);
+        // Disjoint boxes.
+        let mut c = vec![false; 12];
+        c[11] = true;
+        assert_eq!(mask_iou(&a, [0, 1, 1, 1], &c, [3, 2, 3, 2], w), 0.0);
     }
 }

@@ -16,6 +16,16 @@ const OUTLINE: Color32 = Color32::from_rgb(0, 229, 255);
 const HIGHLIGHT: Color32 = Color32::WHITE;
 const FILL: [u8; 4] = [0, 229, 255, 80];
 
+/// "batch 3/16": the generator's first step is the (cached) embedding, then one per batch of
+/// points (the app runs no crop layers).
+fn batches(done: usize, total: usize) -> String {
+    format!(
+        "batch {}/{}",
+        done.saturating_sub(1),
+        total.saturating_sub(1)
+    )
+}
+
 impl SegApp {
     pub(crate) fn proposals_section(&mut self, ui: &mut egui::Ui) {
         ui.label(RichText::new("Propose all objects").strong());
@@ -35,16 +45,16 @@ impl SegApp {
             {
                 self.propose_all();
             }
-            ui.menu_button("⚙", |ui| self.proposal_settings(ui))
+            ui.menu_button("Settings…", |ui| self.proposal_settings(ui))
                 .response
-                .on_hover_text("Proposal settings");
+                .on_hover_text("Grid density and the thresholds that keep a mask");
         });
         if let Some(r) = &self.proposals.running {
             let el = r.started.elapsed().as_secs_f64();
             let (frac, text) = if r.total > 0 {
                 (
                     r.done as f32 / r.total as f32,
-                    format!("step {}/{} · {el:.0} s", r.done, r.total),
+                    format!("{} · {el:.0} s", batches(r.done, r.total)),
                 )
             } else {
                 (0.0, format!("waiting for the embedding · {el:.0} s"))
@@ -76,6 +86,15 @@ impl SegApp {
             s.points_per_side,
             s.shown_ms / 1e3
         ));
+        if s.duplicates > 0 {
+            ui.label(
+                RichText::new(format!(
+                    "{} more match existing objects (not shown)",
+                    s.duplicates
+                ))
+                .weak(),
+            );
+        }
         if let Some(f) = s.focus.filter(|&f| s.decided[f] == Decision::Pending) {
             let p = &s.items[f];
             let rank = s.pending().position(|i| i == f).unwrap_or(0) + 1;
@@ -210,8 +229,8 @@ impl SegApp {
         let el = r.started.elapsed().as_secs_f64();
         let text = if r.total > 0 {
             format!(
-                "Proposing objects… step {}/{} · {el:.0} s (Esc cancels)",
-                r.done, r.total
+                "Proposing objects… {} · {el:.0} s (Esc cancels)",
+                batches(r.done, r.total)
             )
         } else {
             format!("Proposing objects… {el:.0} s (Esc cancels)")

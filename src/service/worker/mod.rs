@@ -2,8 +2,9 @@
 //! The UI sends [`Job`]s and receives [`Event`]s; it never touches a tensor and never waits.
 //!
 //! Scheduling: model loads first, then the latest prompt of each model slot (a newer prompt
-//! replaces an older one still queued), then embeddings of the open image, then prefetches,
-//! then "propose all objects", then a training plan, then the kernel warm-up.
+//! replaces an older one still queued), then embeddings of the open image, then "propose all
+//! objects" (the user asked for it; a prefetch did not), then prefetches, then a training
+//! plan, then the kernel warm-up.
 //! Embeddings are cached in memory (a few images per slot) and on disk in the project's
 //! `cache/` folder, keyed by image hash + model hash + adapter hash.
 
@@ -240,14 +241,16 @@ impl Worker {
                 return;
             }
         }
+        // Wanted embeddings sit at the front of the queue, prefetches behind them.
+        let only_prefetches = self.embeds.front().is_none_or(|(_, _, prefetch)| *prefetch);
+        if only_prefetches && let Some(p) = self.propose.take() {
+            self.propose(p);
+            return;
+        }
         if let Some((slot, key, _)) = self.embeds.pop_front() {
             if self.slot(slot).is_some() {
                 let _ = self.embedding(slot, &key, true);
             }
-            return;
-        }
-        if let Some(p) = self.propose.take() {
-            self.propose(p);
             return;
         }
         if let Some((key, cfg)) = self.plan.take() {
