@@ -202,7 +202,12 @@ impl SegApp {
         let zoom = self.canvas.view.zoom;
         let to_screen = |p: &[f32; 2]| img_rect.min + vec2(p[0], p[1]) * zoom;
         let mut shapes = Vec::new();
-        for i in s.pending() {
+        // The highlighted one last, so outlines of proposals it overlaps do not hide it.
+        let order = s
+            .pending()
+            .filter(|&i| Some(i) != highlight)
+            .chain(highlight.filter(|&h| s.decided.get(h) == Some(&Decision::Pending)));
+        for i in order {
             let hl = Some(i) == highlight;
             let (width, color) = if hl { (2.5, HIGHLIGHT) } else { (1.5, OUTLINE) };
             for l in &s.items[i].outline {
