@@ -31,6 +31,8 @@ pub struct ProposalRun {
     pub total: usize,
     pub cancel: Arc<AtomicBool>,
     pub points_per_side: usize,
+    /// The model asked (objects record it; the user may switch models meanwhile).
+    pub model: Option<String>,
 }
 
 /// The proposals of one finished run, on one image.
@@ -168,6 +170,7 @@ impl SegApp {
             total: 0,
             cancel,
             points_per_side: self.proposals.params.points_per_side,
+            model: self.model_name(),
         });
     }
 
@@ -222,7 +225,7 @@ impl SegApp {
                     duplicates: total - n,
                     items,
                     focus: None,
-                    model: self.model_name(),
+                    model: r.model,
                     points_per_side: r.points_per_side,
                     shown_ms,
                 };
