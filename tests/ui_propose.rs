@@ -267,3 +267,93 @@ fn ui_propose_all_objects_accept_reject_undo() {
     assert!(h.state().shown_proposals().is_none());
     assert_eq!(n_objects(h.state()), objects0 + 2);
 }
+
+/// The worker's proposals (generator on the cached embedding) are exactly the masks of
+/// `segadapt everything`'s path (the generator embedding the image itself), with progress
+/// for the embedding step and each batch.
+#[test]
+fn worker_proposals_equal_the_generator_run_directly() {
+    use segadapt::sam::automatic_mask_generator::SamAutomaticMaskGenerator;
+    use segadapt::service::Waker;
+    use segadapt::service::worker::{AmgParams, Event as W, ImageKey, Job, Slot, WorkerHandle};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let (path, config) = (
+        common::fixture("sam_vit_tiny.pth"),
+        common::fixture_config("sam_vit_tiny.json"),
+    );
+    let image = Arc::new(image::RgbImage::from_fn(96, 80, |x, y| {
+        let blob = (x as i32 - 40).pow(2) + (y as i32 - 35).pow(2) < 300;
+        image::Rgb(if blob {
+            [230, 220, 210]
+        } else {
+            [(x * 2) as u8, (y * 3) as u8, 20]
+        })
+    }));
+    let params = AmgParams {
+        points_per_side: 4,
+        points_per_batch: 8,
+        pred_iou_thresh: 0.0,
+        stability_score_thresh: 0.0,
+        ..AmgParams::default()
+    };
+    let m =
+        segadapt::engine::load(&path, None, Some(config.clone()), segadapt::device::cpu()).unwrap();
+    let direct = SamAutomaticMaskGenerator::new(&m.predictor, params.clone())
+        .unwrap()
+        .generate(&image, &mut |_, _| {});
+    assert!(!direct.is_empty());
+
+    let w = WorkerHandle::spawn(segadapt::device::cpu(), Waker::default());
+    w.send(Job::LoadModel(ModelSpec {
+        path,
+        config: Some(config),
+    }));
+    w.send(Job::Propose {
+        slot: Slot::Base,
+        key: ImageKey {
+            id: 1,
+            sha256: "feedfacefeedface".into(),
+        },
+        image: image.clone(),
+        cache_dir: None,
+        params,
+        run: 9,
+        cancel: Arc::new(AtomicBool::new(false)),
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut progress = Vec::new();
+    let proposals = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no answer; progress {progress:?}"
+        );
+        match w.rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(W::ProposeProgress { run, done, total }) => {
+                assert_eq!(run, 9);
+                progress.push((done, total));
+            }
+            Ok(W::Proposed { run, proposals, .. }) => {
+                assert_eq!(run, 9);
+                break proposals;
+            }
+            Ok(W::ProposeError { error, .. }) | Ok(W::ModelError { error, .. }) => {
+                panic!("{error}")
+            }
+            _ => {}
+        }
+    };
+    // 16 points in batches of 8: the embedding step, then 2 batches.
+    assert_eq!(progress, vec![(0, 3), (1, 3), (2, 3), (3, 3)]);
+    assert_eq!(proposals.len(), direct.len());
+    for r in &direct {
+        let mask = r.mask();
+        let p = proposals
+            .iter()
+            .find(|p| *p.mask == mask)
+            .expect("every mask of the direct run is proposed");
+        assert_eq!(p.area, r.area);
+        assert_eq!(p.predicted_iou, r.predicted_iou);
+    }
+}
