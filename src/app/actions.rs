@@ -9,7 +9,8 @@ use super::{SegApp, ToastKind};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Accept,
-    /// Closes the help window when it is open; else clears the prompts and the selection.
+    /// Closes the help window when it is open; else stops "propose all objects" when it runs;
+    /// else clears the prompts and the selection.
     ClearPrompts,
     CycleCandidate,
     Candidate(usize),
@@ -27,6 +28,13 @@ pub enum Action {
     ToggleObjects,
     ToggleAb,
     SegmentUnprompted,
+    ProposeAll,
+    AcceptProposal,
+    RejectProposal,
+    AcceptAllProposals,
+    RejectAllProposals,
+    NextProposal,
+    PreviousProposal,
     Save,
     ToggleHelp,
     ToggleDebug,
@@ -54,6 +62,13 @@ impl Action {
             Action::ToggleObjects => "Show objects",
             Action::ToggleAb => "A/B compare",
             Action::SegmentUnprompted => "Segment without prompts",
+            Action::ProposeAll => "Propose all objects",
+            Action::AcceptProposal => "Accept proposal",
+            Action::RejectProposal => "Reject proposal",
+            Action::AcceptAllProposals => "Accept all proposals",
+            Action::RejectAllProposals => "Reject all proposals",
+            Action::NextProposal => "Next proposal",
+            Action::PreviousProposal => "Previous proposal",
             Action::Save => "Save",
             Action::ToggleHelp => "Keyboard shortcuts",
             Action::ToggleDebug => "Frame-time overlay",
@@ -258,6 +273,40 @@ pub const HELP: &[HelpRow] = &[
         "segment without prompts",
         &[(key(Key::U), Action::SegmentUnprompted)],
     ),
+    row(
+        "Shift+P",
+        "propose all objects (SAM's automatic mask generator)",
+        &[(shift(Key::P), Action::ProposeAll)],
+    ),
+    row(
+        "Click / right click on a proposal",
+        "accept / reject that proposal",
+        &[],
+    ),
+    row(
+        "Y / X",
+        "accept / reject the highlighted proposal",
+        &[
+            (key(Key::Y), Action::AcceptProposal),
+            (key(Key::X), Action::RejectProposal),
+        ],
+    ),
+    row(
+        "Shift+Y / Shift+X",
+        "accept / reject all proposals",
+        &[
+            (shift(Key::Y), Action::AcceptAllProposals),
+            (shift(Key::X), Action::RejectAllProposals),
+        ],
+    ),
+    row(
+        "J / K",
+        "next / previous proposal",
+        &[
+            (key(Key::J), Action::NextProposal),
+            (key(Key::K), Action::PreviousProposal),
+        ],
+    ),
     row("Ctrl+S", "save now", &[(cmd(Key::S), Action::Save)]),
     row(
         "F1 or ?",
@@ -332,6 +381,13 @@ impl SegApp {
             Action::Undo => self.can_undo(),
             Action::Redo => self.can_redo(),
             Action::DeleteSelected => self.selected.is_some(),
+            Action::ProposeAll => self.can_propose(),
+            Action::AcceptProposal
+            | Action::RejectProposal
+            | Action::AcceptAllProposals
+            | Action::RejectAllProposals
+            | Action::NextProposal
+            | Action::PreviousProposal => self.pending_proposals() > 0,
             _ => true,
         }
     }
@@ -354,6 +410,8 @@ impl SegApp {
             Action::ClearPrompts => {
                 if self.show_help {
                     self.show_help = false;
+                } else if self.proposals.running.is_some() {
+                    self.cancel_proposals();
                 } else {
                     self.clear_prompts();
                     self.selected = None;
@@ -375,6 +433,13 @@ impl SegApp {
             Action::ToggleObjects => self.overlay.show_objects = !self.overlay.show_objects,
             Action::ToggleAb => self.toggle_ab(),
             Action::SegmentUnprompted => self.segment_without_prompts(),
+            Action::ProposeAll => self.propose_all(),
+            Action::AcceptProposal => self.accept_focused_proposal(),
+            Action::RejectProposal => self.reject_focused_proposal(),
+            Action::AcceptAllProposals => self.accept_all_proposals(),
+            Action::RejectAllProposals => self.reject_all_proposals(),
+            Action::NextProposal => self.focus_proposal(1),
+            Action::PreviousProposal => self.focus_proposal(-1),
             Action::Save => {
                 self.save_project();
                 self.toast(ToastKind::Info, "Saved");
@@ -422,6 +487,12 @@ mod tests {
         }
         assert_eq!(plain_action(Key::N, true), Some(Action::PreviousImage));
         assert_eq!(plain_action(Key::A, true), Some(Action::Accept));
+        assert_eq!(plain_action(Key::P, true), Some(Action::ProposeAll));
+        assert_eq!(
+            plain_action(Key::P, false),
+            Some(Action::Tool(Tool::Prompt))
+        );
+        assert_eq!(plain_action(Key::X, true), Some(Action::RejectAllProposals));
         assert_eq!(
             Action::Redo.shortcut_text().as_deref(),
             Some("Ctrl+Shift+Z")

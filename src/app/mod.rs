@@ -16,6 +16,7 @@ pub mod objects;
 pub mod overlay;
 pub mod project_ops;
 pub mod prompts;
+pub mod proposals;
 pub mod state;
 pub mod tasks;
 pub mod toasts;
@@ -26,6 +27,7 @@ pub mod view;
 pub use config::{AppConfig, Settings};
 pub use frame::FrameStats;
 pub use models::{EmbedState, ModelState, PlanState, SamActivity};
+pub use proposals::{Decision, Proposals};
 pub use toasts::{Toast, ToastKind};
 pub use view::{CanvasView, ImageView, OverlayState, ViewXform};
 
@@ -93,6 +95,8 @@ pub struct SegApp {
     pub ab_view: bool,
     pub sam: SamActivity,
     pub click_latency_ms: Option<f64>,
+    /// "Propose all objects": settings, the run in flight, the proposals shown.
+    pub proposals: Proposals,
     pub planner: PlanState,
     // Jobs: training, export and the model download.
     pub train: TrainView,
@@ -169,6 +173,7 @@ impl SegApp {
             ab_view: false,
             sam: SamActivity::default(),
             click_latency_ms: None,
+            proposals: Proposals::new(config.device.is_gpu),
             planner: PlanState::default(),
             train: TrainView::default(),
             train_cfg,
@@ -227,6 +232,10 @@ impl SegApp {
             || self.autopilot.is_some()
         {
             ctx.request_repaint_after(Duration::from_millis(50));
+        } else if self.proposals.running.is_some() {
+            // Each batch's event repaints; this only ticks the seconds shown. Frames are not
+            // free with a software renderer, and the generator needs the cores.
+            ctx.request_repaint_after(Duration::from_millis(500));
         }
         self.frame_end(t.elapsed());
     }

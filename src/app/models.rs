@@ -356,6 +356,10 @@ impl SegApp {
                     None => {}
                 }
             }
+            e @ (Event::ProposeProgress { .. }
+            | Event::Proposed { .. }
+            | Event::ProposeCancelled { .. }
+            | Event::ProposeError { .. }) => self.on_proposal_event(e),
             Event::PredictError { seq, error, .. } => {
                 if seq == self.draft.seq {
                     self.error(format!("SAM could not answer the prompt: {error}"));

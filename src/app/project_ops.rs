@@ -101,6 +101,7 @@ impl SegApp {
 
     pub fn close_project(&mut self) {
         self.service.writer.flush_blocking();
+        self.drop_proposals();
         self.project = None;
         self.current = None;
         self.thumbs.clear();
@@ -178,6 +179,9 @@ impl SegApp {
             masks: HashMap::new(),
             error: None,
         });
+        if self.current.as_ref().is_some_and(|c| c.id != id) {
+            self.drop_proposals();
+        }
         self.draft = Draft::default();
         self.selected = None;
         self.canvas.box_drag = None;

@@ -169,6 +169,25 @@ pub enum Edit {
         before: (ObjectEntry, Option<Arc<Vec<bool>>>),
         after: (ObjectEntry, Option<Arc<Vec<bool>>>),
     },
+    /// Proposals of the run `set` accepted as objects (one, or all at once).
+    AcceptProposals {
+        set: u64,
+        taken: Vec<TakenProposal>,
+    },
+    /// Proposals of the run `set` rejected (undo offers them again).
+    RejectProposals {
+        set: u64,
+        proposals: Vec<usize>,
+    },
+}
+
+/// A proposal that became an object: its index in its run, the object and where it sits.
+#[derive(Clone, Debug)]
+pub struct TakenProposal {
+    pub proposal: usize,
+    pub object: ObjectEntry,
+    pub mask: Arc<Vec<bool>>,
+    pub index: usize,
 }
 
 impl Edit {
@@ -178,6 +197,10 @@ impl Edit {
             Edit::Accept { object, .. } => format!("accept '{}'", object.label),
             Edit::Delete { object, .. } => format!("delete '{}'", object.label),
             Edit::Replace { after, .. } => format!("edit '{}'", after.0.label),
+            Edit::AcceptProposals { taken, .. } => format!("accept {} proposals", taken.len()),
+            Edit::RejectProposals { proposals, .. } => {
+                format!("reject {} proposals", proposals.len())
+            }
         }
     }
 }

@@ -260,6 +260,19 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
         progress: &mut ProgressFn,
         cancel: &AtomicBool,
     ) -> Option<Vec<MaskRecord>> {
+        self.generate_with_embedding(image, None, progress, cancel)
+    }
+
+    /// [`Self::generate_cancellable`] reusing `embedding` (of the whole `image`, by this
+    /// predictor) for the full-image crop instead of running the encoder again: the app
+    /// already has it. Crop layers still embed their crops.
+    pub fn generate_with_embedding(
+        &self,
+        image: &RgbImage,
+        embedding: Option<&ImageEmbedding>,
+        progress: &mut ProgressFn,
+        cancel: &AtomicBool,
+    ) -> Option<Vec<MaskRecord>> {
         let orig_size = [image.height() as usize, image.width() as usize];
         let p = &self.params;
         let crops = self.crops(orig_size);
@@ -271,6 +284,7 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
         for &(crop_box, layer) in &crops {
             data.extend(self.process_crop(
                 image,
+                embedding,
                 crop_box,
                 layer,
                 orig_size,
@@ -326,13 +340,15 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
     fn process_crop(
         &self,
         image: &RgbImage,
+        full_embedding: Option<&ImageEmbedding>,
         crop_box: [usize; 4],
         layer: usize,
         orig_size: [usize; 2],
         steps: &mut Steps,
     ) -> Option<Vec<Candidate>> {
         let [x0, y0, x1, y1] = crop_box;
-        let cropped = if crop_box == [0, 0, orig_size[1], orig_size[0]] {
+        let full = crop_box == [0, 0, orig_size[1], orig_size[0]];
+        let cropped = if full {
             None
         } else {
             Some(
@@ -346,7 +362,10 @@ impl<'a> SamAutomaticMaskGenerator<'a> {
                 .to_image(),
             )
         };
-        let emb = self.predictor.set_image(cropped.as_ref().unwrap_or(image));
+        let emb = match full_embedding.filter(|e| full && e.original_size == orig_size) {
+            Some(e) => e.clone(),
+            None => self.predictor.set_image(cropped.as_ref().unwrap_or(image)),
+        };
         steps.advance()?;
 
         let (crop_w, crop_h) = ((x1 - x0) as f64, (y1 - y0) as f64);

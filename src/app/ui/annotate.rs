@@ -134,6 +134,8 @@ impl SegApp {
             self.segment_without_prompts();
         }
         ui.separator();
+        self.proposals_section(ui);
+        ui.separator();
         ui.label(RichText::new("Overlay").strong());
         ui.add(egui::Slider::new(&mut self.overlay.opacity, 0.0..=1.0).text("opacity"));
         ui.add(egui::Slider::new(&mut self.overlay.outline_px, 0.0..=5.0).text("outline (px)"));

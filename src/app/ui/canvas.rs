@@ -102,6 +102,7 @@ impl SegApp {
         let response = ui.allocate_rect(rect, Sense::click_and_drag());
         let views = self.view_rects(rect);
         self.handle_input(ui, &response, &views);
+        self.prepare_proposal_fill(ui.ctx());
         let slots: Vec<Slot> = std::iter::once(self.active_slot())
             .chain(self.other_slot())
             .collect();
@@ -160,6 +161,10 @@ impl SegApp {
                 let ctx = ui.ctx().clone();
                 self.overlay.cpu[index.min(1)].paint(&ctx, &painter, img_rect, &d, params);
             }
+        }
+        // Proposals come from the model of the main view.
+        if index == 0 {
+            self.paint_proposals(&painter, img_rect);
         }
         let to_screen =
             |x: f64, y: f64| img_rect.min + vec2(x as f32, y as f32) * self.canvas.view.zoom;
@@ -296,6 +301,9 @@ impl SegApp {
                 Color32::YELLOW,
             );
         }
+        if index == 0 {
+            self.paint_proposal_progress(&painter, vr);
+        }
     }
 
     fn handle_input(&mut self, ui: &mut egui::Ui, response: &egui::Response, views: &[Rect]) {
@@ -353,6 +361,23 @@ impl SegApp {
                 self.select_at(ip);
             }
             return;
+        }
+        // Pending proposals take clicks: left accepts, right (or Shift+left) rejects.
+        self.proposals.hover = None;
+        if self.tool == Tool::Prompt
+            && let Some(p) = response.hover_pos().or(response.interact_pointer_pos())
+            && let Some(i) = self.proposal_at(self.screen_to_image(view_of(p), p))
+        {
+            self.proposals.hover = Some(i);
+            response.clone().on_hover_cursor(CursorIcon::PointingHand);
+            if response.clicked() && !modifiers.shift {
+                self.accept_proposals(&[i]);
+                return;
+            }
+            if response.secondary_clicked() || response.clicked() && modifiers.shift {
+                self.reject_proposals(&[i]);
+                return;
+            }
         }
         match self.tool {
             Tool::Prompt => {

@@ -66,6 +66,14 @@ impl SegApp {
                     for a in [Action::Accept, Action::ClearPrompts, Action::DeleteSelected] {
                         self.action_button(ui, a);
                     }
+                    ui.separator();
+                    for a in [
+                        Action::ProposeAll,
+                        Action::AcceptAllProposals,
+                        Action::RejectAllProposals,
+                    ] {
+                        self.action_button(ui, a);
+                    }
                 });
                 ui.menu_button("View", |ui| {
                     self.action_button(ui, Action::Fit);

@@ -9,6 +9,7 @@ pub mod export;
 pub mod images;
 pub mod menu;
 pub mod model;
+pub mod proposals;
 pub mod status;
 pub mod train_progress;
 pub mod welcome;

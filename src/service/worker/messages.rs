@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use image::RgbImage;
 
 use crate::adapt::file::AdapterCard;
 pub use crate::predict::{Point, PromptInput};
+pub use crate::sam::automatic_mask_generator::AmgParams;
 use crate::sam::{CheckpointInfo, SamConfig};
 use crate::train::TrainConfig;
 use crate::train::planner::Plan;
@@ -50,6 +52,20 @@ pub enum Job {
         prompt: PromptInput,
         multimask: bool,
         seq: u64,
+    },
+    /// "Propose all objects": SAM's automatic mask generator on `key` with `slot`'s model,
+    /// reusing the image's embedding. Answered with [`Event::ProposeProgress`] after each
+    /// point batch, then one of [`Event::Proposed`], [`Event::ProposeCancelled`] (once
+    /// `cancel` is set, checked between batches) or [`Event::ProposeError`], all with `run`.
+    /// Runs after prompts and embeddings; a newer one replaces one still queued.
+    Propose {
+        slot: Slot,
+        key: ImageKey,
+        image: Arc<RgbImage>,
+        cache_dir: Option<PathBuf>,
+        params: AmgParams,
+        run: u64,
+        cancel: Arc<AtomicBool>,
     },
     /// Drop queued work for images other than these (the user moved on).
     Retain(Vec<u64>),
@@ -95,6 +111,23 @@ impl PredView {
     pub fn best(&self) -> usize {
         (0..self.iou.len()).fold(0, |b, i| if self.iou[i] > self.iou[b] { i } else { b })
     }
+}
+
+/// One mask of "Propose all objects", ready to draw and to accept.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    /// Row-major, at the image size.
+    pub mask: Arc<Vec<bool>>,
+    pub area: u64,
+    /// x0, y0, x1, y1 (inclusive pixel bounds, as an object's).
+    pub bbox: [u32; 4],
+    pub predicted_iou: f32,
+    pub stability_score: f32,
+    /// The grid point that produced it (image pixels).
+    pub point: [f64; 2],
+    /// The mask's boundary as closed loops along pixel edges (image pixel corners), so the
+    /// canvas draws crisp outlines at any zoom without tracing masks on the UI thread.
+    pub outline: Vec<Vec<[f32; 2]>>,
 }
 
 pub enum Event {
@@ -145,6 +178,26 @@ pub enum Event {
     Planned {
         key: String,
         plan: Option<Box<Plan>>,
+    },
+    ProposeProgress {
+        run: u64,
+        /// Steps done of `total`: the embedding, then one per point batch.
+        done: usize,
+        total: usize,
+    },
+    Proposed {
+        run: u64,
+        key: ImageKey,
+        proposals: Vec<Proposal>,
+        /// Generator time (without the embedding when it had to be computed first).
+        ms: f64,
+    },
+    ProposeCancelled {
+        run: u64,
+    },
+    ProposeError {
+        run: u64,
+        error: String,
     },
     WarmupStarted,
     WarmupDone {

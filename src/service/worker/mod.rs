@@ -2,17 +2,21 @@
 //! The UI sends [`Job`]s and receives [`Event`]s; it never touches a tensor and never waits.
 //!
 //! Scheduling: model loads first, then the latest prompt of each model slot (a newer prompt
-//! replaces an older one still queued), then embeddings of the open image, then prefetches,
-//! then a training plan, then the kernel warm-up.
+//! replaces an older one still queued), then embeddings of the open image, then "propose all
+//! objects" (the user asked for it; a prefetch did not), then prefetches, then a training
+//! plan, then the kernel warm-up.
 //! Embeddings are cached in memory (a few images per slot) and on disk in the project's
 //! `cache/` folder, keyed by image hash + model hash + adapter hash.
 
 mod embeddings;
 mod messages;
+mod propose;
 
 pub use messages::{
-    Event, ImageKey, Job, ModelSpec, ModelSummary, Point, PredView, PromptInput, Slot,
+    AmgParams, Event, ImageKey, Job, ModelSpec, ModelSummary, Point, PredView, PromptInput,
+    Proposal, Slot,
 };
+pub use propose::outline;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -29,6 +33,7 @@ use crate::train::TrainConfig;
 
 use super::thread::{Waker, guarded, lower_thread_priority};
 use embeddings::{MemoryCache, read_embedding, short, write_embedding};
+use propose::PendingPropose;
 
 /// The UI's handle on the worker thread.
 pub struct WorkerHandle {
@@ -89,6 +94,7 @@ struct Worker {
     adapter: Option<Option<PathBuf>>,
     predicts: HashMap<Slot, (ImageKey, PromptInput, bool, u64)>,
     embeds: VecDeque<(Slot, ImageKey, bool)>,
+    propose: Option<PendingPropose>,
     plan: Option<(String, TrainConfig)>,
     warmup: bool,
 }
@@ -110,6 +116,7 @@ impl Worker {
             adapter: None,
             predicts: HashMap::new(),
             embeds: VecDeque::new(),
+            propose: None,
             plan: None,
             warmup: false,
         }
@@ -155,9 +162,13 @@ impl Worker {
             } => {
                 self.predicts.insert(slot, (key, prompt, multimask, seq));
             }
+            job @ Job::Propose { .. } => self.queue_propose(job),
             Job::Retain(ids) => {
                 self.embeds.retain(|(_, k, _)| ids.contains(&k.id));
                 self.images.retain(|id, _| ids.contains(id));
+                if let Some(p) = self.propose.take_if(|p| !ids.contains(&p.key.id)) {
+                    self.emit(Event::ProposeCancelled { run: p.run });
+                }
             }
             Job::Plan { key, config } => self.plan = Some((key, *config)),
             Job::WarmUp => self.warmup = true,
@@ -170,6 +181,7 @@ impl Worker {
             || self.adapter.is_some()
             || !self.predicts.is_empty()
             || !self.embeds.is_empty()
+            || self.propose.is_some()
             || self.plan.is_some()
             || self.warmup_due()
     }
@@ -228,6 +240,12 @@ impl Worker {
                 self.predict(slot, key, prompt, mm, seq);
                 return;
             }
+        }
+        // Wanted embeddings sit at the front of the queue, prefetches behind them.
+        let only_prefetches = self.embeds.front().is_none_or(|(_, _, prefetch)| *prefetch);
+        if only_prefetches && let Some(p) = self.propose.take() {
+            self.propose(p);
+            return;
         }
         if let Some((slot, key, _)) = self.embeds.pop_front() {
             if self.slot(slot).is_some() {
