@@ -351,7 +351,12 @@ impl Worker {
                     name,
                     path: spec.path.clone(),
                     sha256: info.sha256.clone(),
-                    model_type: format!("{:?}", info.config.model_type),
+                    // The family decides the pre/post-processing; the user should see it.
+                    model_type: format!(
+                        "{:?}, {}",
+                        info.config.model_type,
+                        info.config.family.title()
+                    ),
                     device: self.device.description.clone(),
                     load_ms: ms,
                     card: None,
