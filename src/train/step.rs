@@ -77,7 +77,7 @@ impl PrefixCache {
 
     /// (prefix tokens on the autodiff device, [h, w] of the augmented image).
     #[allow(clippy::too_many_arguments)]
-    fn get(
+    pub(super) fn get(
         &mut self,
         base: &Sam,
         data: &TrainData,
