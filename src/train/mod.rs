@@ -6,6 +6,7 @@ pub mod events;
 pub mod loss;
 pub mod planner;
 pub mod prompts;
+pub mod report;
 pub mod resume;
 pub mod schedule;
 mod selection;
