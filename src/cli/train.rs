@@ -243,28 +243,12 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     print_alpha_table(&o, file_card.as_ref(), &log);
     print_outcome(&o, &a.out, &log);
     let test = match &test_pairs {
-        Some(pairs) => {
-            let mut progress = TestProgress::default();
-            let adapter = o.adapter_path.as_deref();
-            let t = test_held_out(
-                &base,
-                &info,
-                adapter,
-                &dev,
-                pairs,
-                cfg.min_area,
-                &mut |m, p, done, total| progress.show(m, p, done, total),
-            )?;
-            drop(progress);
-            print_test(
-                &t,
-                a.test_data.as_deref().unwrap_or(Path::new("")),
-                o.improved,
-            );
-            t
-        }
+        Some(pairs) => held_out(&base, &info, &o, &dev, pairs, cfg.min_area)?,
         None => HeldOutTest::default(),
     };
+    if let Some(pairs_dir) = a.test_data.as_deref() {
+        print_test(&test, pairs_dir, o.improved);
+    }
     if let Some(path) = &a.report {
         let method = a.method.name();
         TrainReport::new(
@@ -472,6 +456,28 @@ fn print_outcome(o: &TrainOutcome, out: &Path, log: &RunLog) {
             t.first_s, t.median_s, t.mean_s, o.steps_done
         );
     }
+}
+
+/// The held-out test with a progress bar per (model, prompt).
+fn held_out(
+    base: &Sam,
+    info: &CheckpointInfo,
+    o: &TrainOutcome,
+    dev: &device::ComputeDevice,
+    pairs: &[(PathBuf, PathBuf)],
+    min_area: usize,
+) -> Result<HeldOutTest> {
+    let mut progress = TestProgress::default();
+    let adapter = o.adapter_path.as_deref();
+    test_held_out(
+        base,
+        info,
+        adapter,
+        dev,
+        pairs,
+        min_area,
+        &mut |m, p, done, total| progress.show(m, p, done, total),
+    )
 }
 
 /// One progress bar per (model, prompt) of the held-out test.
