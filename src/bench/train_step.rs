@@ -1,24 +1,73 @@
-//! The `train/<model>/<method>` case: one training step with the trainer's recipe.
+//! The `train/<model>/<method>` case: the trainer's own optimiser step (`Stepper::step`, the
+//! one `train()` runs) on one synthetic image with box-prompted objects.
 
 use anyhow::Result;
-use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams};
-use burn::prelude::*;
+use burn::module::Module;
 
-use super::measure::{MemProbe, config_by_name, input_tensor, sync, time_calls};
+use super::measure::{MemProbe, config_by_name, sync, test_image, time_calls};
 use super::{BenchArgs, Record};
-use crate::adapt::conv_lora::take_aux_losses;
-use crate::adapt::{
-    AdapterConfig, CellState, Method, apply_adapters, first_adapted_stage, set_cell_states,
-    set_training,
-};
+use crate::adapt::{AdapterConfig, Method, apply_adapters};
 use crate::device::ComputeDevice;
-use crate::sam::{Prompts, Sam};
-use crate::train::loss::{LossKind, hard_iou, mask_loss};
+use crate::sam::Sam;
+use crate::train::TrainConfig;
+use crate::train::dataset::{Object, TrainData};
+use crate::train::prompts::PromptMix;
+use crate::train::schedule::{Schedule, Stage};
+use crate::train::step::StepInputs;
+use crate::train::stepper::{Stepper, enter_stage, make_optimizer, trainable};
 
-/// The trainer's trainable set: adapters and the mask decoder.
-pub(super) fn trainable_group() -> ParamGroup {
-    ParamGroup::from_regex(r"(_adapter\.)|(mask_decoder\.)").expect("valid regex")
+/// The trainer's settings for this case: every step a box prompt (tight, no jitter) for each
+/// of the `objects` objects, no augmentation, the mask decoder trained, a flat learning rate.
+fn step_config(method: Method, args: &BenchArgs) -> TrainConfig {
+    TrainConfig {
+        adapter: AdapterConfig {
+            method,
+            blocks: args.blocks.clone(),
+            ..Default::default()
+        },
+        schedule: Schedule {
+            steps: 1 << 30,
+            lr_warmup_frac: 0.0,
+            ..Default::default()
+        },
+        objects_per_step: args.objects.max(1),
+        train_decoder: true,
+        prompt_mix: PromptMix {
+            r#box: 1.0,
+            points: 0.0,
+            box_points: 0.0,
+            none: 0.0,
+            box_jitter: 0.0,
+            max_points: 1,
+        },
+        augment: false,
+        intensity_jitter: 0.0,
+        ..Default::default()
+    }
+}
+
+/// One `s`×`s` image holding `k` rectangles (boxes in the model's 1024 frame, as the PyTorch
+/// side prompts), all of them training objects.
+fn step_data(s: usize, k: usize) -> TrainData {
+    let objects = (0..k)
+        .map(|i| {
+            let o = 64.0 + 96.0 * i as f32;
+            let [x0, y0, x1, y1] = [o, o * 0.8, o + 300.0, o * 0.8 + 260.0].map(|v| v as usize);
+            let mut mask = vec![false; s * s];
+            for y in y0..y1.min(s) {
+                mask[y * s + x0..y * s + x1.min(s)].fill(true);
+            }
+            let area = mask.iter().filter(|&&m| m).count();
+            Object {
+                image: 0,
+                mask,
+                area,
+            }
+        })
+        .collect();
+    let mut data = TrainData::new(vec![test_image(s)], vec!["bench".into()], objects);
+    data.train = (0..k).collect();
+    data
 }
 
 pub(super) fn bench_train(
@@ -44,101 +93,43 @@ pub(super) fn bench_train(
     // not carry the checkpointing strategy over (burn 0.22.1 then panics on "strategy
     // mismatch" at the first op that mixes a parameter with an input).
     let home = if ckpt { &ad } else { d };
+    let tcfg = step_config(method, args);
+    let data = step_data(s, tcfg.objects_per_step);
     let mut model = Sam::new(&cfg, home);
-    let acfg = AdapterConfig {
-        method,
-        blocks: args.blocks.clone(),
-        ..Default::default()
+    apply_adapters(&mut model, &tcfg.adapter, home);
+    // The plain-device model the frozen prefix is computed with, as the trainer's base: on
+    // the autodiff device the prefix's blocks would record a graph and hold their activations.
+    let base = if ckpt { model.valid() } else { model.clone() };
+    let model = if ckpt { model } else { model.fork(&ad) };
+    let mut model = trainable(model, tcfg.train_decoder);
+    if method.has_cell() {
+        enter_stage(&mut model, Stage::Search, &tcfg.schedule);
+    }
+    let inputs = StepInputs {
+        base: &base,
+        data: &data,
+        cfg: &tcfg,
+        device: d,
+        ad: &ad,
     };
-    apply_adapters(&mut model, &acfg, home);
-    let first = first_adapted_stage(&model).unwrap_or(0);
-    // Frozen prefix, computed once outside autodiff (the trainer caches it per image, from the
-    // base model on the plain device). With checkpointing the model lives on the autodiff
-    // device, so its plain twin (`valid`) computes it: on the autodiff device the prefix's
-    // blocks would record a graph and hold their activations in the pool.
-    let x = input_tensor(s, 1, 3, d);
-    let prefix = if ckpt {
-        model.valid().image_encoder.forward_prefix(x, first)
-    } else {
-        model.image_encoder.forward_prefix(x, first)
-    };
-    let prefix_data = prefix.into_data();
+    let mut stepper = Stepper::new(inputs, &model, make_optimizer(&tcfg));
+    // Computed once before timing, as the trainer caches it per image.
+    stepper.prime(0);
+    let first = stepper.first_stage();
     eprintln!(
         "    train/{name}/{}: model and frozen prefix ready",
         method.name()
     );
-    // As the trainer does: gradient flags take effect on the autodiff device.
-    let model = if ckpt { model } else { model.fork(&ad) };
-    let mut model = model
-        .train()
-        .no_grad()
-        .set_require_grad_group(trainable_group(), true);
-    set_training(&mut model, true);
-    if method.has_cell() {
-        set_cell_states(&mut model, CellState::Mixed);
-    }
-    let prefix = Tensor::<4>::from_data(prefix_data, &ad);
-    let k = args.objects.max(1);
-    let low = s / 4;
-    // k boxes in the 1024 frame and their filled-rectangle targets at 256².
-    let boxes: Vec<[f32; 4]> = (0..k)
-        .map(|i| {
-            let o = 64.0 + 96.0 * i as f32;
-            [o, o * 0.8, o + 300.0, o * 0.8 + 260.0]
-        })
-        .collect();
-    let mut tgt = vec![0f32; k * low * low];
-    for (i, b) in boxes.iter().enumerate() {
-        let (x0, y0, x1, y1) = (
-            (b[0] / 4.0) as usize,
-            (b[1] / 4.0) as usize,
-            (b[2] / 4.0) as usize,
-            (b[3] / 4.0) as usize,
-        );
-        for y in y0..y1.min(low) {
-            for x in x0..x1.min(low) {
-                tgt[i * low * low + y * low + x] = 1.0;
-            }
-        }
-    }
-    let box_data: Vec<f32> = boxes.iter().flatten().copied().collect();
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.01)
-        .init()
-        .with_group(
-            ParamGroup::from_predicate("cell.alpha"),
-            AdamConfig::new().build(),
-            None,
-        );
-    let mut step = |model: Sam| -> Sam {
-        let target = Tensor::<4>::from_data(TensorData::new(tgt.clone(), [k, 1, low, low]), &ad);
-        let boxes_t = Tensor::<2>::from_data(TensorData::new(box_data.clone(), [k, 4]), &ad);
-        let emb = model.image_encoder.forward_suffix(prefix.clone(), first);
-        let prompts = Prompts {
-            boxes: Some(boxes_t),
-            ..Default::default()
-        };
-        let out = model.decode(emb, &prompts, false);
-        let mask_l = mask_loss(LossKind::BceDice, out.low_res_masks.clone(), target.clone()).mean();
-        let actual = hard_iou(out.low_res_masks, target);
-        let pred_iou = out.iou_predictions.reshape([k]);
-        let iou_l = (pred_iou - actual).square().mean();
-        let mut total = mask_l + iou_l;
-        if let Some(a) = take_aux_losses().into_iter().reduce(|a, b| a + b) {
-            total = total + a;
-        }
-        let loss = total.clone().detach().into_scalar::<f32>();
-        std::hint::black_box(loss);
-        let grads = GradientsParams::from_grads(total.backward(), &model);
-        let model = optim.step(1e-4, model, grads);
-        sync(&ad);
-        model
-    };
     let mut slot = Some(model);
+    let mut step = 0;
     let probe = MemProbe::start(dev);
     let calls = time_calls(args, args.iters, || {
         let m = slot.take().expect("model");
-        slot = Some(step(m));
+        let (m, losses) = stepper.step(m, step, Stage::Search);
+        std::hint::black_box(losses.loss);
+        sync(&ad);
+        step += 1;
+        slot = Some(m);
     });
     let case = format!(
         "train/{name}/{}{}{}",
@@ -152,7 +143,8 @@ pub(super) fn bench_train(
     let mut r = Record::from_calls(case, calls);
     (r.peak_bytes, r.mem_kind) = probe.finish();
     r.note = format!(
-        "1 image {s}x{s}, {k} box prompts, adapters on {} qkv (rank 4){}, mask decoder trained, AdamW; frozen prefix (stages < {first}) cached",
+        "the trainer's step: 1 image {s}x{s}, {} box prompts, adapters on {} qkv (rank 4){}, mask decoder trained, AdamW; frozen prefix (stages < {first}) cached",
+        tcfg.objects_per_step,
         if args.blocks.is_empty() {
             "every".to_string()
         } else {

@@ -1,21 +1,24 @@
-//! `segadapt train`: the flags, the `TrainConfig` they make, and the run with its progress,
-//! α table, step timing, held-out test and JSON report.
+//! `segadapt train`: the flags, the `TrainConfig` they make, and the run's printing: progress,
+//! α table, step timing, the held-out test and the JSON report (made by `train::report`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
+use indicatif::ProgressBar;
 
 use super::{bar, ctrlc_hook, ensure_output_folder, say};
+use crate::adapt::file::AdapterCard;
 use crate::adapt::{AdapterConfig, Method, OpInit, OpKind, Placement};
 use crate::device;
-use crate::eval::{EvalPrompt, evaluate, list_pairs};
-use crate::fsutil::atomic_write;
+use crate::eval::{EvalPrompt, list_pairs};
+use crate::sam::{CheckpointInfo, Sam};
 use crate::train::loss::LossKind;
 use crate::train::prompts::PromptMix;
+use crate::train::report::{HeldOutTest, RunLog, TrainReport, test_held_out};
 use crate::train::schedule::Schedule;
-use crate::train::{TrainConfig, TrainData, TrainEvent, train};
+use crate::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome, train};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -203,26 +206,7 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
         data.val.len()
     );
     let (base, info) = crate::sam::load_sam(&a.model, None, &dev.device)?;
-    {
-        let mut probe = base.clone();
-        crate::adapt::apply_adapters(&mut probe, &cfg.adapter, &dev.device);
-        let first =
-            crate::adapt::first_adapted_stage(&probe).unwrap_or(base.image_encoder.num_stages());
-        let budget = 8192.0; // MiB: the target for a batch-1 ViT-B step
-        let plan = crate::train::planner::plan(&info.config, &cfg, first, &dev.device, budget);
-        eprintln!(
-            "plan: ~{:.1} GMAC/step, ~{:.2} s/step (device ≈ {:.0} GFLOP/s), ~{:.0} MiB activations, ~{:.0} min for {} steps",
-            plan.gmacs_per_step,
-            plan.step_seconds,
-            plan.measured_gflops,
-            plan.activation_mib,
-            plan.step_seconds * cfg.schedule.steps as f64 / 60.0,
-            cfg.schedule.steps
-        );
-        for s in &plan.suggestions {
-            eprintln!("plan: {s}");
-        }
-    }
+    print_plan(&base, &info, &cfg, &dev);
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let c = cancel.clone();
@@ -233,106 +217,10 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     }
     let test_pairs = a.test_data.as_deref().map(list_pairs).transpose()?;
     let pb = bar(cfg.schedule.steps as u64, "train");
-    let mut step_times: Vec<(usize, f64)> = Vec::new();
-    let mut stage_of_step: Vec<(usize, crate::train::schedule::Stage)> = Vec::new();
-    let mut cells: Vec<String> = Vec::new();
-    let mut ops: Vec<String> = Vec::new();
-    let mut last_alpha: Vec<Vec<f32>> = Vec::new();
-    let mut emit = |ev: TrainEvent| match ev {
-        TrainEvent::Started {
-            total_steps,
-            start_step,
-            trainable_params,
-            total_params,
-            stage_steps,
-            op_names,
-            cell_names,
-            ..
-        } => {
-            pb.set_length(total_steps as u64);
-            pb.set_position(start_step as u64);
-            say(
-                &pb,
-                format!(
-                    "method {}: {trainable_params} trainable of {total_params} parameters ({:.3}%); stages: warm-up 0..{}, search {}..{}, consolidate {}..{}",
-                    a.method.name(),
-                    100.0 * trainable_params as f64 / total_params as f64,
-                    stage_steps.0,
-                    stage_steps.0,
-                    stage_steps.1,
-                    stage_steps.1,
-                    total_steps
-                ),
-            );
-            cells = cell_names;
-            ops = op_names;
-        }
-        TrainEvent::Step {
-            step,
-            loss,
-            stage,
-            lr,
-            elapsed_s,
-            ..
-        } => {
-            step_times.push((step, elapsed_s));
-            stage_of_step.push((step, stage));
-            if pb.is_hidden() && (step % 25 == 0 || step == 1) {
-                // No terminal (logs, CI): a plain line now and then instead of the bar.
-                eprintln!(
-                    "step {step}: {} loss {loss:.4} lr {lr:.1e}, {elapsed_s:.1} s",
-                    stage.name()
-                );
-            }
-            pb.set_position(step as u64);
-            pb.set_message(format!("{} loss {loss:.4} lr {lr:.1e}", stage.name()));
-        }
-        TrainEvent::Alpha { weights, .. } => last_alpha = weights,
-        TrainEvent::StageChanged {
-            step,
-            stage,
-            chosen,
-        } => {
-            say(&pb, format!("step {step}: stage → {}", stage.name()));
-            if !chosen.is_empty() {
-                let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-                for (_, o) in &chosen {
-                    *counts.entry(o.clone()).or_default() += 1;
-                }
-                say(&pb, format!("  cells discretised: {counts:?}"));
-            }
-        }
-        TrainEvent::Validation {
-            step,
-            dice,
-            iou,
-            is_base,
-            best,
-        } => {
-            say(
-                &pb,
-                format!(
-                    "step {step}: validation Dice {dice:.4} IoU {iou:.4}{}",
-                    if is_base {
-                        " (base model)"
-                    } else if best {
-                        " (best so far, saved)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-        }
-        TrainEvent::Cancelled { step, resume_dir } => {
-            say(
-                &pb,
-                format!(
-                    "cancelled at step {step}; continue with --resume (state in {})",
-                    resume_dir.display()
-                ),
-            );
-        }
-        TrainEvent::Finished(_) | TrainEvent::Error(_) => {}
+    let mut log = RunLog::default();
+    let mut emit = |ev: TrainEvent| {
+        log.record(&ev);
+        show_event(&pb, a.method, ev);
     };
     let outcome = train(
         &base,
@@ -347,13 +235,155 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     )?;
     pb.finish_and_clear();
     let Some(o) = outcome else { return Ok(()) };
-    // The table shows the written file's cells (what was tested), else the last step's.
     // What the written file holds (its cells' ops and α), read back once from its card.
     let file_card = match &o.adapter_path {
         Some(p) => Some(crate::adapt::file::read_card(p)?),
         None => None,
     };
-    let file_cells: Option<Vec<(String, Vec<f32>)>> = file_card.as_ref().map(|c| {
+    print_alpha_table(&o, file_card.as_ref(), &log);
+    print_outcome(&o, &a.out, &log);
+    let test = match &test_pairs {
+        Some(pairs) => held_out(&base, &info, &o, &dev, pairs, cfg.min_area)?,
+        None => HeldOutTest::default(),
+    };
+    if let Some(pairs_dir) = a.test_data.as_deref() {
+        print_test(&test, pairs_dir, o.improved);
+    }
+    if let Some(path) = &a.report {
+        let method = a.method.name();
+        TrainReport::new(
+            method,
+            &dev.description,
+            &o,
+            &data,
+            &log,
+            file_card.as_ref(),
+            test,
+        )
+        .save(path)?;
+        eprintln!("report: {}", path.display());
+    }
+    Ok(())
+}
+
+/// The planner's estimate for this run (compute, time, memory) and its suggestions.
+fn print_plan(base: &Sam, info: &CheckpointInfo, cfg: &TrainConfig, dev: &device::ComputeDevice) {
+    let mut probe = base.clone();
+    crate::adapt::apply_adapters(&mut probe, &cfg.adapter, &dev.device);
+    let first =
+        crate::adapt::first_adapted_stage(&probe).unwrap_or(base.image_encoder.num_stages());
+    let budget = 8192.0; // MiB: the target for a batch-1 ViT-B step
+    let plan = crate::train::planner::plan(&info.config, cfg, first, &dev.device, budget);
+    eprintln!(
+        "plan: ~{:.1} GMAC/step, ~{:.2} s/step (device ≈ {:.0} GFLOP/s), ~{:.0} MiB activations, ~{:.0} min for {} steps",
+        plan.gmacs_per_step,
+        plan.step_seconds,
+        plan.measured_gflops,
+        plan.activation_mib,
+        plan.step_seconds * cfg.schedule.steps as f64 / 60.0,
+        cfg.schedule.steps
+    );
+    for s in &plan.suggestions {
+        eprintln!("plan: {s}");
+    }
+}
+
+/// A training event on the progress bar, or as lines above it.
+fn show_event(pb: &ProgressBar, method: Method, ev: TrainEvent) {
+    match ev {
+        TrainEvent::Started {
+            total_steps,
+            start_step,
+            trainable_params,
+            total_params,
+            stage_steps,
+            ..
+        } => {
+            pb.set_length(total_steps as u64);
+            pb.set_position(start_step as u64);
+            say(
+                pb,
+                format!(
+                    "method {}: {trainable_params} trainable of {total_params} parameters ({:.3}%); stages: warm-up 0..{}, search {}..{}, consolidate {}..{}",
+                    method.name(),
+                    100.0 * trainable_params as f64 / total_params as f64,
+                    stage_steps.0,
+                    stage_steps.0,
+                    stage_steps.1,
+                    stage_steps.1,
+                    total_steps
+                ),
+            );
+        }
+        TrainEvent::Step {
+            step,
+            loss,
+            stage,
+            lr,
+            elapsed_s,
+            ..
+        } => {
+            if pb.is_hidden() && (step % 25 == 0 || step == 1) {
+                // No terminal (logs, CI): a plain line now and then instead of the bar.
+                eprintln!(
+                    "step {step}: {} loss {loss:.4} lr {lr:.1e}, {elapsed_s:.1} s",
+                    stage.name()
+                );
+            }
+            pb.set_position(step as u64);
+            pb.set_message(format!("{} loss {loss:.4} lr {lr:.1e}", stage.name()));
+        }
+        TrainEvent::StageChanged {
+            step,
+            stage,
+            chosen,
+        } => {
+            say(pb, format!("step {step}: stage → {}", stage.name()));
+            if !chosen.is_empty() {
+                let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+                for (_, o) in &chosen {
+                    *counts.entry(o.clone()).or_default() += 1;
+                }
+                say(pb, format!("  cells discretised: {counts:?}"));
+            }
+        }
+        TrainEvent::Validation {
+            step,
+            dice,
+            iou,
+            is_base,
+            best,
+        } => {
+            say(
+                pb,
+                format!(
+                    "step {step}: validation Dice {dice:.4} IoU {iou:.4}{}",
+                    if is_base {
+                        " (base model)"
+                    } else if best {
+                        " (best so far, saved)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        TrainEvent::Cancelled { step, resume_dir } => {
+            say(
+                pb,
+                format!(
+                    "cancelled at step {step}; continue with --resume (state in {})",
+                    resume_dir.display()
+                ),
+            );
+        }
+        TrainEvent::Alpha { .. } | TrainEvent::Finished(_) | TrainEvent::Error(_) => {}
+    }
+}
+
+/// softmax(α/T) per cell: of the written file's cells (what was tested), else the last step's.
+fn print_alpha_table(o: &TrainOutcome, file_card: Option<&AdapterCard>, log: &RunLog) {
+    let file_cells: Option<Vec<(String, Vec<f32>)>> = file_card.map(|c| {
         c.cells
             .iter()
             .map(|c| (c.name.clone(), c.weights.clone()))
@@ -363,34 +393,39 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
         Some(rows) if !rows.is_empty() => ("of the written adapter", rows),
         _ => (
             "at the last step (no adapter written)",
-            cells
+            log.cells
                 .iter()
                 .cloned()
-                .zip(last_alpha.iter().cloned())
+                .zip(log.last_alpha.iter().cloned())
                 .collect(),
         ),
     };
-    if !rows.is_empty() {
-        println!("architecture weights softmax(α/T) {title}:");
-        print!("{:<44}", "cell");
-        for op in &ops {
-            print!(" {op:>11}");
-        }
-        println!("  chosen");
-        for (name, w) in &rows {
-            print!("{name:<44}");
-            for v in w {
-                print!(" {v:>11.3}");
-            }
-            let chosen = o
-                .chosen_ops
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, op)| op.as_str())
-                .unwrap_or("-");
-            println!("  {chosen}");
-        }
+    if rows.is_empty() {
+        return;
     }
+    println!("architecture weights softmax(α/T) {title}:");
+    print!("{:<44}", "cell");
+    for op in &log.ops {
+        print!(" {op:>11}");
+    }
+    println!("  chosen");
+    for (name, w) in &rows {
+        print!("{name:<44}");
+        for v in w {
+            print!(" {v:>11.3}");
+        }
+        let chosen = o
+            .chosen_ops
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, op)| op.as_str())
+            .unwrap_or("-");
+        println!("  {chosen}");
+    }
+}
+
+/// Validation scores, the outcome's message, where the adapter went and the step times.
+fn print_outcome(o: &TrainOutcome, out: &Path, log: &RunLog) {
     println!("{:<12} {:>10} {:>10}", "", "val Dice", "val IoU");
     println!("{:<12} {:>10.4} {:>10.4}", "base", o.base_dice, o.base_iou);
     println!(
@@ -401,8 +436,8 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     if o.improved {
         println!(
             "adapter: {} (card: {})",
-            a.out.display(),
-            crate::adapt::file::card_path(&a.out).display()
+            out.display(),
+            crate::adapt::file::card_path(out).display()
         );
     }
     println!(
@@ -415,131 +450,85 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
             ""
         }
     );
-    let timing = StepTiming::from_elapsed(&step_times);
-    if let Some(t) = &timing {
+    if let Some(t) = log.step_timing() {
         println!(
             "step time: first {:.2} s (kernel compilation, prefix caching), median {:.3} s, mean {:.3} s over steps 2..{} (validation included in the mean)",
             t.first_s, t.median_s, t.mean_s, o.steps_done
         );
     }
-    // Per-stage step times (validation steps excluded by taking the median).
-    let stage_times: serde_json::Map<String, serde_json::Value> = {
-        let mut m = serde_json::Map::new();
-        for st in [
-            crate::train::schedule::Stage::Warmup,
-            crate::train::schedule::Stage::Search,
-            crate::train::schedule::Stage::Consolidate,
-        ] {
-            let mut d: Vec<f64> = step_times
-                .windows(2)
-                .zip(stage_of_step.iter().skip(1))
-                .filter(|(_, (_, s))| *s == st)
-                .map(|(w, _)| w[1].1 - w[0].1)
-                .collect();
-            if d.is_empty() {
-                continue;
+}
+
+/// The held-out test with a progress bar per (model, prompt).
+fn held_out(
+    base: &Sam,
+    info: &CheckpointInfo,
+    o: &TrainOutcome,
+    dev: &device::ComputeDevice,
+    pairs: &[(PathBuf, PathBuf)],
+    min_area: usize,
+) -> Result<HeldOutTest> {
+    let mut progress = TestProgress::default();
+    let adapter = o.adapter_path.as_deref();
+    test_held_out(
+        base,
+        info,
+        adapter,
+        dev,
+        pairs,
+        min_area,
+        &mut |m, p, done, total| progress.show(m, p, done, total),
+    )
+}
+
+/// One progress bar per (model, prompt) of the held-out test.
+#[derive(Default)]
+struct TestProgress {
+    current: Option<(String, EvalPrompt, ProgressBar)>,
+}
+
+impl TestProgress {
+    fn show(&mut self, model: &str, prompt: EvalPrompt, done: usize, total: usize) {
+        if !matches!(&self.current, Some((m, p, _)) if m == model && *p == prompt) {
+            let pb = bar(0, &format!("test {model} {prompt:?}"));
+            if let Some((_, _, old)) = self.current.replace((model.to_string(), prompt, pb)) {
+                old.finish_and_clear();
             }
-            d.sort_by(f64::total_cmp);
-            m.insert(
-                st.name().to_string(),
-                serde_json::json!({"median_s": d[d.len() / 2], "steps": d.len()}),
-            );
         }
-        m
-    };
-    let mut test = serde_json::Map::new();
-    if let Some(pairs) = &test_pairs {
-        let mut table = Vec::new();
-        let mut models: Vec<(&str, Option<&std::path::Path>)> = vec![("base", None)];
-        if o.improved {
-            models.push(("adapted", Some(a.out.as_path())));
+        if let Some((_, _, pb)) = &self.current {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
         }
-        let test_dir = a.test_data.clone().unwrap_or_default();
-        for (name, adapter) in models {
-            // The base checkpoint is already in memory: adapt a copy instead of reloading it.
-            let m = crate::engine::with_adapter(base.clone(), info.clone(), adapter, dev.clone())?;
-            let mut by_prompt = serde_json::Map::new();
-            for prompt in [EvalPrompt::Box, EvalPrompt::Point] {
-                let pbe = bar(0, &format!("test {name} {prompt:?}"));
-                let r = evaluate(&m.predictor, pairs, prompt, cfg.min_area, |done, total| {
-                    pbe.set_length(total as u64);
-                    pbe.set_position(done as u64);
-                })?;
-                pbe.finish_and_clear();
-                table.push((name, prompt, r.mean_dice, r.mean_iou, r.n_objects));
-                by_prompt.insert(
-                    format!("{prompt:?}").to_lowercase(),
-                    serde_json::to_value(&r)?,
-                );
-            }
-            test.insert(name.to_string(), serde_json::Value::Object(by_prompt));
+    }
+}
+
+impl Drop for TestProgress {
+    fn drop(&mut self) {
+        if let Some((_, _, pb)) = self.current.take() {
+            pb.finish_and_clear();
         }
+    }
+}
+
+fn print_test(t: &HeldOutTest, dir: &Path, improved: bool) {
+    println!(
+        "held-out test ({}):\n{:<10} {:<6} {:>9} {:>9} {:>8}",
+        dir.display(),
+        "model",
+        "prompt",
+        "Dice",
+        "IoU",
+        "objects"
+    );
+    for (name, prompt, r) in t.rows() {
         println!(
-            "held-out test ({}):\n{:<10} {:<6} {:>9} {:>9} {:>8}",
-            test_dir.display(),
-            "model",
-            "prompt",
-            "Dice",
-            "IoU",
-            "objects"
+            "{name:<10} {:<6} {:>9.4} {:>9.4} {:>8}",
+            format!("{prompt:?}").to_lowercase(),
+            r.mean_dice,
+            r.mean_iou,
+            r.n_objects
         );
-        for (name, prompt, d, i, n) in &table {
-            println!(
-                "{name:<10} {:<6} {d:>9.4} {i:>9.4} {n:>8}",
-                format!("{prompt:?}").to_lowercase()
-            );
-        }
-        if !o.improved {
-            println!("(no adapter was kept, so the base model is what this run leaves you with)");
-        }
     }
-    if let Some(path) = &a.report {
-        let report = serde_json::json!({
-            "method": a.method.name(),
-            "device": dev.description,
-            "steps": o.steps_done,
-            "seconds": o.seconds,
-            "step_time": timing,
-            "data": {"train_objects": data.train.len(), "val_objects": data.val.len()},
-            "validation": {"base_dice": o.base_dice, "base_iou": o.base_iou, "best_dice": o.best_dice, "best_iou": o.best_iou, "best_step": o.best_step, "improved": o.improved, "gain_ci95": o.gain_ci95},
-            "stopped_early": o.stopped_early,
-            "chosen_ops": o.chosen_ops,
-            "stage_step_time": stage_times,
-            "file_cells": file_card.as_ref().map(|c| &c.cells),
-            "cells": cells,
-            "ops": ops,
-            "alpha": last_alpha,
-            "test": test,
-            "message": o.message,
-        });
-        atomic_write(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-        eprintln!("report: {}", path.display());
-    }
-    Ok(())
-}
-
-/// Per-step wall time from the trainer's cumulative `elapsed_s`: the first step (cold kernels)
-/// apart, then median and mean of the rest.
-#[derive(serde::Serialize)]
-struct StepTiming {
-    first_s: f64,
-    median_s: f64,
-    mean_s: f64,
-}
-
-impl StepTiming {
-    fn from_elapsed(steps: &[(usize, f64)]) -> Option<Self> {
-        let first = steps.first()?;
-        let mut d: Vec<f64> = steps.windows(2).map(|w| w[1].1 - w[0].1).collect();
-        if d.is_empty() {
-            return None;
-        }
-        let mean_s = d.iter().sum::<f64>() / d.len() as f64;
-        d.sort_by(f64::total_cmp);
-        Some(Self {
-            first_s: first.1,
-            median_s: d[d.len() / 2],
-            mean_s,
-        })
+    if !improved {
+        println!("(no adapter was kept, so the base model is what this run leaves you with)");
     }
 }

@@ -77,7 +77,7 @@ impl PrefixCache {
 
     /// (prefix tokens on the autodiff device, [h, w] of the augmented image).
     #[allow(clippy::too_many_arguments)]
-    fn get(
+    pub(super) fn get(
         &mut self,
         base: &Sam,
         data: &TrainData,
@@ -132,15 +132,26 @@ pub struct StepInputs<'a> {
     pub ad: &'a Device,
 }
 
-/// One micro-step's loss on a batch drawn with `rng` from `pool`.
-pub fn batch_loss(
-    model: &Sam,
+/// One micro-step's batch: an image's cached prefix and prompts with their targets.
+pub struct Batch {
+    prefix: Tensor<4>,
+    /// [h, w] of the augmented image.
+    sizes: [usize; 2],
+    kind: PromptKind,
+    prompts: Vec<PromptInput>,
+    /// (k, 1, low, low) soft targets on the autodiff device.
+    target: Tensor<4>,
+}
+
+/// Draws a batch with `rng` from `pool`: an image, its augmentation, up to `objects_per_step`
+/// of its objects, one prompt kind for all of them, and their targets.
+pub fn next_batch(
     inp: &StepInputs,
     cache: &mut PrefixCache,
     pool: &ObjectPool,
     rng: &mut StdRng,
-) -> Losses {
-    let (data, cfg, ad) = (inp.data, inp.cfg, inp.ad);
+) -> Batch {
+    let (data, cfg) = (inp.data, inp.cfg);
     inp.ad.seed(rng.random());
     let img_i = pool.images[rng.random_range(0..pool.images.len())];
     let d = Dihedral(if cfg.augment {
@@ -151,7 +162,7 @@ pub fn batch_loss(
     let src = &data.images[img_i];
     let (w0, h0) = (src.width() as usize, src.height() as usize);
     let (w, h) = d.out_size(w0, h0);
-    let (prefix, sizes) = cache.get(inp.base, data, cfg, img_i, d, inp.device, ad);
+    let (prefix, sizes) = cache.get(inp.base, data, cfg, img_i, d, inp.device, inp.ad);
     let in_image: Vec<usize> = pool
         .objects
         .iter()
@@ -186,25 +197,48 @@ pub fn batch_loss(
             .collect();
         (p, masks)
     };
-    let k = targets.len();
     // 4 × the embedding side: 256 for SAM/MobileSAM/MedSAM at 1024², and for LiteMedSAM at 256².
     let low = 4 * inp.base.config.encoder.embedding_size();
     let tgt: Vec<f32> = targets
         .iter()
         .flat_map(|m| low_res_target(m, w, h, &inp.base.config, low))
         .collect();
-    let target = Tensor::<4>::from_data(TensorData::new(tgt, [k, 1, low, low]), ad);
+    let shape = [targets.len(), 1, low, low];
+    Batch {
+        prefix,
+        sizes,
+        kind,
+        prompts,
+        target: Tensor::<4>::from_data(TensorData::new(tgt, shape), inp.ad),
+    }
+}
 
-    let emb = model
-        .image_encoder
-        .forward_suffix(prefix, cache.first_stage());
-    let prompts_t = if kind == PromptKind::None {
+/// One micro-step's loss on a batch drawn with `rng` from `pool`.
+pub fn batch_loss(
+    model: &Sam,
+    inp: &StepInputs,
+    cache: &mut PrefixCache,
+    pool: &ObjectPool,
+    rng: &mut StdRng,
+) -> Losses {
+    let b = next_batch(inp, cache, pool, rng);
+    loss_of(model, b, inp, cache.first_stage())
+}
+
+/// The model's loss on `b`: mask loss of each object's best mask (SAM's ambiguity-aware loss
+/// when it answers with several), the IoU head's error, and Conv-LoRA's auxiliary loss.
+fn loss_of(model: &Sam, b: Batch, inp: &StepInputs, first_stage: usize) -> Losses {
+    let (cfg, ad) = (inp.cfg, inp.ad);
+    let [k, _, low, _] = b.target.dims();
+    let emb = model.image_encoder.forward_suffix(b.prefix, first_stage);
+    let prompts_t = if b.kind == PromptKind::None {
         crate::sam::Prompts::default()
     } else {
-        batch_prompts(&prompts, sizes, &inp.base.config, ad)
+        batch_prompts(&b.prompts, b.sizes, &inp.base.config, ad)
     };
-    let multimask = kind == PromptKind::Points;
+    let multimask = b.kind == PromptKind::Points;
     let out = model.decode(emb, &prompts_t, multimask);
+    let target = b.target;
     let m = out.low_res_masks.dims()[1];
     let per_mask: Vec<Tensor<1>> = (0..m)
         .map(|j| {
@@ -215,7 +249,6 @@ pub fn batch_loss(
             )
         })
         .collect();
-    // Multimask output: each object trains its min-loss mask (SAM's ambiguity-aware loss).
     let losses = Tensor::stack::<2>(per_mask, 1); // (k, m)
     let best_j = losses.clone().detach().argmin(1); // (k, 1)
     let mask_l = losses.gather(1, best_j.clone()).mean();

@@ -109,6 +109,11 @@ pub fn train_tiny_vit(
 ) {
     use segadapt::train::TrainEvent;
     use std::sync::atomic::{AtomicBool, Ordering};
+    // Runs of one test binary take turns: they share the device's random generator, which
+    // each micro-step seeds, so a run drawing from it between another's seed and draws would
+    // make both runs depend on thread timing.
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let (base, info) = segadapt::sam::load_sam(
         &fixture("sam_vit_tiny.pth"),
         Some(fixture_config("sam_vit_tiny.json")),
