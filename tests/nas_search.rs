@@ -17,7 +17,7 @@ use segadapt::adapt::{
 };
 use segadapt::sam::Sam;
 use segadapt::train::dataset::Object;
-use segadapt::train::schedule::Schedule;
+use segadapt::train::schedule::{Schedule, Stage};
 use segadapt::train::trainer::final_path;
 use segadapt::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome};
 
@@ -467,4 +467,52 @@ fn bilevel_search_moves_alpha_only_in_search() {
     assert!(at(2).iter().flatten().all(|v| (v - 1.0 / 6.0).abs() < 1e-6));
     assert!(at(6).iter().flatten().any(|v| (v - 1.0 / 6.0).abs() > 1e-4));
     assert_eq!(at(7), at(8), "α moved during consolidation");
+}
+
+#[test]
+fn perturbation_selection_discretises_at_the_boundary_and_leaves_training_before_it_alone() {
+    use segadapt::adapt::select::OpSelect;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = nas_config(8, Placement::Qkv);
+    cfg.require_significant_gain = false;
+    let (alpha_events, _) = run(&cfg, &dir.path().join("alpha.safetensors"), false, None);
+    cfg.schedule.select = OpSelect::Perturbation;
+    let (pt_events, o) = run(&cfg, &dir.path().join("pt.safetensors"), false, None);
+    o.unwrap();
+    let (_, s2) = cfg.schedule.boundaries();
+    let losses = |ev: &[TrainEvent]| -> Vec<(usize, f64)> {
+        ev.iter()
+            .filter_map(|e| match e {
+                TrainEvent::Step { step, loss, .. } => Some((*step, *loss)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Scoring draws its own batches: every step before consolidation is bit-identical.
+    let (a, p) = (losses(&alpha_events), losses(&pt_events));
+    let before: Vec<_> = a.iter().filter(|(s, _)| *s < s2).collect();
+    assert!(!before.is_empty());
+    for (x, y) in before.iter().zip(p.iter()) {
+        assert_eq!(x.1.to_bits(), y.1.to_bits(), "step {} differs", x.0);
+    }
+    // At the boundary every cell gets exactly one op.
+    let chosen = pt_events
+        .iter()
+        .find_map(|e| match e {
+            TrainEvent::StageChanged {
+                stage: Stage::Consolidate,
+                chosen,
+                ..
+            } => Some(chosen.clone()),
+            _ => None,
+        })
+        .expect("the run reached consolidation");
+    let n_cells = alpha_events
+        .iter()
+        .find_map(|e| match e {
+            TrainEvent::Started { cell_names, .. } => Some(cell_names.len()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(chosen.len(), n_cells, "{chosen:?}");
 }

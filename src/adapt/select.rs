@@ -13,6 +13,28 @@ use super::{Discretize, OpKind, for_each_branch, for_each_named_branch};
 use crate::nn::nas_cell::CellState;
 use crate::sam::Sam;
 
+/// How each cell's op is picked at the start of consolidation.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpSelect {
+    /// The op with the largest α.
+    #[default]
+    Alpha,
+    /// The op whose removal raises the supernet's training loss most (DARTS-PT), ties to
+    /// identity.
+    Perturbation,
+}
+
 /// α given to a removed op: softmax(α/T) sends its weight to 0 and renormalises the others.
 const REMOVED_ALPHA: f32 = -1.0e4;
 
@@ -98,6 +120,7 @@ pub fn choose(ops: &[OpKind], removed_loss: &[f64]) -> usize {
 }
 
 /// A copy of `model` with op `op` of the `cell`-th cell (in branch order) removed.
+#[allow(clippy::single_range_in_vec_init)] // Burn's slice argument: one range per dimension.
 fn without_op(model: &Sam, cell: usize, op: usize) -> Sam {
     let mut m = model.clone();
     let mut k = 0;

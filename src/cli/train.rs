@@ -78,6 +78,14 @@ pub struct TrainArgs {
     /// First-order bi-level search (α on one half of the training objects, weights on the other).
     #[arg(long)]
     bilevel: bool,
+    /// How each cell's op is picked at consolidation: the largest α, or DARTS-PT (the op whose
+    /// removal raises the training loss most; ties to identity) [default: alpha].
+    #[arg(long, value_enum)]
+    select: Option<crate::adapt::select::OpSelect>,
+    /// Keep the best adapter whenever it beats the base on validation, even when the gain's
+    /// interval includes zero (for method comparisons on a separate test set).
+    #[arg(long)]
+    keep_any_gain: bool,
     /// Grid the qkv cell sees in windowed blocks.
     #[arg(long, value_enum)]
     grid: Option<crate::adapt::CellGrid>,
@@ -169,6 +177,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
             op_lr: a.op_lr.or(d_sched.op_lr),
             alpha_beta1: a.alpha_beta1.unwrap_or(d_sched.alpha_beta1),
             bilevel: a.bilevel || d_sched.bilevel,
+            select: a.select.unwrap_or(d_sched.select),
             ..d_sched
         },
         objects_per_step: a.objects_per_step,
@@ -187,6 +196,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         augment: !a.no_augment,
         seed: a.seed,
         min_area: a.min_area,
+        require_significant_gain: !a.keep_any_gain,
         ..Default::default()
     };
     cfg.validate()?;

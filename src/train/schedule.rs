@@ -45,6 +45,9 @@ pub struct Schedule {
     /// How cells leave the mixed state at the start of consolidation.
     #[serde(default = "default_discretize")]
     pub discretize: Discretize,
+    /// How each cell's op is picked at the start of consolidation.
+    #[serde(default)]
+    pub select: crate::adapt::select::OpSelect,
     /// Learning rate of the cells' conv kernels (`None`: the weight learning rate).
     #[serde(default)]
     pub op_lr: Option<f64>,
@@ -77,6 +80,7 @@ impl Default for Schedule {
             poly_power: 0.9,
             alpha_temperature_end: None,
             discretize: default_discretize(),
+            select: Default::default(),
             op_lr: None,
             alpha_beta1: default_alpha_beta1(),
             bilevel: false,

@@ -133,6 +133,7 @@ pub struct StepInputs<'a> {
 }
 
 /// One micro-step's batch: an image's cached prefix and prompts with their targets.
+#[derive(Clone)]
 pub struct Batch {
     prefix: Tensor<4>,
     /// [h, w] of the augmented image.
@@ -227,7 +228,7 @@ pub fn batch_loss(
 
 /// The model's loss on `b`: mask loss of each object's best mask (SAM's ambiguity-aware loss
 /// when it answers with several), the IoU head's error, and Conv-LoRA's auxiliary loss.
-fn loss_of(model: &Sam, b: Batch, inp: &StepInputs, first_stage: usize) -> Losses {
+pub fn loss_of(model: &Sam, b: Batch, inp: &StepInputs, first_stage: usize) -> Losses {
     let (cfg, ad) = (inp.cfg, inp.ad);
     let [k, _, low, _] = b.target.dims();
     let emb = model.image_encoder.forward_suffix(b.prefix, first_stage);

@@ -9,7 +9,10 @@ use burn::prelude::*;
 use super::config::TrainConfig;
 use super::dataset::Dihedral;
 use super::schedule::{Schedule, Stage};
-use super::step::{ObjectPool, PrefixCache, StepInputs, batch_loss, step_rng};
+use super::step::{
+    Batch, ObjectPool, PrefixCache, StepInputs, batch_loss, loss_of, next_batch, step_rng,
+};
+use crate::adapt::select::{PerturbationScores, perturbation_scores};
 use crate::adapt::{
     CellState, cells, discretise_cells, first_adapted_stage, set_cell_states, set_training,
 };
@@ -173,6 +176,30 @@ impl<'a> Stepper<'a> {
             lr,
         };
         (model, losses)
+    }
+}
+
+/// Batches that score each op in perturbation selection: drawn once, with their own seed, from
+/// the training objects, so every candidate supernet is scored on the same prompts and images.
+const PERTURBATION_BATCHES: usize = 4;
+
+impl Stepper<'_> {
+    /// DARTS-PT scores of `model`'s cells (see [`crate::adapt::select`]): the mean training
+    /// loss over [`PERTURBATION_BATCHES`] fixed batches with each op removed in turn.
+    pub fn perturbation_scores(&mut self, model: &Sam) -> anyhow::Result<PerturbationScores> {
+        let mut rng = step_rng(self.inputs.cfg.seed, usize::MAX, 0x5E1E_C7ED);
+        let batches: Vec<Batch> = (0..PERTURBATION_BATCHES)
+            .map(|_| next_batch(&self.inputs, &mut self.cache, &self.all, &mut rng))
+            .collect();
+        let (inputs, first) = (&self.inputs, self.cache.first_stage());
+        perturbation_scores(model, |m| {
+            let mut sum = 0.0;
+            for b in &batches {
+                let l = loss_of(m, b.clone(), inputs, first);
+                sum += l.total.detach().into_scalar::<f32>() as f64;
+            }
+            Ok(sum / batches.len() as f64)
+        })
     }
 }
 

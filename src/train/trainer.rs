@@ -23,7 +23,8 @@ use super::selection::{Selection, chosen_ops};
 use super::step::StepInputs;
 use super::stepper::{Stepper, enter_stage, make_optimizer, trainable};
 pub use super::validation::{ValScores, gain_interval, validate, validate_objects};
-use crate::adapt::{apply_adapters, cells, for_each_branch, param_counts};
+use crate::adapt::select::{OpSelect, discretise_cells_to};
+use crate::adapt::{CellState, apply_adapters, cells, for_each_branch, param_counts};
 use crate::sam::{CheckpointInfo, Sam};
 
 /// Parameter ids derived from module paths, so optimizer state saved by one process maps onto
@@ -225,7 +226,7 @@ impl<'a> TrainRun<'a> {
                 self.save_for_resume()?;
                 return Ok(None);
             }
-            self.prepare_step();
+            self.prepare_step()?;
             self.step();
             if self.validate_and_checkpoint()? {
                 self.stopped_early = true;
@@ -236,11 +237,17 @@ impl<'a> TrainRun<'a> {
     }
 
     /// The stage of the coming step (cell states, α's temperature) and patience's reset.
-    fn prepare_step(&mut self) {
+    fn prepare_step(&mut self) -> Result<()> {
         let (cfg, sched, step) = (self.cfg, &self.cfg.schedule, self.step);
         if cfg.adapter.method.has_cell() {
             let s = sched.stage(step);
             if s != self.stage || step == self.start {
+                let mixed = cells(self.model())
+                    .iter()
+                    .any(|(_, c)| !matches!(c.state, CellState::Discrete(_)));
+                if s == Stage::Consolidate && sched.select == OpSelect::Perturbation && mixed {
+                    self.select_by_perturbation()?;
+                }
                 enter_stage(self.model_mut(), s, sched);
                 if s != self.stage {
                     let chosen = chosen_ops(self.model());
@@ -264,6 +271,31 @@ impl<'a> TrainRun<'a> {
             // slow start never stops a run and methods are compared under one rule.
             self.sel.since_best = 0;
         }
+        Ok(())
+    }
+
+    /// Discretises every cell to the op DARTS-PT picks (see [`crate::adapt::select`]).
+    fn select_by_perturbation(&mut self) -> Result<()> {
+        let model = self.model.as_ref().expect("a model between steps");
+        let scores = self.stepper.perturbation_scores(model)?;
+        for c in &scores.cells {
+            let removed: Vec<String> = c
+                .ops
+                .iter()
+                .zip(&c.removed_loss)
+                .map(|(o, l)| format!("{}={l:.5}", o.name()))
+                .collect();
+            tracing::info!(
+                "perturbation selection {}: loss {:.5}, without each op: {} → {}",
+                c.name,
+                scores.full_loss,
+                removed.join(" "),
+                c.ops[c.chosen].name()
+            );
+        }
+        let choices: Vec<usize> = scores.cells.iter().map(|c| c.chosen).collect();
+        let mode = self.cfg.schedule.discretize;
+        discretise_cells_to(self.model_mut(), &choices, mode)
     }
 
     /// One optimiser step, announced with its losses (and α for the NAS methods).
