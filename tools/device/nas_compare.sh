@@ -102,7 +102,8 @@ run)
   while read -r name train test args; do
     [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
     # shellcheck disable=SC2086
-    setsid bash -c "$(declare -f job); TIME='$TIME' BIN='$BIN' MODEL='$MODEL' CMP='$CMP' DEVICE='$DEVICE' job $name $train $test $args" &
+    setsid bash -c "$(declare -f job); TIME='$TIME' BIN='$BIN' MODEL='$MODEL' CMP='$CMP' DEVICE='$DEVICE' job $name $train $test $args" \
+      >/dev/null 2>&1 </dev/null &  # not the caller's stdout: a pipe reader would wait for every job
     echo "started $name: $args"
   done < "$2"
   ;;
