@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::ModelSpec;
 use super::store::{Expected, part_path, verified_record_path, verify_file, write_record};
 use crate::fsutil::{explain_io, sync_dir};
 
@@ -143,28 +142,6 @@ enum Attempt {
     Complete,
     /// The connection dropped; what was read is in the part file.
     Dropped(String),
-}
-
-/// Downloads a registry model into `dir` (usually [`models_dir`](super::models_dir)). Returns
-/// the final path. A file already there that verifies is kept (no network access).
-pub fn download(
-    spec: &ModelSpec,
-    dir: &Path,
-    opts: &DownloadOptions,
-    progress: &mut dyn FnMut(Progress),
-    cancel: &AtomicBool,
-) -> Result<PathBuf, DownloadError> {
-    if let Some(c) = &spec.carrier {
-        return super::carrier::download_member(spec, c, dir, opts, progress, cancel);
-    }
-    download_file(
-        spec.url,
-        &dir.join(spec.file_name),
-        &Expected::from(spec),
-        opts,
-        progress,
-        cancel,
-    )
 }
 
 /// Downloads `url` to `dest` through `dest.part`: resumes what an earlier attempt left,

@@ -24,6 +24,8 @@ pub use download::*;
 pub use store::*;
 
 use std::path::Path;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 use crate::sam::ModelType;
 
@@ -157,4 +159,26 @@ mod tests {
             assert!(s.url.starts_with("https://"));
         }
     }
+}
+
+/// Downloads a registry model into `dir` (usually [`models_dir`]). Returns
+/// the final path. A file already there that verifies is kept (no network access).
+pub fn download(
+    spec: &ModelSpec,
+    dir: &Path,
+    opts: &DownloadOptions,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<PathBuf, DownloadError> {
+    if let Some(c) = &spec.carrier {
+        return carrier::download_member(spec, c, dir, opts, progress, cancel);
+    }
+    download_file(
+        spec.url,
+        &dir.join(spec.file_name),
+        &Expected::from(spec),
+        opts,
+        progress,
+        cancel,
+    )
 }

@@ -1,5 +1,6 @@
 //! Training: data, prompt sampling, losses, the stage-wise schedule and the trainer.
 
+mod best;
 pub mod config;
 pub mod dataset;
 pub mod events;

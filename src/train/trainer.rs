@@ -13,13 +13,13 @@ use burn::module::{ModuleMapper, Param, ParamId};
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
+pub use super::best::{MIN_GAIN, final_path};
+use super::best::{Selection, chosen_ops};
 pub use super::config::TrainConfig;
 use super::dataset::TrainData;
 use super::events::{TrainEvent, TrainOutcome};
 use super::resume::{self, ResumeState, resume_dir};
 use super::schedule::Stage;
-pub use super::selection::{MIN_GAIN, final_path};
-use super::selection::{Selection, chosen_ops};
 use super::step::StepInputs;
 use super::stepper::{Stepper, enter_stage, make_optimizer, trainable};
 pub use super::validation::{ValScores, gain_interval, validate, validate_objects};
