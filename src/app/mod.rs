@@ -204,6 +204,11 @@ impl SegApp {
     }
 }
 
+/// Frame interval while background work runs and nothing else asks for a frame: enough for
+/// progress text and [`ui::spinner`]; worker events and input repaint at once. Frames are
+/// not free without a GPU (the renderer then takes CPU from the work being waited for).
+pub const BUSY_REPAINT: Duration = Duration::from_millis(250);
+
 impl SegApp {
     /// The whole UI for one frame (the eframe `App::ui` and the test harness call this).
     pub fn ui(&mut self, ui: &mut egui::Ui) {
@@ -231,7 +236,7 @@ impl SegApp {
             || !self.toasts.is_empty()
             || self.autopilot.is_some()
         {
-            ctx.request_repaint_after(Duration::from_millis(50));
+            ctx.request_repaint_after(BUSY_REPAINT);
         } else if self.proposals.running.is_some() {
             // Each batch's event repaints; this only ticks the seconds shown. Frames are not
             // free with a software renderer, and the generator needs the cores.

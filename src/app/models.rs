@@ -296,6 +296,7 @@ impl SegApp {
                 self.sam.embedded.insert((slot, key.id));
                 if !from_cache {
                     self.sam.last_embed_ms = Some(ms);
+                    tracing::info!("embedding of image {} computed in {ms:.0} ms", key.id);
                 }
                 let cur = self.current.as_ref().map(|c| c.id);
                 if cur == Some(key.id) {

@@ -75,7 +75,7 @@ impl SegApp {
             }
         } else if self.draft.has_prompts() {
             ui.horizontal(|ui| {
-                ui.spinner();
+                crate::app::ui::spinner(ui);
                 ui.label("waiting for SAM…");
             });
         }

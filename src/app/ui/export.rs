@@ -36,7 +36,7 @@ impl SegApp {
                 self.start_export();
             }
             if busy {
-                ui.spinner();
+                crate::app::ui::spinner(ui);
                 ui.label("exporting…");
             }
         });

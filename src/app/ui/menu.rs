@@ -149,7 +149,7 @@ impl SegApp {
             self.select_adapter(c);
         }
         if self.adapted.loading.is_some() {
-            ui.spinner();
+            crate::app::ui::spinner(ui);
         }
         let mut ab = self.ab_view;
         if ui

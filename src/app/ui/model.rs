@@ -16,7 +16,7 @@ impl SegApp {
         match (&self.base.summary, &self.base.loading, &self.base.error) {
             (_, Some(m), _) => {
                 ui.horizontal(|ui| {
-                    ui.spinner();
+                    crate::app::ui::spinner(ui);
                     ui.label(format!("loading {m}…"));
                 });
             }

@@ -13,7 +13,7 @@ impl SegApp {
                 ui.separator();
                 match (&self.base.summary, &self.base.loading) {
                     (_, Some(m)) => {
-                        ui.spinner();
+                        crate::app::ui::spinner(ui);
                         ui.label(format!("loading {m}"));
                     }
                     (Some(s), None) => {
@@ -25,7 +25,7 @@ impl SegApp {
                 }
                 if let Some(t) = self.sam.warming_since {
                     ui.separator();
-                    ui.spinner();
+                    crate::app::ui::spinner(ui);
                     ui.label(format!(
                         "compiling GPU kernels {:.0} s (first use after start)",
                         t.elapsed().as_secs_f64()
@@ -37,7 +37,7 @@ impl SegApp {
                 }
                 if let Some(e) = self.sam.embedding.values().next() {
                     ui.separator();
-                    ui.spinner();
+                    crate::app::ui::spinner(ui);
                     ui.label(format!(
                         "embedding {:.1} s",
                         e.started.elapsed().as_secs_f64()
@@ -81,7 +81,7 @@ impl SegApp {
                             );
                         }
                         None => {
-                            ui.spinner();
+                            crate::app::ui::spinner(ui);
                             ui.label(&t.label);
                         }
                     }

@@ -28,7 +28,7 @@ impl SegApp {
             if self.service.tasks.running(JobKind::Demo) {
                 ui.horizontal(|ui| {
                     ui.add_space((ui.available_width() - 220.0).max(0.0) / 2.0);
-                    ui.spinner();
+                    crate::app::ui::spinner(ui);
                     ui.label("preparing the demo project...");
                 });
             }
@@ -84,7 +84,7 @@ impl SegApp {
                 (None, Some(m), _) => {
                     ui.horizontal(|ui| {
                         ui.add_space((ui.available_width() - 200.0).max(0.0) / 2.0);
-                        ui.spinner();
+                        crate::app::ui::spinner(ui);
                         ui.label(format!("loading {m}…"));
                     });
                 }
