@@ -125,7 +125,9 @@ pub(super) fn bench_train(
     let probe = MemProbe::start(dev);
     let calls = time_calls(args, args.iters, || {
         let m = slot.take().expect("model");
-        let (m, losses) = stepper.step(m, step, Stage::Search);
+        let (m, losses) = stepper
+            .step(m, step, Stage::Search)
+            .expect("a training step");
         std::hint::black_box(losses.loss);
         sync(&ad);
         step += 1;

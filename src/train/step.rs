@@ -221,14 +221,19 @@ pub fn batch_loss(
     cache: &mut PrefixCache,
     pool: &ObjectPool,
     rng: &mut StdRng,
-) -> Losses {
+) -> anyhow::Result<Losses> {
     let b = next_batch(inp, cache, pool, rng);
     loss_of(model, b, inp, cache.first_stage())
 }
 
 /// The model's loss on `b`: mask loss of each object's best mask (SAM's ambiguity-aware loss
 /// when it answers with several), the IoU head's error, and Conv-LoRA's auxiliary loss.
-pub fn loss_of(model: &Sam, b: Batch, inp: &StepInputs, first_stage: usize) -> Losses {
+pub fn loss_of(
+    model: &Sam,
+    b: Batch,
+    inp: &StepInputs,
+    first_stage: usize,
+) -> anyhow::Result<Losses> {
     let (cfg, ad) = (inp.cfg, inp.ad);
     let [k, _, low, _] = b.target.dims();
     let emb = model.image_encoder.forward_suffix(b.prefix, first_stage);
@@ -270,13 +275,27 @@ pub fn loss_of(model: &Sam, b: Batch, inp: &StepInputs, first_stage: usize) -> L
     if let Some(a) = &aux_l {
         total = total + a.clone();
     }
-    let sc = |t: Tensor<1>| t.into_scalar::<f32>() as f64;
-    Losses {
-        mask: sc(mask_l.detach()),
-        iou: sc(iou_l.detach()),
-        aux: aux_l.map(|a| sc(a.detach())).unwrap_or(0.0),
+    let aux = match aux_l {
+        Some(a) => read_scalar(a.detach())?,
+        None => 0.0,
+    };
+    Ok(Losses {
+        mask: read_scalar(mask_l.detach())?,
+        iou: read_scalar(iou_l.detach())?,
+        aux,
         total,
-    }
+    })
+}
+
+/// Reads a loss back from the device. A failed GPU execution (out of memory, most often when
+/// other programs share the card) surfaces here as an error rather than a panic.
+pub fn read_scalar(t: Tensor<1>) -> anyhow::Result<f64> {
+    t.try_into_scalar::<f32>().map(f64::from).map_err(|e| {
+        anyhow::anyhow!(
+            "the device failed while computing the loss ({e}); if it ran out of memory, \
+             close other programs using it or lower the batch size"
+        )
+    })
 }
 
 /// Soft low-resolution target in the padded model frame: the fraction of each low-res cell

@@ -10,7 +10,8 @@ use super::config::TrainConfig;
 use super::dataset::Dihedral;
 use super::schedule::{Schedule, Stage};
 use super::step::{
-    Batch, ObjectPool, PrefixCache, StepInputs, batch_loss, loss_of, next_batch, step_rng,
+    Batch, ObjectPool, PrefixCache, StepInputs, batch_loss, loss_of, next_batch, read_scalar,
+    step_rng,
 };
 use crate::adapt::select::{PerturbationScores, perturbation_scores};
 use crate::adapt::{
@@ -123,7 +124,12 @@ impl<'a> Stepper<'a> {
 
     /// One optimiser step `step` of `stage`: `grad_accum` micro-batches, the weights' update,
     /// then in bi-level search α's update on a batch from the other half of the objects.
-    pub fn step(&mut self, mut model: Sam, step: usize, stage: Stage) -> (Sam, StepLosses) {
+    pub fn step(
+        &mut self,
+        mut model: Sam,
+        step: usize,
+        stage: Stage,
+    ) -> anyhow::Result<(Sam, StepLosses)> {
         let cfg = self.inputs.cfg;
         let sched = &cfg.schedule;
         let lr = sched.lr_at(step);
@@ -141,12 +147,12 @@ impl<'a> Stepper<'a> {
         let mut grads_acc: Option<GradientsParams> = None;
         for micro in 0..n {
             let mut rng = step_rng(cfg.seed, step, micro as u64);
-            let l = batch_loss(&model, &self.inputs, &mut self.cache, pool, &mut rng);
+            let l = batch_loss(&model, &self.inputs, &mut self.cache, pool, &mut rng)?;
             mask_sum += l.mask;
             iou_sum += l.iou;
             aux_sum += l.aux;
             let total = l.total / n as f64;
-            loss_sum += total.clone().detach().into_scalar::<f32>() as f64 * n as f64;
+            loss_sum += read_scalar(total.clone().detach())? * n as f64;
             let g = GradientsParams::from_grads(total.backward(), &model);
             grads_acc = Some(accumulate(&model, grads_acc, g));
         }
@@ -162,7 +168,7 @@ impl<'a> Stepper<'a> {
                 &mut self.cache,
                 &self.arch_half,
                 &mut rng,
-            );
+            )?;
             let mut grads = l.total.backward();
             let g = GradientsParams::from_params(&mut grads, &model, &self.alpha_ids);
             model = self.optim.step(lr_policy(sched, lr), model, g);
@@ -175,7 +181,7 @@ impl<'a> Stepper<'a> {
             aux: aux_sum / n,
             lr,
         };
-        (model, losses)
+        Ok((model, losses))
     }
 }
 
@@ -195,8 +201,8 @@ impl Stepper<'_> {
         perturbation_scores(model, |m| {
             let mut sum = 0.0;
             for b in &batches {
-                let l = loss_of(m, b.clone(), inputs, first);
-                sum += l.total.detach().into_scalar::<f32>() as f64;
+                let l = loss_of(m, b.clone(), inputs, first)?;
+                sum += read_scalar(l.total.detach())?;
             }
             Ok(sum / batches.len() as f64)
         })

@@ -227,7 +227,7 @@ impl<'a> TrainRun<'a> {
                 return Ok(None);
             }
             self.prepare_step()?;
-            self.step();
+            self.step()?;
             if self.validate_and_checkpoint()? {
                 self.stopped_early = true;
                 break;
@@ -299,9 +299,9 @@ impl<'a> TrainRun<'a> {
     }
 
     /// One optimiser step, announced with its losses (and α for the NAS methods).
-    fn step(&mut self) {
+    fn step(&mut self) -> Result<()> {
         let model = self.model.take().expect("a model between steps");
-        let (model, l) = self.stepper.step(model, self.step, self.stage);
+        let (model, l) = self.stepper.step(model, self.step, self.stage)?;
         self.model = Some(model);
         self.step += 1;
         let (step, total) = (self.step, self.cfg.schedule.steps);
@@ -325,6 +325,7 @@ impl<'a> TrainRun<'a> {
                 .collect();
             self.emit(TrainEvent::Alpha { step, weights });
         }
+        Ok(())
     }
 
     /// Writes the resume folder at this step boundary and says where it is.

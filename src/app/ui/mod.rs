@@ -42,7 +42,8 @@ pub(crate) fn spinner(ui: &mut egui::Ui) -> egui::Response {
                 rect.center() + radius * vec2(a.cos() as f32, a.sin() as f32)
             })
             .collect();
-        ui.painter().add(Shape::line(points, Stroke::new(3.0, color)));
+        ui.painter()
+            .add(Shape::line(points, Stroke::new(3.0, color)));
     }
     response
 }
