@@ -1,0 +1,274 @@
+//! DICOM images (`.dcm`, or any file with the `DICM` marker at byte 128) through dicom-rs.
+//!
+//! * Transfer syntaxes: uncompressed (implicit/explicit VR, little/big endian), deflated,
+//!   RLE Lossless and JPEG (baseline, extended, lossless). Others (JPEG 2000, JPEG-LS, JPEG XL,
+//!   video) are refused with the syntax's name: they need C decoders this build leaves out.
+//! * Photometric interpretations: MONOCHROME1/2, RGB, and YBR that the decoder turns into RGB.
+//!   MONOCHROME1 (low values white) is inverted after the 8-bit mapping, so it displays as
+//!   radiology viewers show it.
+//! * Intensities: the Modality LUT (Rescale Slope/Intercept) is applied; the values then go
+//!   through the import rule, except that a grayscale file's own first Window Center/Width
+//!   (VOI LUT Function LINEAR or LINEAR_EXACT, DICOM PS3.3 C.11.2.1.2) replaces the percentile
+//!   window: it is the view the modality or radiologist chose, and what viewers open with.
+//!   A user-chosen window still wins. SIGMOID windows and VOI LUT tables are not applied (the
+//!   percentile rule is used, with a warning).
+//! * Multi-frame files: frame 0 is used, with a warning (like the first volume of 4-D NIfTI).
+//! * The header is read first (up to Pixel Data) and checked against the size limits before
+//!   the pixel data are loaded.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow, bail};
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions, Tag};
+use dicom_pixeldata::{
+    ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutFunction, VoiLutOption,
+};
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+
+use super::sniff::check_size;
+use super::{Limits, Plane, Samples, Window};
+
+/// A decoded DICOM frame and how the file asks it to be displayed.
+pub(super) struct DicomImage {
+    pub plane: Plane,
+    /// The file's own window (grayscale only).
+    pub window: Option<Window>,
+    /// MONOCHROME1: the 8-bit result is inverted.
+    pub invert: bool,
+}
+
+/// True when the bytes carry the DICOM Part 10 marker.
+pub(super) fn sniff(path: &Path, head: &[u8]) -> bool {
+    let dcm_name = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("dcm") || e.eq_ignore_ascii_case("dicom"));
+    (head.len() >= 132 && &head[128..132] == b"DICM") || dcm_name
+}
+
+/// True for a file that starts like DICOM Part 10 (for folder listings that also take files
+/// without an extension, as scanners often write them).
+pub fn is_dicom_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head[128..132] == b"DICM"
+}
+
+fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<u64> {
+    obj.element_opt(tag).ok().flatten()?.to_int::<u64>().ok()
+}
+
+fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    let v = obj.element_opt(tag).ok().flatten()?.to_str().ok()?;
+    Some(
+        v.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_string(),
+    )
+}
+
+/// Reads frame 0 of a DICOM file.
+pub(super) fn read(path: &Path, limits: &Limits) -> Result<DicomImage> {
+    let p = path.display();
+    let mut head = [0u8; 132];
+    let n = {
+        use std::io::Read;
+        let mut f =
+            std::fs::File::open(path).map_err(|e| anyhow!("image {p}: cannot open ({e})"))?;
+        f.read(&mut head).unwrap_or(0)
+    };
+    if n < 132 || &head[128..132] != b"DICM" {
+        bail!(
+            "image {p}: not a DICOM Part 10 file (no 'DICM' marker at byte 128); files without the file meta header are not supported"
+        );
+    }
+    // Header first: the size checks come before any pixel data are loaded.
+    let header = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| anyhow!("image {p}: corrupt or truncated DICOM header ({e})"))?;
+    let uid = header
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let ts = TransferSyntaxRegistry
+        .get(&uid)
+        .ok_or_else(|| anyhow!("image {p}: unknown DICOM transfer syntax {uid}"))?;
+    if !ts.can_decode_all() {
+        bail!(
+            "image {p}: DICOM transfer syntax '{}' ({uid}) is not supported (supported: uncompressed, deflated, RLE Lossless, JPEG baseline/extended/lossless); convert it first, e.g. `gdcmconv --raw` or `dcmdjpeg`",
+            ts.name()
+        );
+    }
+    let (rows, cols) = match (int(&header, tags::ROWS), int(&header, tags::COLUMNS)) {
+        (Some(r), Some(c)) => (r, c),
+        _ => {
+            let modality = text(&header, tags::MODALITY).unwrap_or_default();
+            bail!(
+                "image {p}: a DICOM file without an image (no Rows/Columns{}); only image objects (CT, MR, CR, DX, US, SC, ...) can be imported",
+                if modality.is_empty() {
+                    String::new()
+                } else {
+                    format!("; modality {modality}")
+                }
+            );
+        }
+    };
+    let spp = int(&header, tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1);
+    let bits = int(&header, tags::BITS_ALLOCATED).unwrap_or(16).max(1);
+    // Decoded as f32 per sample.
+    check_size(path, cols, rows, spp * 4, limits)?;
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if file_len > limits.max_bytes {
+        bail!(
+            "image {p}: the DICOM file is {} MiB, more than the {} MiB limit",
+            file_len >> 20,
+            limits.max_bytes >> 20
+        );
+    }
+    let frames = text(&header, tags::NUMBER_OF_FRAMES)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    if ts.is_codec_free()
+        && frames.saturating_mul(rows * cols * spp * bits.div_ceil(8)) > limits.max_bytes
+    {
+        bail!(
+            "image {p}: {frames} frames of {cols}×{rows} exceed the {} MiB limit",
+            limits.max_bytes >> 20
+        );
+    }
+    drop(header);
+
+    let obj = dicom_object::open_file(path)
+        .map_err(|e| anyhow!("image {p}: corrupt or truncated DICOM file ({e})"))?;
+    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        bail!("image {p}: the DICOM file has no Pixel Data element");
+    }
+    if frames > 1 {
+        tracing::warn!("image {p}: DICOM file with {frames} frames; using frame 0 only");
+    }
+    let px = obj
+        .decode_pixel_data_frame(0)
+        .map_err(|e| anyhow!("image {p}: cannot decode the DICOM pixel data ({e})"))?;
+    let (w, h) = (px.columns() as usize, px.rows() as usize);
+    let pi = px.photometric_interpretation().as_str().to_string();
+    let n = w * h;
+    match (pi.as_str(), px.samples_per_pixel()) {
+        ("MONOCHROME1" | "MONOCHROME2", 1) => {
+            let opts = ConvertOptions::new()
+                .with_modality_lut(ModalityLutOption::Default)
+                .with_voi_lut(VoiLutOption::Identity);
+            let v: Vec<f32> = px
+                .to_vec_frame_with_options(0, &opts)
+                .map_err(|e| anyhow!("image {p}: cannot convert the DICOM pixel data ({e})"))?;
+            if v.len() != n {
+                bail!(
+                    "image {p}: DICOM pixel data hold {} values, expected {n}",
+                    v.len()
+                );
+            }
+            let window = file_window(&px, path)?;
+            Ok(DicomImage {
+                plane: Plane {
+                    width: w,
+                    height: h,
+                    channels: 1,
+                    samples: Samples::F32(v),
+                },
+                window,
+                invert: pi == "MONOCHROME1",
+            })
+        }
+        ("RGB", 3) => {
+            let samples = if px.bits_allocated() == 8 {
+                Samples::U8(rgb8(&px, n).map_err(|e| anyhow!("image {p}: {e}"))?)
+            } else {
+                let v: Vec<f32> = px
+                    .to_vec_frame(0)
+                    .map_err(|e| anyhow!("image {p}: cannot convert the DICOM pixel data ({e})"))?;
+                Samples::F32(v)
+            };
+            if samples.len() != n * 3 {
+                bail!(
+                    "image {p}: DICOM pixel data hold {} values, expected {}",
+                    samples.len(),
+                    n * 3
+                );
+            }
+            Ok(DicomImage {
+                plane: Plane {
+                    width: w,
+                    height: h,
+                    channels: 3,
+                    samples,
+                },
+                window: None,
+                invert: false,
+            })
+        }
+        (other, s) => bail!(
+            "image {p}: DICOM photometric interpretation {other} with {s} sample(s) per pixel is not supported (MONOCHROME1/2 or RGB)"
+        ),
+    }
+}
+
+/// 8-bit RGB samples of frame 0, pixel-interleaved whatever the planar configuration.
+fn rgb8(px: &dicom_pixeldata::DecodedPixelData<'_>, n: usize) -> Result<Vec<u8>> {
+    let raw = px
+        .frame_data(0)
+        .map_err(|e| anyhow!("cannot read the DICOM pixel data ({e})"))?;
+    if raw.len() < n * 3 {
+        bail!(
+            "DICOM pixel data are too short ({} bytes, expected {})",
+            raw.len(),
+            n * 3
+        );
+    }
+    let planar = px.planar_configuration() != dicom_pixeldata::PlanarConfiguration::Standard;
+    Ok(if planar {
+        (0..n)
+            .flat_map(|i| [raw[i], raw[n + i], raw[2 * n + i]])
+            .collect()
+    } else {
+        raw[..n * 3].to_vec()
+    })
+}
+
+/// The file's first Window Center/Width as a range of modality values.
+fn file_window(px: &dicom_pixeldata::DecodedPixelData<'_>, path: &Path) -> Result<Option<Window>> {
+    let Some(wl) = px.window().ok().flatten().and_then(|w| w.first().copied()) else {
+        return Ok(None);
+    };
+    let func = px
+        .voi_lut_function()
+        .ok()
+        .flatten()
+        .and_then(|f| f.first().copied())
+        .unwrap_or_default();
+    let (c, w) = (wl.center, wl.width);
+    // PS3.3 C.11.2.1.2.1: LINEAR maps c - 0.5 ± (w - 1) / 2 to the output's ends, which
+    // is exactly the rule's linear stretch over that range; LINEAR_EXACT uses c ± w / 2.
+    let range = match func {
+        VoiLutFunction::Linear if w > 1.0 => {
+            Some((c - 0.5 - (w - 1.0) / 2.0, c - 0.5 + (w - 1.0) / 2.0))
+        }
+        VoiLutFunction::LinearExact if w > 0.0 => Some((c - w / 2.0, c + w / 2.0)),
+        _ => None,
+    };
+    match range {
+        Some((min, max)) if min.is_finite() && max.is_finite() => {
+            Ok(Some(Window::Range { min, max }))
+        }
+        _ => {
+            tracing::warn!(
+                "image {}: DICOM window center {c} width {w} ({func:?}) not applied; using the percentile window",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
+}
