@@ -38,12 +38,18 @@ pub(super) struct DicomImage {
     pub invert: bool,
 }
 
-/// True when the bytes carry the DICOM Part 10 marker.
+/// True when the bytes carry the DICOM Part 10 marker (`DICM` after the 128-byte preamble).
+pub(super) fn has_marker(head: &[u8]) -> bool {
+    head.len() >= 132 && &head[128..132] == b"DICM"
+}
+
+/// True for a `.dcm`/`.dicom` name without the marker: read as DICOM so that the error says
+/// what is wrong with it rather than "unknown format".
 pub(super) fn sniff(path: &Path, head: &[u8]) -> bool {
-    let dcm_name = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("dcm") || e.eq_ignore_ascii_case("dicom"));
-    (head.len() >= 132 && &head[128..132] == b"DICM") || dcm_name
+    has_marker(head)
+        || path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("dcm") || e.eq_ignore_ascii_case("dicom"))
 }
 
 /// True for a file that starts like DICOM Part 10 (for folder listings that also take files
@@ -54,7 +60,7 @@ pub fn is_dicom_file(path: &Path) -> bool {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok()
-        && &head[128..132] == b"DICM"
+        && has_marker(&head)
 }
 
 fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<u64> {
@@ -72,14 +78,7 @@ fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
 /// Reads frame 0 of a DICOM file.
 pub(super) fn read(path: &Path, limits: &Limits) -> Result<DicomImage> {
     let p = path.display();
-    let mut head = [0u8; 132];
-    let n = {
-        use std::io::Read;
-        let mut f =
-            std::fs::File::open(path).map_err(|e| anyhow!("image {p}: cannot open ({e})"))?;
-        f.read(&mut head).unwrap_or(0)
-    };
-    if n < 132 || &head[128..132] != b"DICM" {
+    if !is_dicom_file(path) {
         bail!(
             "image {p}: not a DICOM Part 10 file (no 'DICM' marker at byte 128); files without the file meta header are not supported"
         );
@@ -151,6 +150,9 @@ pub(super) fn read(path: &Path, limits: &Limits) -> Result<DicomImage> {
     if frames > 1 {
         tracing::warn!("image {p}: DICOM file with {frames} frames; using frame 0 only");
     }
+    if uid == RLE_LOSSLESS {
+        check_rle(&obj, (rows * cols) as usize).map_err(|e| anyhow!("image {p}: {e}"))?;
+    }
     let px = obj
         .decode_pixel_data_frame(0)
         .map_err(|e| anyhow!("image {p}: cannot decode the DICOM pixel data ({e})"))?;
@@ -159,12 +161,15 @@ pub(super) fn read(path: &Path, limits: &Limits) -> Result<DicomImage> {
     let n = w * h;
     match (pi.as_str(), px.samples_per_pixel()) {
         ("MONOCHROME1" | "MONOCHROME2", 1) => {
-            let opts = ConvertOptions::new()
-                .with_modality_lut(ModalityLutOption::Default)
-                .with_voi_lut(VoiLutOption::Identity);
-            let v: Vec<f32> = px
-                .to_vec_frame_with_options(0, &opts)
-                .map_err(|e| anyhow!("image {p}: cannot convert the DICOM pixel data ({e})"))?;
+            let v: Vec<f32> = if px.bits_allocated() == 32 {
+                gray32(&px, n).map_err(|e| anyhow!("image {p}: {e}"))?
+            } else {
+                let opts = ConvertOptions::new()
+                    .with_modality_lut(ModalityLutOption::Default)
+                    .with_voi_lut(VoiLutOption::Identity);
+                px.to_vec_frame_with_options(0, &opts)
+                    .map_err(|e| anyhow!("image {p}: cannot convert the DICOM pixel data ({e})"))?
+            };
             if v.len() != n {
                 bail!(
                     "image {p}: DICOM pixel data hold {} values, expected {n}",
@@ -214,6 +219,100 @@ pub(super) fn read(path: &Path, limits: &Limits) -> Result<DicomImage> {
             "image {p}: DICOM photometric interpretation {other} with {s} sample(s) per pixel is not supported (MONOCHROME1/2 or RGB)"
         ),
     }
+}
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Checks frame 0's RLE fragment (PS3.5 G) before it is decoded: dicom-rs 0.10 indexes past
+/// the end of a short header or segment (a truncated file) and panics instead of failing.
+fn check_rle(obj: &DefaultDicomObject, n: usize) -> Result<()> {
+    let bad = |what: String| anyhow!("corrupt or truncated RLE pixel data ({what})");
+    let frag = obj
+        .element(tags::PIXEL_DATA)
+        .ok()
+        .and_then(|e| e.value().fragments())
+        .and_then(|f| f.first())
+        .ok_or_else(|| bad("no fragment".into()))?;
+    let word = |i: usize| u32::from_le_bytes([frag[i], frag[i + 1], frag[i + 2], frag[i + 3]]);
+    if frag.len() < 64 {
+        return Err(bad(format!("{}-byte fragment", frag.len())));
+    }
+    let segs = word(0) as usize;
+    if !(1..=15).contains(&segs) {
+        return Err(bad(format!("{segs} segments")));
+    }
+    let mut ends: Vec<usize> = (1..=segs).map(|k| word(4 * k) as usize).collect();
+    ends.push(frag.len());
+    for k in 0..segs {
+        let (a, b) = (ends[k], ends[k + 1]);
+        if a < 64 || a > b || b > frag.len() {
+            return Err(bad(format!(
+                "segment {k} at bytes {a}..{b} of {}",
+                frag.len()
+            )));
+        }
+        let got = packbits_len(&frag[a..b], n);
+        if got < n {
+            return Err(bad(format!("segment {k} holds {got} of {n} bytes")));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes a PackBits segment decodes to (counting only complete runs), up to `need`.
+fn packbits_len(seg: &[u8], need: usize) -> usize {
+    let (mut i, mut out) = (0, 0);
+    while i < seg.len() && out < need {
+        let h = seg[i] as i8;
+        i += 1;
+        match h {
+            0..=127 if i + h as usize + 1 <= seg.len() => {
+                out += h as usize + 1;
+                i += h as usize + 1;
+            }
+            -127..=-1 if i < seg.len() => {
+                out += (1 - h as isize) as usize;
+                i += 1;
+            }
+            -128 => {}
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Frame 0 of 32-bit grayscale (e.g. RT dose) with the Modality LUT applied: dicom-pixeldata
+/// converts only 1-, 8- and 16-bit samples.
+fn gray32(px: &dicom_pixeldata::DecodedPixelData<'_>, n: usize) -> Result<Vec<f32>> {
+    let raw = px
+        .frame_data(0)
+        .map_err(|e| anyhow!("cannot read the DICOM pixel data ({e})"))?;
+    if raw.len() < n * 4 {
+        bail!(
+            "DICOM pixel data are too short ({} bytes, expected {})",
+            raw.len(),
+            n * 4
+        );
+    }
+    let r = px
+        .rescale()
+        .map_err(|e| anyhow!("bad DICOM Rescale Slope/Intercept ({e})"))?[0];
+    let stored = u32::from(px.bits_stored().clamp(1, 32));
+    let signed = px.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed;
+    Ok(raw[..n * 4]
+        .chunks_exact(4)
+        .map(|b| {
+            let u = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            // Only the low Bits Stored bits are the value; signed values are sign-extended
+            // from there (PS3.5 8.1.1).
+            let v = if signed {
+                f64::from(((u << (32 - stored)) as i32) >> (32 - stored))
+            } else {
+                f64::from(u & (u32::MAX >> (32 - stored)))
+            };
+            (v * r.slope + r.intercept) as f32
+        })
+        .collect())
 }
 
 /// 8-bit RGB samples of frame 0, pixel-interleaved whatever the planar configuration.

@@ -34,6 +34,11 @@ pub(super) fn sniff(path: &Path) -> Result<Format> {
     if head.is_empty() {
         bail!("image {}: the file is empty (0 bytes)", path.display());
     }
+    // Before TIFF: a DICOM preamble may itself hold a TIFF header (dual-personality files,
+    // e.g. pydicom's CT_small.dcm); the marker at byte 128 is the stronger signal.
+    if super::dicom::has_marker(&head) {
+        return Ok(Format::Dicom);
+    }
     if head.starts_with(b"II*\0")
         || head.starts_with(b"MM\0*")
         || head.starts_with(b"II+\0")
