@@ -45,8 +45,9 @@ fn compare_img(got: &image::RgbImage, png: &str) -> (usize, u8) {
 
 #[test]
 fn dicom_images_match_pydicom() {
-    // Uncompressed, RLE and big-endian files, Modality LUT, file window, percentile rule,
-    // MONOCHROME1 and multi-frame (frame 0): the same numbers as pydicom, exactly.
+    // Uncompressed, deflated, RLE and big-endian files, Modality LUT then the percentile
+    // rule, 8-bit gray as is, 32-bit gray, MONOCHROME1 and multi-frame (frame 0): the same
+    // numbers as pydicom, exactly.
     for name in [
         "CT_small",
         "MR_small",
@@ -56,6 +57,7 @@ fn dicom_images_match_pydicom() {
         "rtdose",
         "SC_rgb_small_odd",
         "SC_rgb_rle",
+        "image_dfl",
     ] {
         let (n, max) = compare(&fixture(&format!("{name}.dcm")), &format!("{name}.png"));
         println!("{name}: {n} differing samples, max difference {max}");
@@ -66,30 +68,32 @@ fn dicom_images_match_pydicom() {
     let (n, max) = compare(&fixture("SC_rgb_jpeg_dcmtk.dcm"), "SC_rgb_jpeg_dcmtk.png");
     println!("SC_rgb_jpeg_dcmtk: {n} of 30000 samples differ, max difference {max}");
     assert!(max <= 2, "JPEG decode differs from pydicom by {max}");
+    // JPEG Lossless of the same picture as SC_rgb_rle: identical pixels.
+    let lossless = compare(&fixture("SC_rgb_jpeg_gdcm.dcm"), "SC_rgb_rle.png");
+    assert_eq!(lossless, (0, 0), "JPEG Lossless");
 }
 
 #[test]
-fn file_window_is_the_default_and_a_user_window_replaces_it() {
+fn same_window_rule_as_other_formats_in_modality_units() {
+    // MR_small carries Window Center 600 / Width 1600; like every >8-bit image it gets the
+    // percentile rule instead (MR_small.png), not the file's window.
     let mr = fixture("MR_small.dcm");
-    // MR_small carries Window Center 600 / Width 1600 (LINEAR): by PS3.3 C.11.2.1.2.1 the
-    // output runs from c - 0.5 - (w - 1) / 2 = -200 to c - 0.5 + (w - 1) / 2 = 1399.
-    let hand = ImportOptions {
-        window: Some(Window::Range {
-            min: -200.0,
-            max: 1399.0,
-        }),
+    let file_window = ImportOptions {
+        window: Some(Window::level_width(600.0, 1600.0)),
         ..Default::default()
     };
-    let by_hand = load_rgb_with(&mr, &hand).unwrap();
-    assert_eq!(by_hand, load_rgb(&mr).unwrap());
-    // A user window wins over the file's: the percentile rule gives pydicom's percentiles.
-    let pct = ImportOptions {
-        window: Some(Window::default()),
+    assert_ne!(
+        load_rgb(&mr).unwrap(),
+        load_rgb_with(&mr, &file_window).unwrap()
+    );
+    // A user window is in modality units: CT_small in HU (intercept -1024), level 40 width
+    // 400, as pydicom + numpy compute it.
+    let ct = ImportOptions {
+        window: Some(Window::level_width(40.0, 400.0)),
         ..Default::default()
     };
-    let got = load_rgb_with(&mr, &pct).unwrap();
-    assert_eq!(compare_img(&got, "MR_small_percentile.png"), (0, 0));
-    assert_ne!(got, by_hand);
+    let got = load_rgb_with(&fixture("CT_small.dcm"), &ct).unwrap();
+    assert_eq!(compare_img(&got, "CT_small_window.png"), (0, 0));
 }
 
 #[test]

@@ -8,16 +8,17 @@ and numpy, independently of the Rust code:
 
 * pixel values: `ds.pixel_array` (frame 0 of a multi-frame file), then
   `pydicom.pixels.apply_modality_lut` (Rescale Slope/Intercept);
-* a file with Window Center/Width: `pydicom.pixels.apply_voi_lut` (DICOM's LINEAR window),
-  whose output range [y_min, y_max] is found by windowing two extreme values, then mapped to
-  0..255 as `(y - y_min) / (y_max - y_min) * 255`;
-* otherwise the README's rule: numpy's linear 0.5/99.5 percentiles of the values (held as
-  float32, as the importer holds them), stretched to 0..255, clipped, rounded half-to-even;
-* MR_small_percentile.png: MR_small by the percentile rule, ignoring its window (what a
-  user-chosen `p0.5,99.5` window must give);
+* then the README's rule, as for every >8-bit format: numpy's linear 0.5/99.5 percentiles of
+  the values (held as float32, as the importer holds them), stretched to 0..255, clipped,
+  rounded half-to-even (the file's Window Center/Width is not used); plain 8-bit gray (no
+  rescale) is kept as is, as for an 8-bit PNG;
+* CT_small_window.png: CT_small with a user window of -160..240 HU (level 40, width 400),
+  i.e. on the Modality LUT's output;
 * MONOCHROME1 (MR_small_mono1.dcm: MR_small relabelled here): 255 minus the MONOCHROME2
   result (PS3.3 C.7.6.3.1.2: the minimum value is white);
 * 8-bit RGB: the pixels as pydicom decodes them (Pillow for JPEG baseline; YBR -> RGB).
+  SC_rgb_jpeg_gdcm.dcm (JPEG Lossless) needs a decoder pydicom does not bundle; being
+  lossless, it must give exactly SC_rgb_rle.png (the same image), so it gets no PNG.
 
 Files refused with an error are copied as they are: MR_truncated.dcm (pixel data cut short),
 rtplan.dcm (no image), MR_small_jp2klossless.dcm (JPEG 2000, not built in).
@@ -32,7 +33,7 @@ import shutil
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "dicom"
@@ -47,8 +48,10 @@ IMAGES = [
     "SC_rgb_small_odd.dcm",  # 3x3 8-bit RGB, uncompressed
     "SC_rgb_rle.dcm",  # 8-bit RGB, RLE
     "SC_rgb_jpeg_dcmtk.dcm",  # 8-bit YBR_FULL, JPEG baseline
+    "image_dfl.dcm",  # 512x512 8-bit gray, deflated
 ]
-REFUSED = ["MR_truncated.dcm", "rtplan.dcm", "MR_small_jp2klossless.dcm"]
+# Copied without a PNG: refused with an error, or checked against another file's PNG.
+OTHERS = ["MR_truncated.dcm", "rtplan.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_gdcm.dcm"]
 
 
 def percentile_rule(v):
@@ -58,11 +61,9 @@ def percentile_rule(v):
     return np.rint(np.clip((v - lo) / rng * 255.0, 0, 255)).astype(np.uint8)
 
 
-def window_rule(v, ds):
-    y = apply_voi_lut(v, ds)
-    ends = apply_voi_lut(np.array([-1e12, 1e12]), ds)
-    y_min, y_max = float(ends[0]), float(ends[1])
-    return np.rint(np.clip((y - y_min) / (y_max - y_min) * 255.0, 0, 255)).astype(np.uint8)
+def range_rule(v, lo, hi):
+    v = v.astype(np.float32).astype(np.float64)
+    return np.rint(np.clip((v - lo) / (hi - lo) * 255.0, 0, 255)).astype(np.uint8)
 
 
 def expected(ds):
@@ -71,11 +72,11 @@ def expected(ds):
         arr = arr[0]
     if ds.SamplesPerPixel == 3:
         return arr.astype(np.uint8), "rgb"
-    v = apply_modality_lut(arr, ds).astype(np.float64)
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        out, how = window_rule(v, ds), "file window"
+    plain8 = ds.BitsAllocated == 8 and float(ds.get("RescaleSlope", 1)) == 1 and float(ds.get("RescaleIntercept", 0)) == 0
+    if plain8:
+        out, how = arr.astype(np.uint8), "8-bit as is"
     else:
-        out, how = percentile_rule(v), "percentile 0.5..99.5"
+        out, how = percentile_rule(apply_modality_lut(arr, ds)), "modality LUT, percentile 0.5..99.5"
     if ds.PhotometricInterpretation == "MONOCHROME1":
         out = 255 - out
     return out, how
@@ -83,7 +84,7 @@ def expected(ds):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    for name in IMAGES + REFUSED:
+    for name in IMAGES + OTHERS:
         shutil.copyfile(SRC / name, OUT / name)
     ds = pydicom.dcmread(SRC / "MR_small.dcm")
     ds.PhotometricInterpretation = "MONOCHROME1"
@@ -101,9 +102,9 @@ def main():
             "mapping": how,
         }
         print(name, meta[name])
-    ds = pydicom.dcmread(OUT / "MR_small.dcm")
-    v = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
-    Image.fromarray(percentile_rule(v), "L").save(OUT / "MR_small_percentile.png")
+    ds = pydicom.dcmread(OUT / "CT_small.dcm")
+    v = apply_modality_lut(ds.pixel_array, ds)
+    Image.fromarray(range_rule(v, -160.0, 240.0), "L").save(OUT / "CT_small_window.png")
     (OUT / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
     shutil.copyfile(pathlib.Path(pydicom.__file__).parent.parent / f"pydicom-{pydicom.__version__}.dist-info" / "licenses" / "LICENSE", OUT / "LICENSE.pydicom")
 

@@ -6,12 +6,10 @@
 //! * Photometric interpretations: MONOCHROME1/2, RGB, and YBR that the decoder turns into RGB.
 //!   MONOCHROME1 (low values white) is inverted after the 8-bit mapping, so it displays as
 //!   radiology viewers show it.
-//! * Intensities: the Modality LUT (Rescale Slope/Intercept) is applied; the values then go
-//!   through the import rule, except that a grayscale file's own first Window Center/Width
-//!   (VOI LUT Function LINEAR or LINEAR_EXACT, DICOM PS3.3 C.11.2.1.2) replaces the percentile
-//!   window: it is the view the modality or radiologist chose, and what viewers open with.
-//!   A user-chosen window still wins. SIGMOID windows and VOI LUT tables are not applied (the
-//!   percentile rule is used, with a warning).
+//! * Intensities: the Modality LUT (Rescale Slope/Intercept) is applied, then the values go
+//!   through the same rule as every other >8-bit image (0.5/99.5 percentile window, or the
+//!   user's window, in modality units such as HU). The file's Window Center/Width and VOI LUT
+//!   are not used: one rule for all formats keeps training and prediction images alike.
 //! * Multi-frame files: frame 0 is used, with a warning (like the first volume of 4-D NIfTI).
 //! * The header is read first (up to Pixel Data) and checked against the size limits before
 //!   the pixel data are loaded.
@@ -22,18 +20,16 @@ use anyhow::{Result, anyhow, bail};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions, Tag};
 use dicom_pixeldata::{
-    ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutFunction, VoiLutOption,
+    ConvertOptions, ModalityLutOption, PixelDecoder, PixelRepresentation, VoiLutOption,
 };
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
 use super::sniff::check_size;
-use super::{Limits, Plane, Samples, Window};
+use super::{Limits, Plane, Samples};
 
-/// A decoded DICOM frame and how the file asks it to be displayed.
+/// A decoded DICOM frame.
 pub(super) struct DicomImage {
     pub plane: Plane,
-    /// The file's own window (grayscale only).
-    pub window: Option<Window>,
     /// MONOCHROME1: the 8-bit result is inverted.
     pub invert: bool,
 }
@@ -161,30 +157,40 @@ pub(super) fn read(path: &Path, limits: &Limits) -> Result<DicomImage> {
     let n = w * h;
     match (pi.as_str(), px.samples_per_pixel()) {
         ("MONOCHROME1" | "MONOCHROME2", 1) => {
-            let v: Vec<f32> = if px.bits_allocated() == 32 {
-                gray32(&px, n).map_err(|e| anyhow!("image {p}: {e}"))?
-            } else {
-                let opts = ConvertOptions::new()
-                    .with_modality_lut(ModalityLutOption::Default)
-                    .with_voi_lut(VoiLutOption::Identity);
-                px.to_vec_frame_with_options(0, &opts)
-                    .map_err(|e| anyhow!("image {p}: cannot convert the DICOM pixel data ({e})"))?
-            };
-            if v.len() != n {
+            let identity = px
+                .rescale()
+                .is_ok_and(|r| r.iter().all(|r| r.slope == 1.0 && r.intercept == 0.0));
+            let unsigned = px.pixel_representation() == PixelRepresentation::Unsigned;
+            let samples =
+                if px.bits_allocated() == 8 && px.bits_stored() == 8 && unsigned && identity {
+                    // Plain 8-bit gray is used as is, as for PNG (the rule's 8-bit case).
+                    let raw = px.frame_data(0).map_err(|e| {
+                        anyhow!("image {p}: cannot read the DICOM pixel data ({e})")
+                    })?;
+                    Samples::U8(raw.to_vec())
+                } else if px.bits_allocated() == 32 {
+                    Samples::F32(gray32(&px, n).map_err(|e| anyhow!("image {p}: {e}"))?)
+                } else {
+                    let opts = ConvertOptions::new()
+                        .with_modality_lut(ModalityLutOption::Default)
+                        .with_voi_lut(VoiLutOption::Identity);
+                    Samples::F32(px.to_vec_frame_with_options(0, &opts).map_err(|e| {
+                        anyhow!("image {p}: cannot convert the DICOM pixel data ({e})")
+                    })?)
+                };
+            if samples.len() != n {
                 bail!(
                     "image {p}: DICOM pixel data hold {} values, expected {n}",
-                    v.len()
+                    samples.len()
                 );
             }
-            let window = file_window(&px, path)?;
             Ok(DicomImage {
                 plane: Plane {
                     width: w,
                     height: h,
                     channels: 1,
-                    samples: Samples::F32(v),
+                    samples,
                 },
-                window,
                 invert: pi == "MONOCHROME1",
             })
         }
@@ -211,7 +217,6 @@ pub(super) fn read(path: &Path, limits: &Limits) -> Result<DicomImage> {
                     channels: 3,
                     samples,
                 },
-                window: None,
                 invert: false,
             })
         }
@@ -298,7 +303,7 @@ fn gray32(px: &dicom_pixeldata::DecodedPixelData<'_>, n: usize) -> Result<Vec<f3
         .rescale()
         .map_err(|e| anyhow!("bad DICOM Rescale Slope/Intercept ({e})"))?[0];
     let stored = u32::from(px.bits_stored().clamp(1, 32));
-    let signed = px.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed;
+    let signed = px.pixel_representation() == PixelRepresentation::Signed;
     Ok(raw[..n * 4]
         .chunks_exact(4)
         .map(|b| {
@@ -335,39 +340,4 @@ fn rgb8(px: &dicom_pixeldata::DecodedPixelData<'_>, n: usize) -> Result<Vec<u8>>
     } else {
         raw[..n * 3].to_vec()
     })
-}
-
-/// The file's first Window Center/Width as a range of modality values.
-fn file_window(px: &dicom_pixeldata::DecodedPixelData<'_>, path: &Path) -> Result<Option<Window>> {
-    let Some(wl) = px.window().ok().flatten().and_then(|w| w.first().copied()) else {
-        return Ok(None);
-    };
-    let func = px
-        .voi_lut_function()
-        .ok()
-        .flatten()
-        .and_then(|f| f.first().copied())
-        .unwrap_or_default();
-    let (c, w) = (wl.center, wl.width);
-    // PS3.3 C.11.2.1.2.1: LINEAR maps c - 0.5 ± (w - 1) / 2 to the output's ends, which
-    // is exactly the rule's linear stretch over that range; LINEAR_EXACT uses c ± w / 2.
-    let range = match func {
-        VoiLutFunction::Linear if w > 1.0 => {
-            Some((c - 0.5 - (w - 1.0) / 2.0, c - 0.5 + (w - 1.0) / 2.0))
-        }
-        VoiLutFunction::LinearExact if w > 0.0 => Some((c - w / 2.0, c + w / 2.0)),
-        _ => None,
-    };
-    match range {
-        Some((min, max)) if min.is_finite() && max.is_finite() => {
-            Ok(Some(Window::Range { min, max }))
-        }
-        _ => {
-            tracing::warn!(
-                "image {}: DICOM window center {c} width {w} ({func:?}) not applied; using the percentile window",
-                path.display()
-            );
-            Ok(None)
-        }
-    }
 }

@@ -4,8 +4,8 @@
 //! Formats: PNG, JPEG, BMP, WebP (through `image`); TIFF through the `tiff` crate (8/16/32-bit
 //! integer, 16/32/64-bit float, gray, gray+alpha, RGB, RGBA, multi-band; multi-page files are
 //! stacks of slices, one per page); NIfTI-1 `.nii`/`.nii.gz` volumes as slices along an axis
-//! (see [`nifti`]); single-frame DICOM (see [`dicom`]: Modality LUT, then the file's own window
-//! when it has one, else the rule below). The format is recognised from the file's first
+//! (see [`nifti`]); single-frame DICOM (see [`dicom`]: Modality LUT, then the rule below;
+//! MONOCHROME1 inverted). The format is recognised from the file's first
 //! bytes (DICOM: the `DICM` marker at byte 128, or a `.dcm` name), not its name.
 //!
 //! The rule (default, [`ImportOptions::window`] = `None`):
@@ -109,8 +109,6 @@ pub fn load_plane(path: &Path, opts: &ImportOptions) -> Result<Plane> {
 /// How a file asks to be shown, beyond its values (DICOM only so far).
 #[derive(Clone, Copy, Debug, Default)]
 struct Display {
-    /// Used when the user chose no window.
-    window: Option<Window>,
     /// Low values are white (DICOM MONOCHROME1): invert after the 8-bit mapping.
     invert: bool,
 }
@@ -142,10 +140,7 @@ fn load_plane_display(path: &Path, opts: &ImportOptions) -> Result<(Plane, Displ
             Format::Dicom => {
                 single_slice(path, opts)?;
                 let d = self::dicom::read(path, &opts.limits)?;
-                display = Display {
-                    window: d.window,
-                    invert: d.invert,
-                };
+                display = Display { invert: d.invert };
                 d.plane
             }
             Format::Other => {
@@ -177,7 +172,7 @@ pub fn load_rgb_with(path: &Path, opts: &ImportOptions) -> Result<RgbImage> {
     }
     let (plane, display) = load_plane_display(path, opts)?;
     guarded(path, || {
-        let mut rgb = plane.to_rgb8(opts.window.or(display.window));
+        let mut rgb = plane.to_rgb8(opts.window);
         if display.invert {
             rgb.iter_mut().for_each(|v| *v = 255 - *v);
         }
