@@ -2,6 +2,7 @@
 //! images are pydicom + numpy's (tools/make_dicom_ref.py), not this crate's output.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use segadapt::eval::list_pairs;
 use segadapt::project::import::{
@@ -194,4 +195,74 @@ fn bad_dicom_files_give_clear_errors() {
         load_rgb_with(&fixture("CT_small.dcm"), &small).unwrap_err()
     );
     assert!(e.contains("larger than the 1000-pixel limit"), "{e}");
+}
+
+/// The CLI binary; SEGADAPT_BIN for worktrees sharing one target folder (each build there
+/// replaces the others' `segadapt`).
+fn segadapt(args: &[&str]) -> (bool, String) {
+    let bin = std::env::var_os("SEGADAPT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_segadapt")));
+    let o = Command::new(bin)
+        .args(["--device", "cpu"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run segadapt");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+#[test]
+fn cli_segments_and_predicts_dicom_files() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam_vit_tiny.pth");
+    let model = model.to_str().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let noext = input.join("IM0001");
+    std::fs::copy(fixture("MR_small.dcm"), &noext).unwrap();
+    std::fs::copy(fixture("CT_small.dcm"), input.join("ct.dcm")).unwrap();
+    for (img, size) in [(&noext, 64), (&input.join("ct.dcm"), 128)] {
+        let out = d.path().join("mask.png");
+        let (ok, t) = segadapt(&[
+            "segment",
+            "--model",
+            model,
+            "--image",
+            img.to_str().unwrap(),
+            "--box",
+            "10,10,40,40",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{}: {t}", img.display());
+        let m = image::open(&out).unwrap();
+        assert_eq!((m.width(), m.height()), (size, size));
+    }
+    // A folder run (segment everything) takes both, the extensionless one by its marker.
+    let out = d.path().join("out");
+    let (ok, t) = segadapt(&[
+        "predict",
+        "--model",
+        model,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--points-per-side",
+        "2",
+    ]);
+    assert!(ok, "{t}");
+    assert!(t.contains("2 images"), "{t}");
+    for stem in ["IM0001", "ct"] {
+        assert!(
+            out.join(format!("{stem}_labels.png")).is_file(),
+            "{stem}: {t}"
+        );
+    }
 }
