@@ -271,7 +271,7 @@ fn packbits_len(seg: &[u8], need: usize) -> usize {
         let h = seg[i] as i8;
         i += 1;
         match h {
-            0..=127 if i + h as usize + 1 <= seg.len() => {
+            0..=127 if i + (h as usize) < seg.len() => {
                 out += h as usize + 1;
                 i += h as usize + 1;
             }
