@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{bbox, dice, interior_point, iou};
 use crate::predict::{Point, Predictor, PromptInput};
-use crate::project::import::{load_labels, load_rgb};
+use crate::project::import::{is_dicom_file, load_labels, load_rgb};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -18,7 +18,7 @@ pub enum EvalPrompt {
     Point,
 }
 
-pub const IMAGE_EXTS: [&str; 6] = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"];
+pub const IMAGE_EXTS: [&str; 7] = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "dcm"];
 
 /// (image path, mask path) pairs of a data dir with `images/` and `masks/`.
 pub fn list_pairs(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
@@ -26,7 +26,7 @@ pub fn list_pairs(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     let masks = dir.join("masks");
     if !images.is_dir() {
         bail!(
-            "data dir {}: missing folder images/ (expected images/<stem>.<png|jpg|tif> and masks/<stem>.png)",
+            "data dir {}: missing folder images/ (expected images/<stem>.<png|jpg|tif|dcm> and masks/<stem>.png)",
             dir.display()
         );
     }
@@ -47,7 +47,9 @@ pub fn list_pairs(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
             .extension()
             .map(|e| e.to_string_lossy().to_lowercase())
             .unwrap_or_default();
-        if !IMAGE_EXTS.contains(&ext.as_str()) {
+        // Extensionless files are taken when they are DICOM (as scanners write them).
+        let dicom_no_ext = p.extension().is_none() && p.is_file() && is_dicom_file(&p);
+        if !IMAGE_EXTS.contains(&ext.as_str()) && !dicom_no_ext {
             continue;
         }
         let stem = p

@@ -13,7 +13,7 @@ use super::schema::{
     ObjectEntry, PROJECT_FILE, Project, PromptRecord, default_class, now_secs,
 };
 use crate::fsutil::atomic_write;
-use crate::project::import::{load_labels, load_rgb};
+use crate::project::import::{is_dicom_file, load_labels, load_rgb};
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -299,11 +299,13 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file()
-                && p.extension()
-                    .map(|e| {
+                && match p.extension() {
+                    Some(e) => {
                         IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
-                    })
-                    .unwrap_or(false)
+                    }
+                    // Scanners often write DICOM files without an extension.
+                    None => is_dicom_file(p),
+                }
         })
         .collect();
     files.sort();

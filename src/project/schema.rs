@@ -20,7 +20,7 @@ pub const CACHE_DIR: &str = "cache";
 pub const EXPORT_DIR: &str = "export";
 
 /// File extensions offered when adding images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp"];
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp", "dcm"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Project {

@@ -4,7 +4,9 @@
 //! Formats: PNG, JPEG, BMP, WebP (through `image`); TIFF through the `tiff` crate (8/16/32-bit
 //! integer, 16/32/64-bit float, gray, gray+alpha, RGB, RGBA, multi-band; multi-page files are
 //! stacks of slices, one per page); NIfTI-1 `.nii`/`.nii.gz` volumes as slices along an axis
-//! (see [`nifti`]). The format is recognised from the file's first bytes, not its name.
+//! (see [`nifti`]); single-frame DICOM (see [`dicom`]: Modality LUT, then the rule below;
+//! MONOCHROME1 inverted). The format is recognised from the file's first
+//! bytes (DICOM: the `DICM` marker at byte 128, or a `.dcm` name), not its name.
 //!
 //! The rule (default, [`ImportOptions::window`] = `None`):
 //!
@@ -26,7 +28,7 @@
 //! Files: this one holds the limits, the options and the entry points (`load_plane`,
 //! `load_rgb*`, `slice_count`); `rule` the samples, planes and the mapping to 8-bit RGB;
 //! `sniff` format recognition, the panic guard, the size check and the `image` reader;
-//! `tiff` the TIFF reader; `labels` label images; `nifti` NIfTI volumes.
+//! `tiff` the TIFF reader; `labels` label images; `nifti` NIfTI volumes; `dicom` DICOM files.
 
 use std::path::Path;
 
@@ -34,12 +36,14 @@ use anyhow::{Result, bail};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+pub mod dicom;
 mod labels;
 pub mod nifti;
 mod rule;
 mod sniff;
 mod tiff;
 
+pub use self::dicom::is_dicom_file;
 pub use self::labels::*;
 pub use self::nifti::Axis;
 pub use self::rule::*;
@@ -86,19 +90,43 @@ pub struct ImportOptions {
     pub limits: Limits,
 }
 
-/// Number of 2-D slices in a file: TIFF pages, NIfTI slices along `axis`, 1 otherwise.
+/// Number of 2-D slices in a file: TIFF pages, NIfTI slices along `axis`, 1 otherwise
+/// (DICOM too: only frame 0 of a multi-frame file is read).
 pub fn slice_count(path: &Path, axis: Axis) -> Result<usize> {
     let limits = Limits::default();
     guarded(path, || match sniff(path)? {
         Format::Tiff => tiff_pages(path, &limits),
         Format::Nifti => self::nifti::slice_count(path, axis),
-        Format::Other => Ok(1),
+        Format::Dicom | Format::Other => Ok(1),
     })
 }
 
 /// Reads one 2-D plane (raw values) of any supported file.
 pub fn load_plane(path: &Path, opts: &ImportOptions) -> Result<Plane> {
+    load_plane_display(path, opts).map(|(plane, _)| plane)
+}
+
+/// How a file asks to be shown, beyond its values (DICOM only so far).
+#[derive(Clone, Copy, Debug, Default)]
+struct Display {
+    /// Low values are white (DICOM MONOCHROME1): invert after the 8-bit mapping.
+    invert: bool,
+}
+
+fn single_slice(path: &Path, opts: &ImportOptions) -> Result<()> {
+    if opts.slice > 0 {
+        bail!(
+            "image {}: slice {} does not exist (a single image has only slice 0)",
+            path.display(),
+            opts.slice
+        );
+    }
+    Ok(())
+}
+
+fn load_plane_display(path: &Path, opts: &ImportOptions) -> Result<(Plane, Display)> {
     guarded(path, || {
+        let mut display = Display::default();
         let plane = match sniff(path)? {
             Format::Tiff => tiff_plane(path, opts.slice, &opts.limits)?,
             Format::Nifti => {
@@ -109,14 +137,14 @@ pub fn load_plane(path: &Path, opts: &ImportOptions) -> Result<Plane> {
                 check_size(path, p.width as u64, p.height as u64, 1, &opts.limits)?;
                 p
             }
+            Format::Dicom => {
+                single_slice(path, opts)?;
+                let d = self::dicom::read(path, &opts.limits)?;
+                display = Display { invert: d.invert };
+                d.plane
+            }
             Format::Other => {
-                if opts.slice > 0 {
-                    bail!(
-                        "image {}: slice {} does not exist (a single image has only slice 0)",
-                        path.display(),
-                        opts.slice
-                    );
-                }
+                single_slice(path, opts)?;
                 plane_from_dynamic(open_dynamic(path, &opts.limits)?)
             }
         };
@@ -128,7 +156,7 @@ pub fn load_plane(path: &Path, opts: &ImportOptions) -> Result<Plane> {
                 plane.height
             );
         }
-        Ok(plane)
+        Ok((plane, display))
     })
 }
 
@@ -142,6 +170,12 @@ pub fn load_rgb_with(path: &Path, opts: &ImportOptions) -> Result<RgbImage> {
     if let Some(w) = &opts.window {
         w.validate()?;
     }
-    let plane = load_plane(path, opts)?;
-    guarded(path, || Ok(plane.to_rgb8(opts.window)))
+    let (plane, display) = load_plane_display(path, opts)?;
+    guarded(path, || {
+        let mut rgb = plane.to_rgb8(opts.window);
+        if display.invert {
+            rgb.iter_mut().for_each(|v| *v = 255 - *v);
+        }
+        Ok(rgb)
+    })
 }

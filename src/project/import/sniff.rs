@@ -12,6 +12,7 @@ use super::Limits;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Format {
     Tiff,
+    Dicom,
     Nifti,
     Other,
 }
@@ -33,12 +34,20 @@ pub(super) fn sniff(path: &Path) -> Result<Format> {
     if head.is_empty() {
         bail!("image {}: the file is empty (0 bytes)", path.display());
     }
+    // Before TIFF: a DICOM preamble may itself hold a TIFF header (dual-personality files,
+    // e.g. pydicom's CT_small.dcm); the marker at byte 128 is the stronger signal.
+    if super::dicom::has_marker(&head) {
+        return Ok(Format::Dicom);
+    }
     if head.starts_with(b"II*\0")
         || head.starts_with(b"MM\0*")
         || head.starts_with(b"II+\0")
         || head.starts_with(b"MM\0+")
     {
         return Ok(Format::Tiff);
+    }
+    if super::dicom::sniff(path, &head) {
+        return Ok(Format::Dicom);
     }
     if super::nifti::sniff(path, &head) {
         return Ok(Format::Nifti);
@@ -92,7 +101,7 @@ pub(super) fn open_dynamic(path: &Path, limits: &Limits) -> Result<DynamicImage>
         .with_context(|| format!("image {}: cannot read", path.display()))?;
     if reader.format().is_none() {
         bail!(
-            "image {}: unknown or unsupported image format (supported: PNG, JPEG, TIFF, BMP, WebP, NIfTI .nii/.nii.gz)",
+            "image {}: unknown or unsupported image format (supported: PNG, JPEG, TIFF, BMP, WebP, NIfTI .nii/.nii.gz, DICOM .dcm)",
             path.display()
         );
     }
