@@ -19,6 +19,7 @@ use crate::fsutil::{atomic_write, check_writable_dir, remove_stale_temps};
 use crate::predict::batch::{ImagePrompts, predict_image};
 use crate::predict::outputs::{ImageState, OutputSpec, prompt_json, run_coco};
 use crate::predict::prompt_file::PromptFile;
+use crate::project::coco::CocoSegmentation;
 use crate::project::import::load_rgb;
 use crate::project::schema::PROJECT_FILE;
 
@@ -64,6 +65,10 @@ pub struct PredictArgs {
     /// Also write one 0/255 PNG per object (<stem>_objects/<stem>_NNNN.png).
     #[arg(long)]
     pub objects: bool,
+    /// COCO masks as compressed RLE (exact) or pixel-edge polygons (exact without holes;
+    /// holes come back filled).
+    #[arg(long, value_enum, default_value = "rle")]
+    pub coco_segmentation: CocoSegmentation,
     /// Redo images whose outputs exist (by default they are skipped).
     #[arg(long)]
     pub overwrite: bool,
@@ -183,11 +188,13 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
         labels_png: a.labels_format.contains(&LabelsFormat::Png),
         labels_tiff: a.labels_format.contains(&LabelsFormat::Tiff),
         objects: a.objects,
+        coco_segmentation: a.coco_segmentation,
     };
     let run_settings = json!({
         "model": canonical(&a.model),
         "adapter": a.adapter.as_deref().map(canonical),
         "multimask": a.multimask,
+        "coco_segmentation": format!("{:?}", a.coco_segmentation),
         "everything": prompts.is_none().then_some(&params),
     });
     let _ = super::ctrlc_hook(|| CANCEL.store(true, Ordering::Relaxed));

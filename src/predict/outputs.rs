@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use super::PromptInput;
 use super::batch::{PredictedObject, coco_bbox, label_image};
 use crate::fsutil::atomic_write;
+use crate::project::coco::{CocoSegmentation, segmentation};
 use crate::project::export::{write_label_png, write_label_tiff, write_mask_png};
-use crate::sam::amg::Rle;
 
 /// Which files to write, and where.
 #[derive(Clone, Debug)]
@@ -26,6 +26,8 @@ pub struct OutputSpec {
     pub labels_png: bool,
     pub labels_tiff: bool,
     pub objects: bool,
+    /// How the COCO files carry masks.
+    pub coco_segmentation: CocoSegmentation,
 }
 
 /// What a run finds for one image.
@@ -130,7 +132,13 @@ impl OutputSpec {
             // Temp files of a run killed while writing this folder.
             crate::fsutil::remove_stale_temps(&dir);
         }
-        let text = serde_json::to_string(&image_record(file_name, [h, w], objects, settings))?;
+        let text = serde_json::to_string(&image_record(
+            file_name,
+            [h, w],
+            objects,
+            settings,
+            self.coco_segmentation,
+        ))?;
         atomic_write(&record_path, text.as_bytes())
             .with_context(|| format!("cannot write {}", record_path.display()))?;
         Ok(serde_json::from_str(&text)?)
@@ -171,6 +179,7 @@ pub fn image_record(
     [h, w]: [usize; 2],
     objects: &[PredictedObject],
     settings: &Value,
+    kind: CocoSegmentation,
 ) -> Value {
     let annotations: Vec<Value> = objects
         .iter()
@@ -181,10 +190,7 @@ pub fn image_record(
                 "image_id": 1,
                 "category_id": 1,
                 "iscrowd": 0,
-                "segmentation": {
-                    "size": [h, w],
-                    "counts": Rle::from_mask(&o.mask, h, w).to_coco_string(),
-                },
+                "segmentation": segmentation(&o.mask, w, h, kind),
                 "area": o.area(),
                 "bbox": coco_bbox(&o.mask, w),
                 "label": i + 1,

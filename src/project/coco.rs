@@ -5,7 +5,30 @@
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
+use crate::project::coco_polygon::outer_polygons;
 use crate::sam::amg::{Rle, coco_string_counts};
+
+/// How annotations carry their masks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CocoSegmentation {
+    /// Compressed RLE: exact, holes included.
+    #[default]
+    Rle,
+    /// Pixel-edge polygons of each part's outer boundary (see [`crate::project::coco_polygon`]): exact for
+    /// masks without holes; holes come back filled.
+    Polygon,
+}
+
+/// The `segmentation` value of one annotation.
+pub fn segmentation(mask: &[bool], width: usize, height: usize, kind: CocoSegmentation) -> Value {
+    match kind {
+        CocoSegmentation::Rle => json!({
+            "size": [height, width],
+            "counts": rle_to_string(&rle_counts(mask, width, height)),
+        }),
+        CocoSegmentation::Polygon => json!(outer_polygons(mask, width, height)),
+    }
+}
 
 /// Uncompressed RLE counts of a row-major `width × height` mask, in COCO's column-major order.
 pub fn rle_counts(mask: &[bool], width: usize, height: usize) -> Vec<u32> {
@@ -61,9 +84,8 @@ pub struct CocoImage<'a> {
     pub objects: Vec<CocoObject<'a>>,
 }
 
-/// Builds a COCO dataset (`images`, `annotations` with compressed RLE, `categories`).
-/// Empty masks are skipped.
-pub fn build(images: &[CocoImage], description: &str) -> Value {
+/// Builds a COCO dataset (`images`, `annotations`, `categories`). Empty masks are skipped.
+pub fn build(images: &[CocoImage], description: &str, kind: CocoSegmentation) -> Value {
     let mut categories: Vec<String> = Vec::new();
     let mut anns = Vec::new();
     let mut imgs = Vec::new();
@@ -82,12 +104,11 @@ pub fn build(images: &[CocoImage], description: &str) -> Value {
                     categories.len() - 1
                 }
             };
-            let counts = rle_counts(o.mask, im.width, im.height);
             anns.push(json!({
                 "id": o.id,
                 "image_id": im.id,
                 "category_id": cat + 1,
-                "segmentation": { "size": [im.height, im.width], "counts": rle_to_string(&counts) },
+                "segmentation": segmentation(o.mask, im.width, im.height, kind),
                 "area": area,
                 "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
                 "iscrowd": 0,

@@ -1,6 +1,7 @@
 //! Project data: image import and mask export.
 
 pub mod coco;
+pub mod coco_polygon;
 pub mod demo;
 pub mod export;
 pub mod folder;

@@ -1,5 +1,5 @@
 //! The export job: per-object mask PNGs, one label image per image, COCO JSON
-//! (compressed RLE), the adapter file + model card, and the merged model.
+//! (compressed RLE or polygons), the adapter file + model card, and the merged model.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,8 @@ pub struct ExportOptions {
     pub masks: bool,
     pub labels: bool,
     pub coco: bool,
+    /// COCO masks as polygons rather than RLE.
+    pub coco_polygons: bool,
     pub adapter: bool,
     pub merged: bool,
 }
@@ -29,6 +31,7 @@ impl Default for ExportOptions {
             masks: true,
             labels: true,
             coco: true,
+            coco_polygons: false,
             adapter: true,
             merged: false,
         }
@@ -166,7 +169,16 @@ pub fn export(req: &ExportRequest, progress: impl Fn(f32)) -> Result<ExportRepor
                     .collect(),
             })
             .collect();
-        let json = coco::build(&images, &format!("segadapt project '{}'", p.project.name));
+        let kind = if req.options.coco_polygons {
+            coco::CocoSegmentation::Polygon
+        } else {
+            coco::CocoSegmentation::Rle
+        };
+        let json = coco::build(
+            &images,
+            &format!("segadapt project '{}'", p.project.name),
+            kind,
+        );
         let f = out.join("coco.json");
         atomic_write(&f, serde_json::to_string_pretty(&json)?.as_bytes())?;
         rep.files.push(f);

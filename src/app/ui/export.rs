@@ -11,7 +11,13 @@ impl SegApp {
         let o = &mut self.export_options;
         ui.checkbox(&mut o.masks, "binary mask PNG per object");
         ui.checkbox(&mut o.labels, "label image per image (16-bit PNG)");
-        ui.checkbox(&mut o.coco, "COCO JSON (RLE)");
+        ui.checkbox(&mut o.coco, "COCO JSON");
+        ui.add_enabled_ui(o.coco, |ui| {
+            ui.checkbox(
+                &mut o.coco_polygons,
+                "   as polygons (holes filled) instead of RLE",
+            );
+        });
         ui.checkbox(&mut o.adapter, "adapter file + model card (active adapter)");
         ui.checkbox(
             &mut o.merged,
