@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use image::RgbImage;
 use segadapt::predict::batch::{ImagePrompts, MaskSource, PredictedObject, predict_image};
-use segadapt::predict::tiling::TileConfig;
+use segadapt::predict::tiling::{MAX_CACHED_TILES, Placement, TileConfig, TiledPredictor};
 use segadapt::predict::{Predictor, PromptInput};
 use segadapt::project::import::{load_labels, load_rgb};
 use segadapt::sam::load_sam;
@@ -378,4 +378,94 @@ fn cli_tiles_reports_the_fallback_and_refuses_what_it_cannot_do() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--tile 4 is too small"), "{}", text(&o));
+}
+
+/// With the tiny random-weight MobileSAM fixture (no assets needed): prompts given in a
+/// scattered order come back in that order, each from the tile the rule picks, equal to the
+/// plain predictor on that tile's crop; the predictor keeps at most MAX_CACHED_TILES
+/// embeddings and re-embeds an evicted tile.
+#[test]
+fn tiny_model_prompt_order_oracle_and_bounded_cache() {
+    let device = common::cpu();
+    let (model, _) = load_sam(&common::fixture("mobilesam_tiny.pth"), None, &device).unwrap();
+    let predictor = Predictor::new(model, device);
+    let (w, h) = (1500usize, 120usize);
+    let img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb([(x % 251) as u8, (y * 2) as u8, ((x / 7 + y) % 256) as u8])
+    });
+    let cfg = TileConfig {
+        tile: 256,
+        halo: 32,
+        tile_above: 512,
+    };
+    // One box per core (6 cores of 256 px, the last one 220), in a scattered order.
+    let cols = [3usize, 0, 5, 1, 4, 2];
+    let list: Vec<PromptInput> = cols
+        .iter()
+        .map(|&c| boxed([c * 256 + 20, 30, c * 256 + 200, 90]))
+        .collect();
+    let out = run(&predictor, &img, &list, cfg);
+    assert_eq!(out.len(), list.len());
+    for (k, (o, &c)) in out.iter().zip(&cols).enumerate() {
+        assert_eq!(o.prompt, list[k], "order kept");
+        let want = [
+            (c * 256).saturating_sub(32),
+            0,
+            ((c + 1) * 256 + 32).min(w),
+            h,
+        ];
+        let MaskSource::Tile(r) = o.source else {
+            panic!("prompt {k}: {:?}", o.source)
+        };
+        assert_eq!(r.to_array(), want, "prompt {k}");
+        let outside = o.mask.iter().enumerate().filter(|(p, v)| {
+            let x = p % w;
+            **v && (x < want[0] || x >= want[2])
+        });
+        assert_eq!(outside.count(), 0, "prompt {k}");
+        // The oracle on a border tile and an inner one (an embedding costs ≈1 s here).
+        if c != 0 && c != 3 {
+            continue;
+        }
+        let tile = image::imageops::crop_imm(
+            &img,
+            want[0] as u32,
+            0,
+            (want[2] - want[0]) as u32,
+            h as u32,
+        )
+        .to_image();
+        let b = list[k].bbox.unwrap();
+        let dx = want[0] as f64;
+        let shifted = PromptInput {
+            bbox: Some([b[0] - dx, b[1], b[2] - dx, b[3]]),
+            ..Default::default()
+        };
+        let emb = predictor.set_image(&tile);
+        let oracle = predictor.predict(&emb, &shifted, false).binary(0);
+        assert!(oracle.iter().any(|&v| v) && !oracle.iter().all(|&v| v));
+        assert_eq!(crop(&o.mask, w, want), oracle, "prompt {k}");
+    }
+
+    // The cache: every tile once, then the newest again (kept), then the oldest kept one
+    // (kept), then the first (dropped, embedded again).
+    let mut tiled = TiledPredictor::new(&predictor, &img, &cfg).unwrap();
+    let n = tiled.grid().len();
+    assert_eq!(n, 6);
+    assert!(n > MAX_CACHED_TILES);
+    let prompt_in_col = |c: usize| boxed([c * 256 + 100, 50, c * 256 + 120, 70]);
+    for c in 0..n {
+        let p = tiled.predict(&prompt_in_col(c), false);
+        assert_eq!(p.placement, Placement::Tile(c));
+    }
+    assert_eq!(tiled.embeddings, n);
+    tiled.predict(&prompt_in_col(n - 1), false);
+    tiled.predict(&prompt_in_col(n - MAX_CACHED_TILES), false);
+    assert_eq!(tiled.embeddings, n, "kept tiles are not embedded again");
+    tiled.predict(&prompt_in_col(0), false);
+    assert_eq!(
+        tiled.embeddings,
+        n + 1,
+        "tile 0 was dropped and is embedded again"
+    );
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Result, bail};
 use image::RgbImage;
 
-use super::tiling::{Placement, Rect, TileConfig, TiledPredictor};
+use super::tiling::{Placement, Rect, TileConfig, TiledPredictor, place_prompt};
 use super::{Predictor, PromptInput};
 use crate::sam::automatic_mask_generator::{AmgParams, SamAutomaticMaskGenerator};
 
@@ -98,8 +98,16 @@ pub fn predict_image(
                     .map_err(|e| anyhow::anyhow!("object {}: {e}", i + 1))?;
             }
             let mut tiled = TiledPredictor::new(predictor, image, tiles)?;
-            let mut out = Vec::with_capacity(list.len());
-            for (i, p) in list.iter().enumerate() {
+            // Decoded tile by tile, so that each tile is embedded once however many tiles
+            // the image has (the predictor keeps only a few); results keep the list's order.
+            let mut order: Vec<usize> = (0..list.len()).collect();
+            order.sort_by_key(|&i| match place_prompt(tiled.grid(), &list[i]) {
+                Placement::Tile(t) => t,
+                Placement::Whole => usize::MAX,
+            });
+            let mut out: Vec<Option<PredictedObject>> = vec![None; list.len()];
+            for (done, &i) in order.iter().enumerate() {
+                let p = &list[i];
                 if cancel.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
@@ -110,16 +118,16 @@ pub fn predict_image(
                     (true, Placement::Tile(_)) => MaskSource::Tile(pred.region),
                     (true, Placement::Whole) => MaskSource::SqueezedFallback,
                 };
-                out.push(PredictedObject {
+                out[i] = Some(PredictedObject {
                     mask: std::mem::take(&mut pred.masks[best]),
                     predicted_iou: pred.iou[best],
                     stability_score: None,
                     prompt: p.clone(),
                     source,
                 });
-                progress(i + 1, list.len());
+                progress(done + 1, list.len());
             }
-            Ok(Some(out))
+            Ok(Some(out.into_iter().flatten().collect()))
         }
         ImagePrompts::Everything(params) => {
             if tiles.applies(w, h) {

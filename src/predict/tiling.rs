@@ -8,7 +8,6 @@
 //! A 4000² image squeezed into 1024² loses objects of a few pixels; a tile keeps its
 //! pixels at 1024 / (tile + 2·halo) of their size instead of 1024 / 4000.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -230,14 +229,21 @@ impl TiledPrediction {
     }
 }
 
-/// A predictor over one image that embeds tiles lazily: only those a prompt needs, each
-/// once. With tiling off (or an image no larger than `tile_above`) the grid is one tile, the
-/// whole image, and every prompt is decoded exactly as [`Predictor`] decodes it.
+/// Tile embeddings kept at once (least recently used dropped first): memory stays bounded
+/// on a 16384² image (256 tiles: 4 MB each would be 1 GB) while clicks in one area (at most
+/// 2×2 tiles) reuse their embeddings.
+pub const MAX_CACHED_TILES: usize = 4;
+
+/// A predictor over one image that embeds tiles lazily: only those a prompt needs, the most
+/// recent [`MAX_CACHED_TILES`] kept. With tiling off (or an image no larger than
+/// `tile_above`) the grid is one tile, the whole image, and every prompt is decoded exactly
+/// as [`Predictor`] decodes it.
 pub struct TiledPredictor<'a> {
     predictor: &'a Predictor,
     image: &'a RgbImage,
     grid: Vec<Tile>,
-    tiles: HashMap<usize, ImageEmbedding>,
+    /// (tile index, embedding), most recently used last.
+    tiles: Vec<(usize, ImageEmbedding)>,
     whole: Option<ImageEmbedding>,
     /// Time spent in image embeddings, and their count.
     pub embed_time: Duration,
@@ -257,7 +263,7 @@ impl<'a> TiledPredictor<'a> {
             predictor,
             image,
             grid,
-            tiles: HashMap::new(),
+            tiles: Vec::new(),
             whole: None,
             embed_time: Duration::ZERO,
             embeddings: 0,
@@ -310,11 +316,16 @@ impl<'a> TiledPredictor<'a> {
         };
         let emb = match placement {
             Placement::Tile(i) => {
-                if !self.tiles.contains_key(&i) {
-                    let e = self.embed(region);
-                    self.tiles.insert(i, e);
+                let hit = self.tiles.iter().position(|(t, _)| *t == i);
+                let entry = match hit {
+                    Some(k) => self.tiles.remove(k),
+                    None => (i, self.embed(region)),
+                };
+                if self.tiles.len() >= MAX_CACHED_TILES {
+                    self.tiles.remove(0);
                 }
-                &self.tiles[&i]
+                self.tiles.push(entry);
+                &self.tiles.last().expect("pushed above").1
             }
             Placement::Whole => {
                 if self.whole.is_none() {
