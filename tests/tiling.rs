@@ -469,3 +469,107 @@ fn tiny_model_prompt_order_oracle_and_bounded_cache() {
         "tile 0 was dropped and is embedded again"
     );
 }
+
+/// The app's path: clicks go to the SAM worker as `Job::Predict` with the app's tile
+/// settings. On an image above `tile_above` a box is decoded in its tile (the answer says
+/// which; masks at full size, equal to the plain predictor on the tile crop); a box larger
+/// than a tile, or tiling off, uses the whole image; a stale mask input is dropped, not
+/// misapplied.
+#[test]
+fn worker_decodes_clicks_on_large_images_in_their_tile() {
+    use segadapt::service::Waker;
+    use segadapt::service::worker::{Event as W, ImageKey, Job, ModelSpec, Slot, WorkerHandle};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let fixture = common::fixture("mobilesam_tiny.pth");
+    let (w, h) = (1500usize, 120usize);
+    let image = Arc::new(RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb([(x % 251) as u8, (y * 2) as u8, ((x / 7 + y) % 256) as u8])
+    }));
+    let key = ImageKey {
+        id: 1,
+        sha256: "fedcba9876543210fedc".into(),
+    };
+    let on = TileConfig {
+        tile: 256,
+        halo: 32,
+        tile_above: 512,
+    };
+    let worker = WorkerHandle::spawn(segadapt::device::cpu(), Waker::default());
+    worker.send(Job::LoadModel(ModelSpec {
+        path: fixture.clone(),
+        config: None,
+    }));
+    worker.send(Job::Embed {
+        slot: Slot::Base,
+        key: key.clone(),
+        image: image.clone(),
+        prefetch: false,
+        cache_dir: None,
+    });
+    let ask = |prompt: PromptInput, tiles: TileConfig, seq: u64| {
+        worker.send(Job::Predict {
+            slot: Slot::Base,
+            key: key.clone(),
+            prompt,
+            multimask: false,
+            seq,
+            tiles,
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            match worker.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(W::Predicted { pred, seq: s, .. }) if s == seq => return pred,
+                Ok(W::ModelError { error, .. } | W::PredictError { error, .. }) => {
+                    panic!("worker error: {error}")
+                }
+                _ => {}
+            }
+        }
+        panic!("no answer to prompt {seq}");
+    };
+
+    let device = common::cpu();
+    let (model, _) = load_sam(&fixture, None, &device).unwrap();
+    let predictor = Predictor::new(model, device);
+
+    // A box in core 3: tile x 736..1056.
+    let b = [3 * 256 + 20, 30, 3 * 256 + 200, 90];
+    let got = ask(boxed(b), on, 1);
+    let tile = [736, 0, 1056, h];
+    assert_eq!(got.tile, Some(tile));
+    assert_eq!(got.size, [h, w]);
+    let crop_img = image::imageops::crop_imm(image.as_ref(), 736, 0, 320, h as u32).to_image();
+    let shifted = [b[0] - 736, b[1], b[2] - 736, b[3]];
+    let emb = predictor.set_image(&crop_img);
+    let oracle = predictor.predict(&emb, &boxed(shifted), false).binary(0);
+    assert_eq!(crop(&got.masks[0], w, tile), oracle);
+    let outside = got.masks[0].iter().enumerate().filter(|(p, v)| {
+        let x = p % w;
+        **v && !(736..1056).contains(&x)
+    });
+    assert_eq!(outside.count(), 0);
+
+    // The same box with a mask input from an earlier answer: decoded in the tile as above.
+    let mut with_mask = boxed(b);
+    with_mask.mask_input = Some(got.low_res[0].as_ref().clone());
+    let again = ask(with_mask, on, 2);
+    assert_eq!(again.tile, Some(tile));
+    assert_eq!(
+        again.masks[0], got.masks[0],
+        "the mask input is dropped on tiles"
+    );
+
+    // Larger than a tile, or tiling off: the whole image, as the plain predictor gives it.
+    let whole = predictor.set_image(&image);
+    for (seq, p, tiles) in [
+        (3, boxed([10, 10, 1400, 100]), on),
+        (4, boxed(b), TileConfig::off()),
+    ] {
+        let got = ask(p.clone(), tiles, seq);
+        assert_eq!(got.tile, None, "prompt {seq}");
+        let want = predictor.predict(&whole, &p, false).binary(0);
+        assert_eq!(*got.masks[0], want, "prompt {seq}");
+    }
+}

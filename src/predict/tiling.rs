@@ -16,7 +16,8 @@ use image::RgbImage;
 use super::{ImageEmbedding, Predictor, PromptInput};
 
 /// When and how an image is tiled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TileConfig {
     /// Core size of a tile (px).
     pub tile: usize,
