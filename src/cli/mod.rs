@@ -27,7 +27,7 @@ pub mod predict;
 pub mod segment;
 pub mod train;
 
-/// `--tile`, `--halo`, `--tile-above`: large images by tiles (`segment`, `predict`).
+/// `--tile`, `--halo`, `--tile-above`: large images by tiles (`segment`, `predict`, `train`).
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct TileArgs {
     /// Core size of a tile (px) on images larger than --tile-above.
