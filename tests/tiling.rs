@@ -1,18 +1,19 @@
-//! Large images by tiles, end to end with the real MobileSAM checkpoint: the 512² nuclei
-//! image placed at a known offset on a dark 2560² canvas, every ground-truth nucleus
-//! prompted with its tight box.
+//! Large images by tiles. With the real MobileSAM checkpoint: the 512² nuclei image placed
+//! at a known offset on a dark 2560² canvas, the 6 smallest nuclei of each of the two tiles
+//! it straddles prompted with their tight boxes.
 //!
 //! * oracle 1, the rule: the tile each box goes to is worked out here from the rule (core of
 //!   the box centre, grown by the halo, clamped); object k's mask is 0 outside that tile;
 //! * oracle 2, the untiled predictor: inside the tile the mask equals the plain [`Predictor`]
 //!   run on a crop of the canvas that is exactly that tile, with the box shifted by hand;
-//! * against the ground truth, the tiled masks are far better than the same prompts on the
-//!   canvas squeezed whole (tiling off): the squeezed path loses small nuclei;
-//! * through the CLI: a box larger than a tile falls back to the squeezed image and says so, the tile is recorded per object, segment
-//!   everything refuses a tiled image and bad flags are refused before any work.
+//! * against the ground truth, the tiled masks beat the same prompts on the canvas squeezed
+//!   whole (tiling off): the squeezed path loses small nuclei.
 //!
-//! The CLI, cache and worker tests use the tiny random-weight MobileSAM fixture. Without the
-//! real checkpoint or the nuclei data the first test is skipped, unless
+//! With the tiny random-weight MobileSAM fixture (always run): prompt order and the tile-crop
+//! oracle on a 6-tile image, the bounded tile cache, the app's worker path, and the CLI (a box
+//! larger than a tile falls back to the squeezed image and says so, the tile is recorded per
+//! object, segment everything refuses a tiled image, bad flags are refused before any work).
+//! Without the real checkpoint or the nuclei data the first test is skipped, unless
 //! SEGADAPT_REQUIRE_ASSETS=1.
 
 mod common;
