@@ -573,4 +573,27 @@ fn worker_decodes_clicks_on_large_images_in_their_tile() {
         let want = predictor.predict(&whole, &p, false).binary(0);
         assert_eq!(*got.masks[0], want, "prompt {seq}");
     }
+
+    // Bad tile settings are an error that names them.
+    worker.send(Job::Predict {
+        slot: Slot::Base,
+        key: key.clone(),
+        prompt: boxed(b),
+        multimask: false,
+        seq: 5,
+        tiles: TileConfig { tile: 4, ..on },
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let error = loop {
+        assert!(Instant::now() < deadline, "no answer to prompt 5");
+        match worker.rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(W::PredictError { error, seq: 5, .. }) => break error,
+            Ok(W::Predicted { seq: 5, .. }) => panic!("bad tile settings accepted"),
+            _ => {}
+        }
+    };
+    assert!(
+        error.contains("app-settings.json") && error.contains("--tile 4 is too small"),
+        "{error}"
+    );
 }

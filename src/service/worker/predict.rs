@@ -35,6 +35,16 @@ impl Worker {
             });
             return;
         }
+        // Bad tile settings (hand-edited settings file) are an error, not a silent fallback.
+        if let Err(e) = tiles.validate() {
+            self.emit(Event::PredictError {
+                slot,
+                key,
+                seq,
+                error: format!("tile settings (\"tiles\" in app-settings.json): {e:#}"),
+            });
+            return;
+        }
         let tile = self.tile_for(&key, &mut prompt, tiles);
         let emb = match tile {
             Some(r) => self.tile_embedding(slot, &key, r),
@@ -110,7 +120,7 @@ impl Worker {
     ) -> Option<Rect> {
         let img = self.images.get(&key.id)?;
         let (w, h) = (img.width() as usize, img.height() as usize);
-        if tiles.validate().is_err() || !tiles.applies(w, h) {
+        if !tiles.applies(w, h) {
             return None;
         }
         prompt.mask_input = None;
