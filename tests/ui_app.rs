@@ -528,6 +528,7 @@ fn worker_warm_up_runs_last_and_changes_nothing() {
             },
             multimask: true,
             seq: 7,
+            tiles: Default::default(),
         })
     };
     let embed = |w: &WorkerHandle| {

@@ -4,6 +4,7 @@
 #
 #   assets/screenshots/take_screenshots.sh            # all three, into assets/screenshots/
 #   OUT=/tmp/shots TRAIN_WAIT=240 assets/screenshots/take_screenshots.sh train
+#   assets/screenshots/take_screenshots.sh large      # large_tiled + large_tiled_zoom (4000² image)
 #
 # Needs: xvfb, imagemagick (import, convert), mesa-vulkan-drivers + libvulkan1 (wgpu on lavapipe), and
 # the MobileSAM checkpoint in ${SEGADAPT_CACHE:-~/.cache/segadapt}/models (tools/fetch_assets.sh).
@@ -20,7 +21,7 @@ mkdir -p "$OUT" "$SCRATCH/models"
 ln -sf "$CACHE_SRC/models/mobile_sam.pt" "$SCRATCH/models/mobile_sam.pt"
 export SEGADAPT_CACHE="$SCRATCH" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo build --quiet
-BIN=target/debug/segadapt
+BIN="${CARGO_TARGET_DIR:-target}/debug/segadapt"
 
 Xvfb "$DISPLAY_NUM" -screen 0 "${SIZE}x24" -nolisten tcp >/dev/null 2>&1 &
 XPID=$!
@@ -46,5 +47,34 @@ for s in $SCENES; do
         annotate) shot annotate "${ANNOTATE_WAIT:-150}" "$OUT/annotate" ;;
         train)    SEGADAPT_AUTOPILOT_STEPS="${TRAIN_STEPS:-40}" shot train "${TRAIN_WAIT:-300}" "$OUT/train" ;;
         ab)       SEGADAPT_AUTOPILOT_STEPS="${AB_STEPS:-2}" shot ab "${AB_WAIT:-420}" "$OUT/ab" ;;
+        large)
+            # A 4000×4000 image: the 512² nuclei image repeated 8×8 (nuclei of 15–30 px).
+            # Five nucleus boxes in five different tiles; the last one stays a draft and the
+            # zoomed shot centres on it.
+            NUC="$CACHE_SRC/data/nuclei_eval/images/img2d.tif"
+            [ -f "$NUC" ] || NUC="$CACHE_SRC/data/nuclei/img2d.tif"
+            convert "$NUC" -auto-level -depth 8 "$SCRATCH/n8.png"
+            convert -size 4000x4000 "tile:$SCRATCH/n8.png" -type TrueColor "$SCRATCH/large.png"
+            export SEGADAPT_AUTOPILOT_IMAGE="$SCRATCH/large.png"
+            export SEGADAPT_AUTOPILOT_BOXES="566,611,593,642;1800,1211,1835,1232;2861,2942,2894,2970"
+            export SEGADAPT_AUTOPILOT_ZOOM="2877,2956,6"
+            # One session, two shots: the whole image once the last box has its mask, then
+            # the view zoomed on that box (the autopilot says when on stderr).
+            SEGADAPT_AUTOPILOT=large "$BIN" >"$SCRATCH/large.log" 2>&1 &
+            pid=$!
+            for what in ready zoomed; do
+                for _ in $(seq "${LARGE_WAIT:-600}"); do
+                    grep -q "autopilot: large $what" "$SCRATCH/large.log" && break
+                    sleep 1
+                done
+                sleep 2
+                f="$OUT/large_tiled"; [ "$what" = zoomed ] && f="$OUT/large_tiled_zoom"
+                import -window root "$f.png"
+                convert "$f.png" -resize 1020x -quality 82 "$f.jpg" && rm "$f.png"
+                echo "wrote $f.jpg"
+            done
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            ;;
     esac
 done

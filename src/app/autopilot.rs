@@ -1,4 +1,4 @@
-//! Scripted sessions for reproducible screenshots (`SEGADAPT_AUTOPILOT=annotate|train|ab`,
+//! Scripted sessions for reproducible screenshots (`SEGADAPT_AUTOPILOT=annotate|train|ab|large`,
 //! used by `assets/screenshots/take_screenshots.sh`). The autopilot only calls the same
 //! methods the buttons and clicks call.
 
@@ -15,6 +15,10 @@ pub enum Scene {
     Train,
     /// Demo project, the newest adapter selected, A/B view on the same prompts.
     Ab,
+    /// A new project under the cache with one large image (`SEGADAPT_AUTOPILOT_IMAGE`), boxes
+    /// (`SEGADAPT_AUTOPILOT_BOXES`: `x0,y0,x1,y1;…`) decoded in their tiles, all but the
+    /// last accepted; 5 s after that `SEGADAPT_AUTOPILOT_ZOOM=x,y,zoom` centres the view on x, y.
+    Large,
 }
 
 impl Scene {
@@ -23,6 +27,7 @@ impl Scene {
             "annotate" => Some(Scene::Annotate),
             "train" => Some(Scene::Train),
             "ab" => Some(Scene::Ab),
+            "large" => Some(Scene::Large),
             _ => None,
         }
     }
@@ -91,6 +96,7 @@ impl SegApp {
         let wait = |ap: &Autopilot, ms: u64| ap.at.elapsed() >= Duration::from_millis(ms);
         let mut next = false;
         match (ap.scene, ap.stage) {
+            (Scene::Large, _) => next = self.large_step(ap.stage, wait(&ap, 500), wait(&ap, 5000)),
             (_, 0) => {
                 self.open_demo();
                 next = true;
@@ -181,5 +187,74 @@ impl SegApp {
             ap.at = Instant::now();
         }
         self.autopilot = Some(ap);
+    }
+}
+
+/// `SEGADAPT_AUTOPILOT_<name>` as numbers: groups split at ';', numbers at ','.
+fn env_numbers(name: &str) -> Vec<Vec<f64>> {
+    let v = std::env::var(format!("SEGADAPT_AUTOPILOT_{name}")).unwrap_or_default();
+    v.split(';')
+        .map(|g| g.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|g: &Vec<f64>| !g.is_empty())
+        .collect()
+}
+
+impl SegApp {
+    /// One stage of [`Scene::Large`]; true when it is done.
+    /// `waited`, `waited_long`: 0.5 s, 5 s since the last stage.
+    fn large_step(&mut self, stage: usize, waited: bool, waited_long: bool) -> bool {
+        let boxes: Vec<[f64; 4]> = env_numbers("BOXES")
+            .into_iter()
+            .filter_map(|b| b.try_into().ok())
+            .collect();
+        match stage {
+            0 => {
+                let dir = self.config.demo_dir.with_file_name("large-image-demo");
+                let _ = std::fs::remove_dir_all(&dir);
+                self.create_project_at(&dir);
+                true
+            }
+            1 if self.project.is_some() => {
+                let img = std::env::var_os("SEGADAPT_AUTOPILOT_IMAGE").map(Into::into);
+                self.import_images(img.into_iter().collect(), false);
+                true
+            }
+            2 => match self.image_ids().first().copied() {
+                Some(id) => {
+                    self.open_image(id);
+                    true
+                }
+                None => false,
+            },
+            k if k >= 3 && k < 3 + boxes.len() => {
+                if !(self.ready() && self.model_ready() && waited) {
+                    return false;
+                }
+                if k > 3 {
+                    self.accept();
+                }
+                self.set_box(boxes[k - 3]);
+                true
+            }
+            // Announced on stderr so that the screenshot script knows when to shoot.
+            k if k == 3 + boxes.len() && self.ready() && waited => {
+                eprintln!("autopilot: large ready");
+                true
+            }
+            k if k == 4 + boxes.len() && waited_long => {
+                if let (Some(z), Some(rect)) = (env_numbers("ZOOM").first(), self.canvas.rect)
+                    && z.len() == 3
+                {
+                    let zoom = z[2] as f32;
+                    self.canvas.view.zoom = zoom;
+                    self.canvas.view.offset =
+                        rect.size() / 2.0 - egui::vec2(z[0] as f32, z[1] as f32) * zoom;
+                    self.canvas.view_touched = true;
+                }
+                eprintln!("autopilot: large zoomed");
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -39,6 +39,10 @@ pub struct Settings {
     pub recent: Vec<PathBuf>,
     #[serde(default)]
     pub model: Option<PathBuf>,
+    /// Large images by tiles: clicks on an image whose longer side exceeds `tile_above` are
+    /// decoded in their tile (as `segadapt segment --tile-above`).
+    #[serde(default)]
+    pub tiles: crate::predict::tiling::TileConfig,
 }
 
 impl SegApp {

@@ -157,6 +157,7 @@ impl SegApp {
                 prompt,
                 multimask,
                 seq: d.seq,
+                tiles: self.settings.tiles,
             });
         }
     }

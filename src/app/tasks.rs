@@ -250,6 +250,7 @@ impl SegApp {
             resume,
             device: self.config.device.clone(),
             flushed: Some(self.service.writer.flush()),
+            tiles: self.settings.tiles,
         };
         let job = crate::service::train::job(req);
         self.train.task = Some(self.service.tasks.spawn(JobKind::Train, "training", job));

@@ -27,6 +27,31 @@ pub mod predict;
 pub mod segment;
 pub mod train;
 
+/// `--tile`, `--halo`, `--tile-above`: large images by tiles (`segment`, `predict`, `train`).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct TileArgs {
+    /// Core size of a tile (px) on images larger than --tile-above.
+    #[arg(long, default_value_t = 1024)]
+    pub tile: usize,
+    /// Context around each tile (px), shared with its neighbours; clamped at the border.
+    #[arg(long, default_value_t = 256)]
+    pub halo: usize,
+    /// Tile images whose longer side exceeds this (px); 0: never (squeeze every image whole
+    /// into the model input).
+    #[arg(long, default_value_t = 2048)]
+    pub tile_above: usize,
+}
+
+impl TileArgs {
+    pub fn config(&self) -> crate::predict::tiling::TileConfig {
+        crate::predict::tiling::TileConfig {
+            tile: self.tile,
+            halo: self.halo,
+            tile_above: self.tile_above,
+        }
+    }
+}
+
 /// `--family`: sam, mobilesam, litemedsam or medsam.
 pub fn parse_family(s: &str) -> Result<crate::sam::ModelFamily, String> {
     crate::sam::ModelFamily::parse(s)

@@ -16,7 +16,7 @@ use super::{bar, say};
 use crate::device::ComputeDevice;
 use crate::engine::LoadedModel;
 use crate::fsutil::{atomic_write, check_writable_dir, remove_stale_temps};
-use crate::predict::batch::{ImagePrompts, predict_image};
+use crate::predict::batch::{ImagePrompts, MaskSource, predict_image};
 use crate::predict::outputs::{ImageState, OutputSpec, prompt_json, run_coco};
 use crate::predict::prompt_file::PromptFile;
 use crate::project::coco::CocoSegmentation;
@@ -75,6 +75,8 @@ pub struct PredictArgs {
     /// Segment-everything parameters (used only without --prompts).
     #[command(flatten)]
     pub amg: AmgArgs,
+    #[command(flatten)]
+    pub tiles: super::TileArgs,
 }
 
 /// One image of the run.
@@ -140,6 +142,8 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
     // Everything that can be refused is checked before the model loads or a file is written.
     let prompts = a.prompts.as_deref().map(PromptFile::load).transpose()?;
     let params = a.amg.params();
+    let tiles = a.tiles.config();
+    tiles.validate()?;
     if prompts.is_none() {
         params
             .validate()
@@ -196,6 +200,7 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
         "multimask": a.multimask,
         "coco_segmentation": format!("{:?}", a.coco_segmentation),
         "everything": prompts.is_none().then_some(&params),
+        "tiles": { "tile": tiles.tile, "halo": tiles.halo, "tile_above": tiles.tile_above },
     });
     let _ = super::ctrlc_hook(|| CANCEL.store(true, Ordering::Relaxed));
 
@@ -279,6 +284,7 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
                 &img,
                 &image_prompts,
                 a.multimask,
+                &tiles,
                 cancel,
                 &mut progress,
             )?
@@ -286,6 +292,18 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
                 return Ok(None);
             };
             let size = [img.height() as usize, img.width() as usize];
+            for (k, o) in objects.iter().enumerate() {
+                if o.source == MaskSource::SqueezedFallback {
+                    say(
+                        &pb,
+                        format!(
+                            "{name}: object {}: prompt larger than a tile; segmented on the \
+                             whole image squeezed into the model input",
+                            k + 1
+                        ),
+                    );
+                }
+            }
             Ok(Some(spec.write(
                 &item.stem, &item.name, size, &objects, &settings,
             )?))

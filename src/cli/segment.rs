@@ -7,6 +7,7 @@ use anyhow::Result;
 use super::{check_inside, ensure_output_folder, parse_box, parse_point};
 use crate::device::ComputeDevice;
 use crate::predict::PromptInput;
+use crate::predict::tiling::{Placement, TiledPredictor};
 use crate::project::export::write_mask_png;
 use crate::project::import::load_rgb;
 
@@ -35,6 +36,8 @@ pub struct SegmentArgs {
     pub multimask: bool,
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub tiles: super::TileArgs,
 }
 
 pub fn run(a: SegmentArgs, dev: ComputeDevice) -> Result<()> {
@@ -47,7 +50,10 @@ pub fn run(a: SegmentArgs, dev: ComputeDevice) -> Result<()> {
         points,
         multimask,
         out,
+        tiles,
     } = a;
+    let tiles = tiles.config();
+    tiles.validate()?;
     let bbox = bbox.as_deref().map(parse_box).transpose()?;
     let points = points
         .iter()
@@ -63,12 +69,10 @@ pub fn run(a: SegmentArgs, dev: ComputeDevice) -> Result<()> {
     eprintln!("device: {}", dev.description);
     let m = crate::engine::load_as(&model, adapter.as_deref(), None, family, dev)?;
     eprintln!("{}", super::describe_model(&m));
+    // Large images by tiles: only the tile the prompt needs is embedded.
+    let mut tiled = TiledPredictor::new(&m.predictor, &img, &tiles)?;
     let t = std::time::Instant::now();
-    let emb = m.predictor.set_image(&img);
-    let t_emb = t.elapsed();
-    let t = std::time::Instant::now();
-    let pred = m.predictor.predict(
-        &emb,
+    let pred = tiled.predict(
         &PromptInput {
             points,
             bbox,
@@ -76,14 +80,35 @@ pub fn run(a: SegmentArgs, dev: ComputeDevice) -> Result<()> {
         },
         multimask,
     );
-    let t_dec = t.elapsed();
+    let t_dec = t.elapsed().saturating_sub(tiled.embed_time);
+    let r = pred.region;
+    match (tiled.is_tiled(), pred.placement) {
+        (false, _) => {}
+        (true, Placement::Tile(i)) => eprintln!(
+            "tiled: {} tiles of {} px (halo {}); decoded in tile {} = x {}..{}, y {}..{} \
+             (the mask is 0 outside it)",
+            tiled.grid().len(),
+            tiles.tile,
+            tiles.halo,
+            i + 1,
+            r.x0,
+            r.x1,
+            r.y0,
+            r.y1
+        ),
+        (true, Placement::Whole) => eprintln!(
+            "tiled: the prompt is larger than a tile ({} px + halo {}); segmented on the whole \
+             {w}×{h} image squeezed into the model input",
+            tiles.tile, tiles.halo
+        ),
+    }
     let best = pred.best();
-    write_mask_png(&out, &pred.binary(best), w, h)?;
+    write_mask_png(&out, &pred.masks[best], w, h)?;
     if multimask {
-        for i in 0..pred.masks.len() {
+        for (i, mask) in pred.masks.iter().enumerate() {
             let stem = out.file_stem().unwrap_or_default().to_string_lossy();
             let p = out.with_file_name(format!("{stem}_{i}.png"));
-            write_mask_png(&p, &pred.binary(i), w, h)?;
+            write_mask_png(&p, mask, w, h)?;
         }
     }
     for (i, s) in pred.iou.iter().enumerate() {
@@ -94,7 +119,7 @@ pub fn run(a: SegmentArgs, dev: ComputeDevice) -> Result<()> {
     }
     eprintln!(
         "embedding {:.0} ms, decoder {:.0} ms; wrote {}",
-        t_emb.as_secs_f64() * 1e3,
+        tiled.embed_time.as_secs_f64() * 1e3,
         t_dec.as_secs_f64() * 1e3,
         out.display()
     );

@@ -24,6 +24,8 @@ use crate::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome, train};
 pub struct TrainArgs {
     #[arg(long)]
     model: PathBuf,
+    #[command(flatten)]
+    tiles: super::TileArgs,
     #[arg(long)]
     data: PathBuf,
     #[arg(long, value_enum, default_value = "nas-lora")]
@@ -205,8 +207,24 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
 
 pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     let cfg = train_config(&a)?;
+    let tiles = a.tiles.config();
+    tiles.validate()?;
     let mut data = TrainData::from_dir(&a.data, cfg.min_area)?;
     let split = data.split(cfg.val_split, cfg.seed);
+    // After the split, so that tiles of a validation image are never trained on.
+    let (data, tiled) = crate::train::tiles::into_tiles(data, &tiles);
+    if tiled.images_tiled > 0 {
+        eprintln!(
+            "tiles: {} images above --tile-above {} → {} crops of {} px + halo {} ({} objects \
+             larger than a tile in their own crop)",
+            tiled.images_tiled,
+            tiles.tile_above,
+            tiled.crops,
+            tiles.tile,
+            tiles.halo,
+            tiled.own_crops
+        );
+    }
     eprintln!("device: {}", dev.description);
     eprintln!(
         "data: {} objects in {} images → {} train / {} validation, split {split}",

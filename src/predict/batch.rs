@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Result, bail};
 use image::RgbImage;
 
+use super::tiling::{Placement, Rect, TileConfig, TiledPredictor, place_prompt};
 use super::{Predictor, PromptInput};
 use crate::sam::automatic_mask_generator::{AmgParams, SamAutomaticMaskGenerator};
 
@@ -30,6 +31,19 @@ pub struct PredictedObject {
     pub stability_score: Option<f32>,
     /// The prompt that produced the mask (for segment everything: its grid point).
     pub prompt: PromptInput,
+    /// Where the mask was decoded.
+    pub source: MaskSource,
+}
+
+/// The image region a mask was decoded in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskSource {
+    /// The image, not tiled.
+    Image,
+    /// One tile (core + halo) of a tiled image; the mask is 0 outside it.
+    Tile(Rect),
+    /// A tiled image squeezed whole, because the prompt is larger than a tile.
+    SqueezedFallback,
 }
 
 impl PredictedObject {
@@ -56,7 +70,10 @@ pub fn check_prompt_inside(p: &PromptInput, w: usize, h: usize) -> Result<()> {
 }
 
 /// Segments one image. Prompted objects are decoded as `segadapt segment` does (one
-/// embedding, then each prompt; with `multimask` the best of SAM's three candidates).
+/// embedding, then each prompt; with `multimask` the best of SAM's three candidates); an
+/// image whose longer side exceeds `tiles.tile_above` is tiled (see [`super::tiling`]) and
+/// only the tiles the prompts need are embedded. Segment everything does not tile: such an
+/// image is refused.
 /// `progress(done, total)` counts decoded prompts (segment everything: its steps). Returns
 /// `None` once `cancel` is set (checked between prompts / point batches).
 pub fn predict_image(
@@ -64,9 +81,11 @@ pub fn predict_image(
     image: &RgbImage,
     prompts: &ImagePrompts,
     multimask: bool,
+    tiles: &TileConfig,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Option<Vec<PredictedObject>>> {
+    tiles.validate()?;
     let (w, h) = (image.width() as usize, image.height() as usize);
     match prompts {
         ImagePrompts::Objects(list) => {
@@ -78,25 +97,47 @@ pub fn predict_image(
                 check_prompt_inside(p, w, h)
                     .map_err(|e| anyhow::anyhow!("object {}: {e}", i + 1))?;
             }
-            let emb = predictor.set_image(image);
-            let mut out = Vec::with_capacity(list.len());
-            for (i, p) in list.iter().enumerate() {
+            let mut tiled = TiledPredictor::new(predictor, image, tiles)?;
+            // Decoded tile by tile, so that each tile is embedded once however many tiles
+            // the image has (the predictor keeps only a few); results keep the list's order.
+            let mut order: Vec<usize> = (0..list.len()).collect();
+            order.sort_by_key(|&i| match place_prompt(tiled.grid(), &list[i]) {
+                Placement::Tile(t) => t,
+                Placement::Whole => usize::MAX,
+            });
+            let mut out: Vec<Option<PredictedObject>> = vec![None; list.len()];
+            for (done, &i) in order.iter().enumerate() {
+                let p = &list[i];
                 if cancel.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
-                let pred = predictor.predict(&emb, p, multimask);
+                let mut pred = tiled.predict(p, multimask);
                 let best = pred.best();
-                out.push(PredictedObject {
-                    mask: pred.binary(best),
+                let source = match (tiled.is_tiled(), pred.placement) {
+                    (false, _) => MaskSource::Image,
+                    (true, Placement::Tile(_)) => MaskSource::Tile(pred.region),
+                    (true, Placement::Whole) => MaskSource::SqueezedFallback,
+                };
+                out[i] = Some(PredictedObject {
+                    mask: std::mem::take(&mut pred.masks[best]),
                     predicted_iou: pred.iou[best],
                     stability_score: None,
                     prompt: p.clone(),
+                    source,
                 });
-                progress(i + 1, list.len());
+                progress(done + 1, list.len());
             }
-            Ok(Some(out))
+            Ok(Some(out.into_iter().flatten().collect()))
         }
         ImagePrompts::Everything(params) => {
+            if tiles.applies(w, h) {
+                bail!(
+                    "segment everything does not tile images yet: this one is {w}×{h}, larger \
+                     than --tile-above {}; pass --tile-above 0 to segment it squeezed whole \
+                     into the model input (small objects may be lost)",
+                    tiles.tile_above
+                );
+            }
             let generator = SamAutomaticMaskGenerator::new(predictor, (*params).clone())
                 .map_err(|e| anyhow::anyhow!("segment everything: {e}"))?;
             let Some(records) = generator.generate_cancellable(image, progress, cancel) else {
@@ -117,6 +158,7 @@ pub fn predict_image(
                             }],
                             ..Default::default()
                         },
+                        source: MaskSource::Image,
                     })
                     .collect(),
             ))

@@ -1,5 +1,6 @@
 //! Pre/post-processing, the interactive predictor, and batch prediction over many images
-//! (`batch`: one image's objects; `prompt_file`: prompts per image; `outputs`: the files).
+//! (`batch`: one image's objects; `prompt_file`: prompts per image; `outputs`: the files;
+//! `tiling`: large images by tiles).
 
 pub mod batch;
 pub mod cv_resize;
@@ -7,6 +8,7 @@ pub mod outputs;
 pub mod predictor;
 pub mod prompt_file;
 pub mod sk_resize;
+pub mod tiling;
 pub mod transforms;
 
 pub use predictor::{ImageEmbedding, Point, Prediction, Predictor, PromptInput};

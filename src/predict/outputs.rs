@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::PromptInput;
-use super::batch::{PredictedObject, coco_bbox, label_image};
+use super::batch::{MaskSource, PredictedObject, coco_bbox, label_image};
 use crate::fsutil::atomic_write;
 use crate::project::coco::{CocoSegmentation, segmentation};
 use crate::project::export::{write_label_png, write_label_tiff, write_mask_png};
@@ -199,6 +199,14 @@ pub fn image_record(
             });
             if let Some(s) = o.stability_score {
                 a["stability_score"] = json!(s);
+            }
+            // Only on tiled images: the region [x0, y0, x1) × [y0, y1) the mask comes from.
+            match o.source {
+                MaskSource::Image => {}
+                MaskSource::Tile(r) => a["tile"] = json!(r.to_array()),
+                MaskSource::SqueezedFallback => {
+                    a["tile"] = json!("whole image (prompt larger than a tile)")
+                }
             }
             a
         })

@@ -31,6 +31,8 @@ pub struct TrainRequest {
     pub device: ComputeDevice,
     /// Fires when the masks queued for writing are on disk.
     pub flushed: Option<Receiver<()>>,
+    /// Images above `tiles.tile_above` are trained on by tiles (see `train::tiles`).
+    pub tiles: crate::predict::tiling::TileConfig,
 }
 
 /// The job for [`super::tasks::Tasks::spawn`]; None when cancelled (a resumable state is on
@@ -78,6 +80,8 @@ fn run(req: TrainRequest, ctx: &JobContext) -> anyhow::Result<Option<TrainOutcom
     }
     let mut data = TrainData::new(images, names, objects);
     let how = data.split(req.config.val_split, req.config.seed);
+    // After the split, so that tiles of a validation image are never trained on.
+    let (data, _) = crate::train::tiles::into_tiles(data, &req.tiles);
     ctx.status(format!(
         "{} objects: {} train, {} validation (split {how}); loading the base model…",
         data.objects.len(),

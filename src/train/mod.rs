@@ -13,6 +13,7 @@ pub mod schedule;
 mod selection;
 pub mod step;
 pub mod stepper;
+pub mod tiles;
 pub mod trainer;
 mod validate;
 pub mod validation;

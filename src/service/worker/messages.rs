@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use image::RgbImage;
 
 use crate::adapt::file::AdapterCard;
+pub use crate::predict::tiling::TileConfig;
 pub use crate::predict::{Point, PromptInput};
 pub use crate::sam::automatic_mask_generator::AmgParams;
 use crate::sam::{CheckpointInfo, SamConfig};
@@ -52,6 +53,8 @@ pub enum Job {
         prompt: PromptInput,
         multimask: bool,
         seq: u64,
+        /// Images larger than `tiles.tile_above` are decoded in the prompt's tile.
+        tiles: TileConfig,
     },
     /// "Propose all objects": SAM's automatic mask generator on `key` with `slot`'s model,
     /// reusing the image's embedding. Answered with [`Event::ProposeProgress`] after each
@@ -105,6 +108,9 @@ pub struct PredView {
     /// (h, w)
     pub size: [usize; 2],
     pub ms: f64,
+    /// On a tiled image: the region (x0, y0, x1, y1) the masks were decoded in, 0 outside
+    /// it; `low_res` is then in that region's frame. `None`: the whole image.
+    pub tile: Option<[usize; 4]>,
 }
 
 impl PredView {

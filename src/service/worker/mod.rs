@@ -10,11 +10,12 @@
 
 mod embeddings;
 mod messages;
+mod predict;
 mod propose;
 
 pub use messages::{
     AmgParams, Event, ImageKey, Job, ModelSpec, ModelSummary, Point, PredView, PromptInput,
-    Proposal, Slot,
+    Proposal, Slot, TileConfig,
 };
 pub use propose::outline;
 
@@ -92,7 +93,7 @@ struct Worker {
     // pending work
     load: Option<ModelSpec>,
     adapter: Option<Option<PathBuf>>,
-    predicts: HashMap<Slot, (ImageKey, PromptInput, bool, u64)>,
+    predicts: HashMap<Slot, (ImageKey, PromptInput, bool, u64, TileConfig)>,
     embeds: VecDeque<(Slot, ImageKey, bool)>,
     propose: Option<PendingPropose>,
     plan: Option<(String, TrainConfig)>,
@@ -159,8 +160,10 @@ impl Worker {
                 prompt,
                 multimask,
                 seq,
+                tiles,
             } => {
-                self.predicts.insert(slot, (key, prompt, multimask, seq));
+                self.predicts
+                    .insert(slot, (key, prompt, multimask, seq, tiles));
             }
             job @ Job::Propose { .. } => self.queue_propose(job),
             Job::Retain(ids) => {
@@ -236,8 +239,8 @@ impl Worker {
             return;
         }
         for slot in [Slot::Base, Slot::Adapted] {
-            if let Some((key, prompt, mm, seq)) = self.predicts.remove(&slot) {
-                self.predict(slot, key, prompt, mm, seq);
+            if let Some((key, prompt, mm, seq, tiles)) = self.predicts.remove(&slot) {
+                self.predict(slot, key, prompt, mm, seq, &tiles);
                 return;
             }
         }
@@ -523,63 +526,6 @@ impl Worker {
                 });
                 Err(err)
             }
-        }
-    }
-
-    fn predict(
-        &mut self,
-        slot: Slot,
-        key: ImageKey,
-        prompt: PromptInput,
-        multimask: bool,
-        seq: u64,
-    ) {
-        if self.slot(slot).is_none() {
-            self.emit(Event::PredictError {
-                slot,
-                key,
-                seq,
-                error: "no model loaded".into(),
-            });
-            return;
-        }
-        let emb = match self.embedding(slot, &key, false) {
-            Ok(e) => e,
-            Err(error) => {
-                self.emit(Event::PredictError {
-                    slot,
-                    key,
-                    seq,
-                    error,
-                });
-                return;
-            }
-        };
-        let t = Instant::now();
-        let ls = self.slot(slot).expect("checked");
-        let res = guarded(|| Ok(ls.predictor.predict(&emb, &prompt, multimask)));
-        match res {
-            Ok(p) => {
-                let view = PredView {
-                    masks: (0..p.masks.len()).map(|i| Arc::new(p.binary(i))).collect(),
-                    iou: p.iou.clone(),
-                    low_res: p.low_res.into_iter().map(Arc::new).collect(),
-                    size: p.size,
-                    ms: t.elapsed().as_secs_f64() * 1e3,
-                };
-                self.emit(Event::Predicted {
-                    slot,
-                    key,
-                    seq,
-                    pred: Arc::new(view),
-                });
-            }
-            Err(error) => self.emit(Event::PredictError {
-                slot,
-                key,
-                seq,
-                error,
-            }),
         }
     }
 }
