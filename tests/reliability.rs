@@ -642,7 +642,12 @@ fn bit_depths_and_channel_layouts_are_accepted() {
         .unwrap();
     let f32t = d.path().join("f32.tif");
     let vals: Vec<f32> = (0..w * h).map(|i| (i as f32) * 0.01 - 3.0).collect();
-    write_tiff_pages::<tiff::encoder::colortype::Gray32Float>(&f32t, w, h, &[vals.clone()]);
+    write_tiff_pages::<tiff::encoder::colortype::Gray32Float>(
+        &f32t,
+        w,
+        h,
+        std::slice::from_ref(&vals),
+    );
     let f32rgb = d.path().join("f32rgb.tif");
     write_tiff_pages::<tiff::encoder::colortype::RGB32Float>(
         &f32rgb,
@@ -726,7 +731,7 @@ fn multipage_tiff_is_a_stack_of_slices() {
         .collect();
     write_tiff_pages::<tiff::encoder::colortype::Gray16>(&p, w, h, &pages);
     assert_eq!(slice_count(&p, Axis::Z).unwrap(), 3);
-    for k in 0..3 {
+    for (k, page) in pages.iter().enumerate() {
         let plane = load_plane(
             &p,
             &ImportOptions {
@@ -735,7 +740,7 @@ fn multipage_tiff_is_a_stack_of_slices() {
             },
         )
         .unwrap();
-        assert_eq!(plane.samples, Samples::U16(pages[k].clone()), "page {k}");
+        assert_eq!(plane.samples, Samples::U16(page.clone()), "page {k}");
     }
     let msg = err_text(load_rgb_with(
         &p,

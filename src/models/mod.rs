@@ -143,24 +143,6 @@ pub fn spec_for_path(path: &Path) -> Option<&'static ModelSpec> {
     REGISTRY.iter().find(|s| s.file_name == name)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_lookup() {
-        assert_eq!(lookup("vit_b").unwrap().file_name, "sam_vit_b_01ec64.pth");
-        assert_eq!(lookup("MobileSAM").unwrap().name, "mobile_sam");
-        assert_eq!(lookup("sam_vit_h_4b8939.pth").unwrap().name, "vit_h");
-        assert!(lookup("vit_x").is_none());
-        assert_eq!(lookup("LiteMedSAM").unwrap().file_name, "lite_medsam.pth");
-        for s in REGISTRY.iter() {
-            assert_eq!(s.sha256.len(), 64);
-            assert!(s.url.starts_with("https://"));
-        }
-    }
-}
-
 /// Downloads a registry model into `dir` (usually [`models_dir`]). Returns
 /// the final path. A file already there that verifies is kept (no network access).
 pub fn download(
@@ -181,4 +163,22 @@ pub fn download(
         progress,
         cancel,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_lookup() {
+        assert_eq!(lookup("vit_b").unwrap().file_name, "sam_vit_b_01ec64.pth");
+        assert_eq!(lookup("MobileSAM").unwrap().name, "mobile_sam");
+        assert_eq!(lookup("sam_vit_h_4b8939.pth").unwrap().name, "vit_h");
+        assert!(lookup("vit_x").is_none());
+        assert_eq!(lookup("LiteMedSAM").unwrap().file_name, "lite_medsam.pth");
+        for s in REGISTRY.iter() {
+            assert_eq!(s.sha256.len(), 64);
+            assert!(s.url.starts_with("https://"));
+        }
+    }
 }

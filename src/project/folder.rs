@@ -15,6 +15,9 @@ use super::schema::{
 use crate::fsutil::atomic_write;
 use crate::project::import::{is_dicom_file, load_labels, load_rgb};
 
+/// A file an import skipped, with the reason.
+pub type SkippedFile = (PathBuf, String);
+
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     crate::sam::checkpoint::sha256_file(path)
@@ -153,11 +156,7 @@ impl OpenProject {
 
     /// Adds every image file of a folder (not recursive), sorted by name. Returns the ids
     /// added and the (file, error) pairs that were skipped.
-    pub fn add_folder(
-        &mut self,
-        dir: &Path,
-        copy: bool,
-    ) -> Result<(Vec<u64>, Vec<(PathBuf, String)>)> {
+    pub fn add_folder(&mut self, dir: &Path, copy: bool) -> Result<(Vec<u64>, Vec<SkippedFile>)> {
         let files = list_images(dir)?;
         let (mut ok, mut skipped) = (Vec::new(), Vec::new());
         for f in files {

@@ -12,6 +12,8 @@ use super::mask_decoder::MaskDecoder;
 use super::prompt_encoder::{PromptEncoder, Prompts};
 use super::tiny_vit::TinyViT;
 
+// One encoder per model, never in a collection: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum ImageEncoder {
     Vit(ImageEncoderViT),
