@@ -253,3 +253,80 @@ fn medsam_processing_matches_official_steps_on_tiny_vit() {
         }
     }
 }
+
+#[test]
+fn adapter_cards_carry_the_family_and_refuse_another() {
+    use segadapt::adapt::file::{AdapterCard, card_path, load_adapter, save_adapter};
+    use segadapt::adapt::{AdapterConfig, Method, apply_adapters};
+    let dev = cpu();
+    let tiny = fixture("sam_vit_tiny.pth");
+    let cfg = Some(fixture_config("sam_vit_tiny.json"));
+    let (mut medsam, info) =
+        load_sam_as(&tiny, cfg.clone(), Some(ModelFamily::MedSam), &dev).unwrap();
+    let ac = AdapterConfig {
+        method: Method::Lora,
+        rank: 2,
+        alpha: 8.0,
+        ..Default::default()
+    };
+    apply_adapters(&mut medsam, &ac, &dev);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("medsam_adapter.safetensors");
+    save_adapter(
+        &medsam,
+        &AdapterCard::new(&medsam, &info, &ac, false),
+        &path,
+    )
+    .unwrap();
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(card_path(&path)).unwrap()).unwrap();
+    assert_eq!(card["base"]["family"], "med_sam");
+
+    // The same weights run as plain SAM: refused, naming the flag that fixes it.
+    let (mut sam, sam_info) = load_sam_as(&tiny, cfg.clone(), None, &dev).unwrap();
+    assert_eq!(sam_info.config.family, ModelFamily::Sam);
+    let msg = format!(
+        "{:#}",
+        load_adapter(&mut sam, &sam_info, &path, &dev).unwrap_err()
+    );
+    assert!(msg.contains("--family medsam"), "{msg}");
+    // As MedSAM: accepted.
+    let (mut again, again_info) =
+        load_sam_as(&tiny, cfg.clone(), Some(ModelFamily::MedSam), &dev).unwrap();
+    load_adapter(&mut again, &again_info, &path, &dev).unwrap();
+
+    // A card written before the family was recorded still reads (nothing to check).
+    let mut old = card.clone();
+    old["base"].as_object_mut().unwrap().remove("family");
+    let old: segadapt::adapt::file::AdapterCard = serde_json::from_value(old).unwrap();
+    assert_eq!(old.base.family, None);
+    old.validate().unwrap();
+}
+
+#[test]
+fn train_refuses_a_family_the_weights_cannot_be() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segadapt"))
+        .args([
+            "--device",
+            "cpu",
+            "train",
+            "--family",
+            "litemedsam",
+            "--model",
+        ])
+        .arg(fixture("sam_vit_tiny.pth"))
+        .arg("--data")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/nuclei_halves/top"))
+        .args(["--steps", "1", "--out"])
+        .arg(std::env::temp_dir().join("segadapt-family-refusal.safetensors"))
+        .output()
+        .unwrap();
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(t.contains("cannot be run as litemedsam"), "{t}");
+}

@@ -12,7 +12,7 @@ use super::{
     AdapterConfig, CellState, ParamCounts, apply_adapters, cells, for_each_slot, param_counts,
 };
 use crate::fsutil::atomic_write;
-use crate::sam::{CheckpointInfo, ModelType, Sam};
+use crate::sam::{CheckpointInfo, ModelFamily, ModelType, Sam};
 
 pub const CARD_KEY: &str = "segadapt_card";
 const ADAPTER_REGEX: &str = r"_adapter\.";
@@ -22,6 +22,10 @@ pub struct BaseModel {
     pub file_name: String,
     pub sha256: String,
     pub model_type: ModelType,
+    /// The processing the adapter was trained with (cards written before it existed have
+    /// none and are not checked).
+    #[serde(default)]
+    pub family: Option<ModelFamily>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -79,6 +83,7 @@ impl AdapterCard {
                     .unwrap_or_default(),
                 sha256: base.sha256.clone(),
                 model_type: base.config.model_type,
+                family: Some(base.config.family),
             },
             adapter: cfg.clone(),
             cells,
@@ -213,6 +218,16 @@ pub fn load_adapter(
             short(&card.base.sha256),
             base.path.display(),
             short(&base.sha256)
+        );
+    }
+    if let Some(f) = card.base.family.filter(|f| *f != base.config.family) {
+        bail!(
+            "adapter {} was trained with {}'s input processing, but the base model is loaded as \
+             {}; load it with --family {}",
+            path.display(),
+            f.title(),
+            base.config.family.title(),
+            f.name()
         );
     }
     apply_adapters(model, &card.adapter, device);

@@ -24,6 +24,10 @@ use crate::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome, train};
 pub struct TrainArgs {
     #[arg(long)]
     model: PathBuf,
+    /// Model family: sam, mobilesam, litemedsam or medsam (default: detected from the
+    /// checkpoint; MedSAM by its official file name). The adapter's card records it.
+    #[arg(long, value_parser = super::parse_family)]
+    family: Option<crate::sam::ModelFamily>,
     #[command(flatten)]
     tiles: super::TileArgs,
     #[arg(long)]
@@ -233,7 +237,7 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
         data.train.len(),
         data.val.len()
     );
-    let (base, info) = crate::sam::load_sam(&a.model, None, &dev.device)?;
+    let (base, info) = crate::sam::load_sam_as(&a.model, None, a.family, &dev.device)?;
     print_plan(&base, &info, &cfg, &dev);
     let cancel = Arc::new(AtomicBool::new(false));
     {

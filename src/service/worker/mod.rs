@@ -364,7 +364,9 @@ impl Worker {
                     load_ms: ms,
                     card: None,
                 };
-                let ident = short(&info.sha256).to_string();
+                // The family is part of the key: the same weights run as SAM and as MedSAM see
+                // different input, so their embeddings differ.
+                let ident = format!("{}_{}", short(&info.sha256), info.config.family.name());
                 self.base = Some((
                     LoadedSlot {
                         predictor: loaded.predictor,
@@ -419,7 +421,12 @@ impl Worker {
             Ok((loaded, sha)) => {
                 let card = loaded.card.expect("an adapter was given");
                 let ms = t.elapsed().as_secs_f64() * 1e3;
-                let ident = format!("{}_{}", short(&info.sha256), short(&sha));
+                let ident = format!(
+                    "{}_{}_{}",
+                    short(&info.sha256),
+                    info.config.family.name(),
+                    short(&sha)
+                );
                 let summary = ModelSummary {
                     name,
                     path: path.clone(),
