@@ -1,12 +1,13 @@
 //! Pre/post-processing, the interactive predictor, and batch prediction over many images
 //! (`batch`: one image's objects; `prompt_file`: prompts per image; `outputs`: the files;
-//! `tiling`: large images by tiles).
+//! `tiling`: large images by tiles; `run`: a whole folder).
 
 pub mod batch;
 pub mod cv_resize;
 pub mod outputs;
 pub mod predictor;
 pub mod prompt_file;
+pub mod run;
 pub mod sk_resize;
 pub mod tiling;
 pub mod transforms;
