@@ -357,3 +357,117 @@ fn worker_proposals_equal_the_generator_run_directly() {
         assert_eq!(p.predicted_iou, r.predicted_iou);
     }
 }
+
+/// "Predict all images" (Export tab) writes what `segadapt predict` writes for the same
+/// project, model and segment-everything settings: the CLI run is the oracle. Tiny MobileSAM
+/// (the CLI detects it without a config), a 4×4 grid keeping every mask.
+#[test]
+fn ui_predict_all_images_equals_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::fixture("mobilesam_tiny.pth");
+    let mut cfg = AppConfig::new(segadapt::device::cpu());
+    cfg.model = Some(ModelSpec {
+        path: model.clone(),
+        config: None,
+    });
+    cfg.settings_file = None;
+    cfg.model_dir = dir.path().join("models");
+    cfg.demo_dir = dir.path().join("demo");
+    let mut h = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .with_accessibility_check(false)
+        .allow_missing_glyphs()
+        .build_ui_state(|ui, app: &mut SegApp| app.ui(ui), SegApp::new(cfg, None));
+    h.step();
+    h.get_by_label("Open the demo project (nuclei)").click();
+    run_until(&mut h, "demo project and model", 60, |a| {
+        a.project.is_some() && a.base.spec.is_some()
+    });
+    {
+        let p = &mut h.state_mut().proposals.params;
+        p.points_per_side = 4;
+        p.points_per_batch = 4;
+        p.pred_iou_thresh = 0.0;
+        p.stability_score_thresh = 0.0;
+        p.box_nms_thresh = 1.0;
+    }
+    let export = dir.path().join("exported");
+    h.state_mut().export_dir = export.to_string_lossy().to_string();
+    h.get_by_label("Export").click();
+    h.step();
+    h.get_by_label("Predict all images").click();
+    h.step();
+    run_until(&mut h, "predict all images", 240, |a| {
+        a.predict_summary.is_some()
+    });
+    let s = h.state().predict_summary.as_ref().unwrap();
+    assert_eq!(
+        (s.images, s.done, s.failed.len()),
+        (4, 4, 0),
+        "{}",
+        s.line()
+    );
+    let project_root = h.state().project.as_ref().unwrap().root.clone();
+
+    let cli_out = dir.path().join("cli");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_segadapt"))
+        .args(["--device", "cpu", "predict", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&project_root)
+        .arg("--out")
+        .arg(&cli_out)
+        .args([
+            "--objects",
+            "--points-per-side",
+            "4",
+            "--points-per-batch",
+            "4",
+            "--pred-iou-thresh",
+            "0",
+            "--stability-score-thresh",
+            "0",
+            "--box-nms-thresh",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    let app_out = export.join("predict");
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"))).unwrap()
+    };
+    let (app_coco, cli_coco) = (
+        read(app_out.join("coco.json")),
+        read(cli_out.join("coco.json")),
+    );
+    let anns = |c: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
+        c["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["segmentation"].clone(), a["bbox"].clone()))
+            .collect()
+    };
+    assert!(!anns(&cli_coco).is_empty(), "the CLI found masks");
+    assert_eq!(anns(&app_coco), anns(&cli_coco), "COCO annotations");
+    for img in cli_coco["images"].as_array().unwrap() {
+        let stem = Path::new(img["file_name"].as_str().unwrap())
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let f = format!("{stem}_labels.png");
+        assert_eq!(
+            std::fs::read(app_out.join(&f)).unwrap(),
+            std::fs::read(cli_out.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+    println!("predict all: {}", s.line());
+}

@@ -106,6 +106,9 @@ pub struct SegApp {
     pub export_report: Option<ExportReport>,
     /// The export job in flight; its report arrives through `service.tasks`.
     pub export_rx: Option<TaskId>,
+    /// "Predict all images": the run in flight and the last run's summary.
+    pub predict_rx: Option<TaskId>,
+    pub predict_summary: Option<crate::predict::run::RunSummary>,
     /// The running download's latest progress.
     pub download_progress: Option<crate::models::Progress>,
     // Windows and inputs.
@@ -181,6 +184,8 @@ impl SegApp {
             export_dir: String::new(),
             export_report: None,
             export_rx: None,
+            predict_rx: None,
+            predict_summary: None,
             download_progress: None,
             tab: Tab::Annotate,
             toasts: Vec::new(),

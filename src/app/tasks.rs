@@ -42,6 +42,7 @@ impl SegApp {
         match kind {
             JobKind::Train => self.train.task = None,
             JobKind::Export => self.export_rx = None,
+            JobKind::Predict => self.predict_rx = None,
             JobKind::Download => self.download_progress = None,
             JobKind::Demo | JobKind::Import | JobKind::Dialog => {}
         }
@@ -55,6 +56,7 @@ impl SegApp {
                         "Training failed"
                     }
                     JobKind::Export => "Export failed",
+                    JobKind::Predict => "Prediction failed",
                     JobKind::Download => "Download failed",
                     JobKind::Import => "Images not added",
                     JobKind::Dialog => "File dialog",
@@ -84,6 +86,16 @@ impl SegApp {
                     ),
                 );
                 self.export_report = Some(rep);
+            }
+            JobOutput::Predicted(summary) => {
+                let kind = if summary.failed.is_empty() {
+                    ToastKind::Info
+                } else {
+                    ToastKind::Error
+                };
+                let what = if summary.cancelled { "Stopped: " } else { "" };
+                self.toast(kind, format!("{what}{}", summary.line()));
+                self.predict_summary = Some(summary);
             }
             JobOutput::Downloaded(path) => {
                 self.toast(
@@ -301,5 +313,65 @@ impl SegApp {
         self.export_report = None;
         let job = crate::service::export::job(req);
         self.export_rx = Some(self.service.tasks.spawn(JobKind::Export, "export", job));
+    }
+
+    /// Segment everything on every image of the project with the model that answers clicks
+    /// (base or adapted), writing what `segadapt predict` writes into `<export folder>/predict`.
+    /// Resumable like the CLI: images done with the same settings are skipped.
+    pub fn start_predict_all(&mut self) {
+        let Some(p) = &self.project else {
+            self.error("Open a project first");
+            return;
+        };
+        let Some((model, config)) = self
+            .base
+            .spec
+            .as_ref()
+            .map(|s| (s.path.clone(), s.config.clone()))
+        else {
+            self.error("Load a model first");
+            return;
+        };
+        let export = if self.export_dir.trim().is_empty() {
+            p.root.join(crate::project::project::EXPORT_DIR)
+        } else {
+            PathBuf::from(self.export_dir.trim())
+        };
+        let adapter = if self.use_adapter {
+            self.adapted.summary.as_ref().map(|s| s.path.clone())
+        } else {
+            None
+        };
+        let coco_segmentation = if self.export_options.coco_polygons {
+            crate::project::coco::CocoSegmentation::Polygon
+        } else {
+            crate::project::coco::CocoSegmentation::Rle
+        };
+        let req = crate::predict::run::RunRequest {
+            input: p.root.clone(),
+            model,
+            config,
+            adapter,
+            prompts: None,
+            params: self.proposals.params.clone(),
+            multimask: false,
+            outputs: crate::predict::outputs::OutputSpec {
+                dir: export.join("predict"),
+                labels_png: true,
+                labels_tiff: false,
+                objects: self.export_options.masks,
+                coco_segmentation,
+            },
+            overwrite: false,
+            tiles: self.settings.tiles,
+            device: self.config.device.clone(),
+        };
+        self.predict_summary = None;
+        let job = crate::service::predict_all::job(req);
+        self.predict_rx = Some(
+            self.service
+                .tasks
+                .spawn(JobKind::Predict, "predict all", job),
+        );
     }
 }

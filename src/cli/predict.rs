@@ -77,6 +77,7 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
     let req = RunRequest {
         input: a.input.clone(),
         model: a.model.clone(),
+        config: None,
         adapter: a.adapter.clone(),
         prompts,
         params: a.amg.params(),
@@ -107,7 +108,11 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
     println!("{}", summary.line());
     println!(
         "{} {} ({} image{})",
-        if summary.coco_changed { "wrote" } else { "unchanged:" },
+        if summary.coco_changed {
+            "wrote"
+        } else {
+            "unchanged:"
+        },
         summary.coco_path.display(),
         summary.coco_images,
         if summary.coco_images == 1 { "" } else { "s" }
@@ -119,7 +124,11 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
         bail!("stopped by Ctrl-C; run the same command again to continue");
     }
     if !summary.failed.is_empty() {
-        bail!("{} of {} images failed", summary.failed.len(), summary.images);
+        bail!(
+            "{} of {} images failed",
+            summary.failed.len(),
+            summary.images
+        );
     }
     Ok(())
 }

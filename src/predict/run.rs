@@ -20,6 +20,7 @@ use crate::predict::prompt_file::PromptFile;
 use crate::predict::tiling::TileConfig;
 use crate::project::import::load_rgb;
 use crate::project::schema::PROJECT_FILE;
+use crate::sam::SamConfig;
 use crate::sam::automatic_mask_generator::AmgParams;
 
 /// The run's COCO file, in the output folder.
@@ -29,6 +30,8 @@ pub const RUN_COCO: &str = "coco.json";
 pub struct RunRequest {
     pub input: PathBuf,
     pub model: PathBuf,
+    /// Overrides detection (non-official models whose head counts the weights do not record).
+    pub config: Option<SamConfig>,
     pub adapter: Option<PathBuf>,
     /// Prompts per image; without them every image gets segment everything with `params`.
     pub prompts: Option<PromptFile>,
@@ -84,7 +87,10 @@ impl RunSummary {
         }
         s += &format!("; {:.1} s", self.secs);
         if self.done > 0 {
-            s += &format!(" ({:.1} s per segmented image)", self.secs / self.done as f64);
+            s += &format!(
+                " ({:.1} s per segmented image)",
+                self.secs / self.done as f64
+            );
         }
         s
     }
@@ -277,7 +283,7 @@ pub fn run_folder(
             let loaded = crate::engine::load(
                 &req.model,
                 req.adapter.as_deref(),
-                None,
+                req.config.clone(),
                 req.device.clone(),
             )?;
             model = Some(loaded);

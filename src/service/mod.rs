@@ -19,6 +19,7 @@ pub mod dialogs;
 pub mod export;
 pub mod io;
 pub mod jobs;
+pub mod predict_all;
 pub mod tasks;
 pub mod thread;
 pub mod train;

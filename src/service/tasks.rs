@@ -3,6 +3,7 @@
 //! events and progress while it runs, can be cancelled, and ends with one typed result. A job
 //! that panics ends with an error result; the UI keeps running.
 
+use crate::predict::run::RunSummary;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ pub type TaskId = u64;
 pub enum JobKind {
     Train,
     Export,
+    Predict,
     Download,
     Demo,
     Import,
@@ -35,6 +37,7 @@ impl JobKind {
         match self {
             JobKind::Train => "trainer",
             JobKind::Export => "export",
+            JobKind::Predict => "predict",
             JobKind::Download => "download",
             JobKind::Demo => "demo",
             JobKind::Import => "import",
@@ -48,6 +51,7 @@ pub enum JobOutput {
     /// None: cancelled (a resumable state is on disk).
     Trained(Option<TrainOutcome>),
     Exported(ExportReport),
+    Predicted(RunSummary),
     Downloaded(PathBuf),
     Demo(OpenProject),
     Imported(Vec<Result<ImageEntry, String>>),
@@ -63,6 +67,12 @@ impl From<Option<TrainOutcome>> for JobOutput {
 impl From<ExportReport> for JobOutput {
     fn from(r: ExportReport) -> Self {
         JobOutput::Exported(r)
+    }
+}
+
+impl From<RunSummary> for JobOutput {
+    fn from(s: RunSummary) -> Self {
+        JobOutput::Predicted(s)
     }
 }
 

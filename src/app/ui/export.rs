@@ -70,5 +70,52 @@ impl SegApp {
                     }
                 });
         }
+        self.predict_all_section(ui);
+    }
+
+    /// "Predict all images": segment everything on every image with the active model.
+    fn predict_all_section(&mut self, ui: &mut egui::Ui) {
+        ui.separator();
+        ui.label(RichText::new("Batch prediction").strong());
+        ui.label(
+            RichText::new(
+                "Segment everything on every image with the model that answers clicks \
+                 (base or adapted): label PNG, COCO JSON (and object PNGs if ticked above) \
+                 in <folder>/predict, as `segadapt predict` writes them. Images already done \
+                 with the same settings are skipped.",
+            )
+            .weak()
+            .small(),
+        );
+        let busy = self.predict_rx.is_some();
+        ui.horizontal(|ui| {
+            let ready = !busy && self.project.is_some() && self.base.spec.is_some();
+            if ui
+                .add_enabled(ready, egui::Button::new("Predict all images"))
+                .clicked()
+            {
+                self.start_predict_all();
+            }
+            if busy {
+                crate::app::ui::spinner(ui);
+                ui.label("predicting…");
+                if ui.button("Stop").clicked() {
+                    self.service
+                        .tasks
+                        .cancel(crate::service::tasks::JobKind::Predict);
+                }
+            }
+        });
+        if let Some(s) = &self.predict_summary {
+            ui.label(s.line());
+            ui.label(
+                RichText::new(format!("COCO file: {}", s.coco_path.display()))
+                    .monospace()
+                    .small(),
+            );
+            for (name, why) in s.failed.iter().take(20) {
+                ui.label(RichText::new(format!("{name}: {why}")).weak().small());
+            }
+        }
     }
 }
