@@ -72,6 +72,11 @@ fn a_stopped_run_keeps_finished_images_and_the_next_run_completes_it() {
     })
     .unwrap();
     assert!(s.cancelled);
+    assert!(
+        s.line().contains("stopped with 2 not started"),
+        "{}",
+        s.line()
+    );
     assert_eq!((s.done, s.skipped, s.failed.len(), finished), (1, 0, 0, 1));
     assert!(out.join("img0_masks.json").is_file());
     assert!(!out.join("img1_masks.json").exists() && !out.join("img1_labels.png").exists());

@@ -85,6 +85,11 @@ impl RunSummary {
         if self.no_prompts > 0 {
             s += &format!(", {} without prompts", self.no_prompts);
         }
+        if self.cancelled {
+            let left = self.images
+                - (self.done + self.skipped + self.failed.len() + self.no_prompts).min(self.images);
+            s += &format!("; stopped with {left} not started");
+        }
         s += &format!("; {:.1} s", self.secs);
         if self.done > 0 {
             s += &format!(
