@@ -144,6 +144,17 @@ pub struct Batch {
     target: Tensor<4>,
 }
 
+impl Batch {
+    /// The batch off the autodiff device, for forward passes that never run backward.
+    pub fn into_inner(self) -> Batch {
+        Batch {
+            prefix: self.prefix.inner(),
+            target: self.target.inner(),
+            ..self
+        }
+    }
+}
+
 /// Draws a batch with `rng` from `pool`: an image, its augmentation, up to `objects_per_step`
 /// of its objects, one prompt kind for all of them, and their targets.
 pub fn next_batch(

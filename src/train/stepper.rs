@@ -192,13 +192,24 @@ const PERTURBATION_BATCHES: usize = 4;
 impl Stepper<'_> {
     /// DARTS-PT scores of `model`'s cells (see [`crate::adapt::select`]): the mean training
     /// loss over [`PERTURBATION_BATCHES`] fixed batches with each op removed in turn.
+    ///
+    /// Scored on the model without autodiff: a forward pass on the autodiff device keeps its
+    /// graph, and the ~60 candidate passes without a backward grew a CPU run to 24 GB.
     pub fn perturbation_scores(&mut self, model: &Sam) -> anyhow::Result<PerturbationScores> {
         let mut rng = step_rng(self.inputs.cfg.seed, usize::MAX, 0x5E1E_C7ED);
         let batches: Vec<Batch> = (0..PERTURBATION_BATCHES)
-            .map(|_| next_batch(&self.inputs, &mut self.cache, &self.all, &mut rng))
+            .map(|_| next_batch(&self.inputs, &mut self.cache, &self.all, &mut rng).into_inner())
             .collect();
-        let (inputs, first) = (&self.inputs, self.cache.first_stage());
-        perturbation_scores(model, |m| {
+        let inputs = StepInputs {
+            base: self.inputs.base,
+            data: self.inputs.data,
+            cfg: self.inputs.cfg,
+            device: self.inputs.device,
+            ad: self.inputs.device,
+        };
+        let (inputs, first) = (&inputs, self.cache.first_stage());
+        let valid = model.valid();
+        perturbation_scores(&valid, |m| {
             let mut sum = 0.0;
             for b in &batches {
                 let l = loss_of(m, b.clone(), inputs, first)?;
