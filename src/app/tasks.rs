@@ -290,11 +290,7 @@ impl SegApp {
             self.error("Open a project first");
             return;
         };
-        let out = if self.export_dir.trim().is_empty() {
-            p.root.join(crate::project::project::EXPORT_DIR)
-        } else {
-            PathBuf::from(self.export_dir.trim())
-        };
+        let out = self.export_folder(p);
         let adapter = p
             .project
             .active_adapter
@@ -332,20 +328,11 @@ impl SegApp {
             self.error("Load a model first");
             return;
         };
-        let export = if self.export_dir.trim().is_empty() {
-            p.root.join(crate::project::project::EXPORT_DIR)
-        } else {
-            PathBuf::from(self.export_dir.trim())
-        };
+        let export = self.export_folder(p);
         let adapter = if self.use_adapter {
             self.adapted.summary.as_ref().map(|s| s.path.clone())
         } else {
             None
-        };
-        let coco_segmentation = if self.export_options.coco_polygons {
-            crate::project::coco::CocoSegmentation::Polygon
-        } else {
-            crate::project::coco::CocoSegmentation::Rle
         };
         let req = crate::predict::run::RunRequest {
             input: p.root.clone(),
@@ -360,7 +347,7 @@ impl SegApp {
                 labels_png: true,
                 labels_tiff: false,
                 objects: self.export_options.masks,
-                coco_segmentation,
+                coco_segmentation: self.export_options.coco_segmentation(),
             },
             overwrite: false,
             tiles: self.settings.tiles,
@@ -373,5 +360,14 @@ impl SegApp {
                 .tasks
                 .spawn(JobKind::Predict, "predict all", job),
         );
+    }
+
+    /// The folder the Export tab writes into: the one typed there, else the project's own.
+    fn export_folder(&self, p: &crate::project::project::OpenProject) -> PathBuf {
+        if self.export_dir.trim().is_empty() {
+            p.root.join(crate::project::project::EXPORT_DIR)
+        } else {
+            PathBuf::from(self.export_dir.trim())
+        }
     }
 }

@@ -14,7 +14,7 @@ use super::{bar, say};
 use crate::device::ComputeDevice;
 use crate::predict::outputs::OutputSpec;
 use crate::predict::prompt_file::PromptFile;
-use crate::predict::run::{RunEvent, RunRequest, list_inputs, run_folder};
+use crate::predict::run::{RunEvent, RunRequest, run_folder};
 use crate::project::coco::CocoSegmentation;
 
 /// Set by Ctrl-C: the run stops after the current prompt / point batch, keeping every
@@ -95,10 +95,9 @@ pub fn run(a: PredictArgs, dev: ComputeDevice) -> Result<()> {
     };
     let _ = super::ctrlc_hook(|| CANCEL.store(true, Ordering::Relaxed));
     eprintln!("device: {}", dev.description);
-    // The bar's length is known once the run has listed the images; until then it counts up.
-    let images = list_inputs(&a.input).map_or(0, |v| v.len());
-    let pb = bar(images as u64, "predict");
+    let pb = bar(0, "predict");
     let summary = run_folder(&req, &CANCEL, &mut |e| match e {
+        RunEvent::Started { images } => pb.set_length(images as u64),
         RunEvent::Message(m) => say(&pb, m),
         RunEvent::Working(w) => pb.set_message(w),
         RunEvent::ImageFinished => pb.inc(1),

@@ -46,6 +46,8 @@ pub struct RunRequest {
 
 /// What a run reports while it works.
 pub enum RunEvent {
+    /// The images were listed: how many the run will go through.
+    Started { images: usize },
     /// A line for the user (an image done or failed, the model loaded, a fallback).
     Message(String),
     /// What is being worked on now (image name, batch within it).
@@ -185,6 +187,9 @@ pub fn run_folder(
         }
     }
     let items = list_inputs(&req.input)?;
+    on(RunEvent::Started {
+        images: items.len(),
+    });
     if let Some(pf) = prompts {
         let unknown: Vec<&String> = pf
             .images

@@ -25,6 +25,16 @@ pub struct ExportOptions {
     pub merged: bool,
 }
 
+impl ExportOptions {
+    pub fn coco_segmentation(&self) -> coco::CocoSegmentation {
+        if self.coco_polygons {
+            coco::CocoSegmentation::Polygon
+        } else {
+            coco::CocoSegmentation::Rle
+        }
+    }
+}
+
 impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
@@ -169,11 +179,7 @@ pub fn export(req: &ExportRequest, progress: impl Fn(f32)) -> Result<ExportRepor
                     .collect(),
             })
             .collect();
-        let kind = if req.options.coco_polygons {
-            coco::CocoSegmentation::Polygon
-        } else {
-            coco::CocoSegmentation::Rle
-        };
+        let kind = req.options.coco_segmentation();
         let json = coco::build(
             &images,
             &format!("segadapt project '{}'", p.project.name),

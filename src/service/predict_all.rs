@@ -3,16 +3,16 @@
 
 use anyhow::Result;
 
-use crate::predict::run::{RunEvent, RunRequest, RunSummary, list_inputs, run_folder};
+use crate::predict::run::{RunEvent, RunRequest, RunSummary, run_folder};
 
 use super::context::JobContext;
 
 pub fn job(req: RunRequest) -> impl FnOnce(&JobContext) -> Result<RunSummary> + Send {
     move |ctx| {
-        let total = list_inputs(&req.input)?.len().max(1);
-        let mut finished = 0usize;
+        let (mut total, mut finished) = (1usize, 0usize);
         ctx.progress(0.0);
         run_folder(&req, ctx.cancel_flag(), &mut |e| match e {
+            RunEvent::Started { images } => total = images.max(1),
             RunEvent::Message(m) => ctx.status(m),
             RunEvent::Working(w) => ctx.status(format!("segmenting {w}")),
             RunEvent::ImageFinished => {
