@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -16,27 +15,6 @@ use image::RgbImage;
 use segadapt::adapt::file::{AdapterCard, save_adapter};
 use segadapt::adapt::{AdapterConfig, Method, apply_adapters, for_each_branch};
 use segadapt::sam::load_sam;
-
-fn segadapt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segadapt"))
-        .args(["--device", "cpu"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run segadapt")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn gray(path: &Path) -> Vec<bool> {
     image::open(path)

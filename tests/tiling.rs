@@ -18,8 +18,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use common::{s, segadapt, text};
+
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -278,27 +279,6 @@ fn tiled_masks_equal_the_tile_crop_and_beat_the_squeezed_image() {
         );
         assert_eq!(differ, 0, "tile {tile:?}");
     }
-}
-
-fn segadapt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segadapt"))
-        .args(["--device", "cpu"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run segadapt")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use burn::prelude::*;
 use segadapt::sam::config::SamConfig;
@@ -143,4 +144,31 @@ pub fn train_tiny_vit(
     )
     .unwrap();
     (events, o)
+}
+
+/// Runs the segadapt binary on the CPU with `args`. SEGADAPT_BIN: a copy of the binary, for
+/// worktrees that share one target folder (each build there replaces the others' binary).
+pub fn segadapt(args: &[&str]) -> Output {
+    let bin = std::env::var_os("SEGADAPT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_segadapt")));
+    Command::new(bin)
+        .args(["--device", "cpu"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run segadapt")
+}
+
+/// A run's stdout and stderr together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
