@@ -8,7 +8,9 @@ per object the difference is averaged over the seeds both methods ran, then a bo
 objects (10,000 resamples) gives a 95% interval. A run that kept no adapter is the base model
 on the test set (that is what the user is left with).
 
-    python3 tools/nas_compare_report.py DIR [--baseline lora] [--json out.json]
+    python3 tools/nas_compare_report.py DIR [DIR...] [--baseline lora] [--json out.json]
+Several folders pool their runs (a later wave against an earlier wave's baseline); a run name
+found in more than one folder is an error.
 Standard library only.
 """
 import argparse
@@ -44,12 +46,14 @@ def bootstrap(diffs, n=10000, seed=0):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("dir")
+    ap.add_argument("dirs", nargs="+")
     ap.add_argument("--baseline", default="lora")
     ap.add_argument("--json")
     a = ap.parse_args()
     runs = defaultdict(dict)  # (set, method) -> seed -> report
-    for p in sorted(glob.glob(os.path.join(a.dir, "*.json"))):
+    seen = {}
+    paths = [p for d in a.dirs for p in sorted(glob.glob(os.path.join(d, "*.json")))]
+    for p in paths:
         m = NAME.match(os.path.basename(p)[:-5])
         if not m:
             continue
@@ -60,6 +64,9 @@ def main():
                 continue
         if "test" not in rep:
             continue
+        if m.group(0) in seen:
+            raise SystemExit(f"{m.group(0)} is in {seen[m.group(0)]} and {p}: one run per name")
+        seen[m.group(0)] = p
         runs[(m["set"], m["method"])][int(m["seed"])] = rep
     summary = {}
     for s in sorted({k[0] for k in runs}):

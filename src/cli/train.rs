@@ -421,8 +421,8 @@ fn print_alpha_table(o: &TrainOutcome, file_card: Option<&AdapterCard>, log: &Ru
             .map(|c| (c.name.clone(), c.weights.clone()))
             .collect()
     });
-    let (title, rows): (&str, Vec<(String, Vec<f32>)>) = match file_cells {
-        Some(rows) if !rows.is_empty() => ("of the written adapter", rows),
+    let (title, rows, chosen_ops): (&str, Vec<(String, Vec<f32>)>, _) = match file_cells {
+        Some(rows) if !rows.is_empty() => ("of the written adapter", rows, &o.chosen_ops),
         _ => (
             "at the last step (no adapter written)",
             log.cells
@@ -430,6 +430,7 @@ fn print_alpha_table(o: &TrainOutcome, file_card: Option<&AdapterCard>, log: &Ru
                 .cloned()
                 .zip(log.last_alpha.iter().cloned())
                 .collect(),
+            &log.last_chosen,
         ),
     };
     if rows.is_empty() {
@@ -446,8 +447,7 @@ fn print_alpha_table(o: &TrainOutcome, file_card: Option<&AdapterCard>, log: &Ru
         for v in w {
             print!(" {v:>11.3}");
         }
-        let chosen = o
-            .chosen_ops
+        let chosen = chosen_ops
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, op)| op.as_str())

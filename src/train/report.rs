@@ -44,6 +44,8 @@ pub struct RunLog {
     pub ops: Vec<String>,
     /// softmax(α) per cell at the last step.
     pub last_alpha: Vec<Vec<f32>>,
+    /// The op of each discrete cell at the last stage change (empty before consolidation).
+    pub last_chosen: Vec<(String, String)>,
 }
 
 impl RunLog {
@@ -67,6 +69,7 @@ impl RunLog {
                 self.stages.push(*stage);
             }
             TrainEvent::Alpha { weights, .. } => self.last_alpha = weights.clone(),
+            TrainEvent::StageChanged { chosen, .. } => self.last_chosen = chosen.clone(),
             _ => {}
         }
     }
