@@ -12,7 +12,8 @@
 //! With the tiny random-weight MobileSAM fixture (always run): prompt order and the tile-crop
 //! oracle on a 6-tile image, the bounded tile cache, the app's worker path, and the CLI (a box
 //! larger than a tile falls back to the squeezed image and says so, the tile is recorded per
-//! object, segment everything refuses a tiled image, bad flags are refused before any work).
+//! object, segment everything keeps each mask in its tile, bad flags are refused before any
+//! work).
 //! Without the real checkpoint or the nuclei data the first test is skipped, unless
 //! SEGADAPT_REQUIRE_ASSETS=1.
 
@@ -215,12 +216,12 @@ fn tiled_masks_equal_the_tile_crop_and_beat_the_squeezed_image() {
         }
         assert_eq!(squeezed[i].source, MaskSource::Image);
         // Nothing outside the tile.
-        for (p, &v) in got.mask.iter().enumerate() {
+        for (p, &v) in got.mask().iter().enumerate() {
             let (x, y) = (p % SIDE, p / SIDE);
             let inside = x >= tile[0] && x < tile[2] && y >= tile[1] && y < tile[3];
             assert!(inside || !v, "object {}: ({x},{y}) outside {tile:?}", i + 1);
         }
-        let (a, b) = (iou(&got.mask, gt_mask), iou(&squeezed[i].mask, gt_mask));
+        let (a, b) = (iou(&got.mask(), gt_mask), iou(&squeezed[i].mask(), gt_mask));
         sum_tiled += a;
         sum_squeezed += b;
         lost_tiled += usize::from(a < 0.5);
@@ -270,7 +271,7 @@ fn tiled_masks_equal_the_tile_crop_and_beat_the_squeezed_image() {
                 b[3] - tile[1],
             ];
             let want = predictor.predict(&emb, &boxed(shifted), false).binary(0);
-            let got = crop(&tiled[i].mask, SIDE, tile);
+            let got = crop(&tiled[i].mask(), SIDE, tile);
             differ += got.iter().zip(&want).filter(|(a, b)| a != b).count();
         }
         eprintln!(
@@ -326,7 +327,11 @@ fn cli_tiles_reports_the_fallback_and_refuses_what_it_cannot_do() {
     assert_eq!(anns[0]["tile"], serde_json::json!([0, 0, 1280, 96]));
     assert_eq!(anns[1]["tile"], "whole image (prompt larger than a tile)");
 
-    // Segment everything does not tile: refused, with the way out.
+    // Segment everything tiles too (it was refused before): the run succeeds and any mask
+    // lies in the tile its record names, one of the grid's three (cores 1024 px, halo 256,
+    // clamped to 2100×96). The random-weight model may keep none; tests/tiled_everything.rs
+    // checks real masks.
+    let everything = root.path().join("everything");
     let o = segadapt(&[
         "predict",
         "--model",
@@ -334,15 +339,37 @@ fn cli_tiles_reports_the_fallback_and_refuses_what_it_cannot_do() {
         "--input",
         s(&input),
         "--out",
-        s(&root.path().join("everything")),
+        s(&everything),
+        "--points-per-side",
+        "4",
+        "--pred-iou-thresh",
+        "0",
+        "--stability-score-thresh",
+        "0",
     ]);
-    assert!(!o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("segment everything does not tile images yet")
-            && text(&o).contains("--tile-above 0"),
-        "{}",
-        text(&o)
-    );
+    assert!(o.status.success(), "{}", text(&o));
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(everything.join("wide_masks.json")).unwrap())
+            .unwrap();
+    let grid = [[0, 0, 1280, 96], [768, 0, 2100, 96], [1792, 0, 2100, 96]];
+    let anns = record["annotations"].as_array().unwrap();
+    let labels = image::open(everything.join("wide_labels.png"))
+        .unwrap()
+        .into_luma16();
+    for a in anns {
+        let t: [usize; 4] = serde_json::from_value(a["tile"].clone()).unwrap();
+        assert!(grid.contains(&t), "{t:?}");
+        let label = a["label"].as_u64().unwrap() as u16;
+        for (x, y, v) in labels.enumerate_pixels() {
+            if v.0[0] == label {
+                let (x, y) = (x as usize, y as usize);
+                assert!(
+                    x >= t[0] && x < t[2] && y >= t[1] && y < t[3],
+                    "({x}, {y}) not in {t:?}"
+                );
+            }
+        }
+    }
     // Bad tile flags are refused before any work.
     let o = segadapt(&[
         "segment",
@@ -399,7 +426,8 @@ fn tiny_model_prompt_order_oracle_and_bounded_cache() {
             panic!("prompt {k}: {:?}", o.source)
         };
         assert_eq!(r.to_array(), want, "prompt {k}");
-        let outside = o.mask.iter().enumerate().filter(|(p, v)| {
+        let mask = o.mask();
+        let outside = mask.iter().enumerate().filter(|(p, v)| {
             let x = p % w;
             **v && (x < want[0] || x >= want[2])
         });
@@ -425,7 +453,7 @@ fn tiny_model_prompt_order_oracle_and_bounded_cache() {
         let emb = predictor.set_image(&tile);
         let oracle = predictor.predict(&emb, &shifted, false).binary(0);
         assert!(oracle.iter().any(|&v| v) && !oracle.iter().all(|&v| v));
-        assert_eq!(crop(&o.mask, w, want), oracle, "prompt {k}");
+        assert_eq!(crop(&o.mask(), w, want), oracle, "prompt {k}");
     }
 
     // The cache: every tile once, then the newest again (kept), then the oldest kept one

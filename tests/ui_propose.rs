@@ -318,7 +318,8 @@ fn worker_proposals_equal_the_generator_run_directly() {
         },
         image: image.clone(),
         cache_dir: None,
-        params,
+        params: params.clone(),
+        tiles: segadapt::predict::tiling::TileConfig::default(),
         run: 9,
         cancel: Arc::new(AtomicBool::new(false)),
     });
@@ -355,6 +356,62 @@ fn worker_proposals_equal_the_generator_run_directly() {
             .expect("every mask of the direct run is proposed");
         assert_eq!(p.area, r.area);
         assert_eq!(p.predicted_iou, r.predicted_iou);
+    }
+
+    // Above the app's tile threshold the worker segments tile by tile: the same masks as
+    // the tiled generator run directly on the 2×2 grid of the 96×80 image.
+    use segadapt::predict::tiled_everything::generate_tiled;
+    use segadapt::predict::tiling::{TileConfig, tile_grid};
+    let tiles = TileConfig {
+        tile: 48,
+        halo: 16,
+        tile_above: 64,
+    };
+    let generator = SamAutomaticMaskGenerator::new(&m.predictor, params.clone()).unwrap();
+    let grid = tile_grid(96, 80, 48, 16);
+    assert_eq!(grid.len(), 4);
+    let direct: Vec<_> = generate_tiled(
+        &generator,
+        &image,
+        &grid,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+    .into_iter()
+    .filter(|m| m.record.area > 0)
+    .collect();
+    w.send(Job::Propose {
+        slot: Slot::Base,
+        key: ImageKey {
+            id: 1,
+            sha256: "feedfacefeedface".into(),
+        },
+        image: image.clone(),
+        cache_dir: None,
+        params,
+        tiles,
+        run: 10,
+        cancel: Arc::new(AtomicBool::new(false)),
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let proposals = loop {
+        assert!(Instant::now() < deadline, "no tiled answer");
+        match w.rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(W::Proposed {
+                run: 10, proposals, ..
+            }) => break proposals,
+            Ok(W::ProposeError { error, .. }) => panic!("{error}"),
+            _ => {}
+        }
+    };
+    assert_eq!(proposals.len(), direct.len());
+    for t in &direct {
+        let mask = t.record.mask();
+        assert!(
+            proposals.iter().any(|p| *p.mask == mask),
+            "tiled mask proposed"
+        );
     }
 }
 

@@ -157,6 +157,7 @@ impl SegApp {
             image,
             cache_dir: self.project.as_ref().map(|p| p.cache_dir()),
             params: self.proposals.params.clone(),
+            tiles: self.settings.tiles,
             run,
             cancel: cancel.clone(),
         });

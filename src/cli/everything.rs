@@ -1,13 +1,17 @@
 //! `segadapt everything`: the automatic mask generator ("segment everything") on one image,
-//! written as a 16-bit label PNG, one PNG per object and/or COCO JSON with RLE masks.
+//! written as a 16-bit label PNG, one PNG per object and/or COCO JSON with RLE masks. Images
+//! above `--tile-above` are segmented tile by tile (`predict::tiled_everything`).
 
 use std::path::PathBuf;
 
 use crate::device::ComputeDevice;
 use crate::fsutil::{atomic_write, check_writable_dir};
 use crate::predict::batch::label_image;
+use crate::predict::tiled_everything::{generate_tiled, total_steps};
+use crate::predict::tiling::tile_grid;
 use crate::project::export::{write_label_png, write_mask_png};
 use crate::project::import::load_rgb;
+use crate::sam::amg::Rle;
 use crate::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMaskGenerator};
 use anyhow::{Context, Result, bail};
 
@@ -40,6 +44,8 @@ pub struct EverythingArgs {
     pub output: Vec<EverythingOutput>,
     #[command(flatten)]
     pub amg: AmgArgs,
+    #[command(flatten)]
+    pub tiles: super::TileArgs,
 }
 
 /// The automatic mask generator's parameters as flags (shared with `segadapt predict`).
@@ -104,6 +110,8 @@ pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
     params
         .validate()
         .map_err(|e| anyhow::anyhow!("segment everything: {e}"))?;
+    let tiles = a.tiles.config();
+    tiles.validate()?;
     let img = load_rgb(&a.image)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if a.out.exists() && !a.out.is_dir() {
@@ -122,18 +130,42 @@ pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
     let m = crate::engine::load(&a.model, a.adapter.as_deref(), None, dev)?;
     let generator =
         SamAutomaticMaskGenerator::new(&m.predictor, params).map_err(anyhow::Error::msg)?;
-    let pb = super::bar(generator.total_steps([h, w]) as u64, "segment everything");
+    let grid = tiles
+        .applies(w, h)
+        .then(|| tile_grid(w, h, tiles.tile, tiles.halo));
+    let steps = match &grid {
+        Some(g) => total_steps(&generator, g),
+        None => generator.total_steps([h, w]),
+    };
+    if let Some(g) = &grid {
+        println!(
+            "tiled: {} tiles of {} px (halo {}), each segmented on its own",
+            g.len(),
+            tiles.tile,
+            tiles.halo
+        );
+    }
+    let pb = super::bar(steps as u64, "segment everything");
     let t = std::time::Instant::now();
-    let records = generator.generate(&img, &mut |done, total| {
+    let mut progress = |done: usize, total: usize| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
-    });
+    };
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let records: Vec<MaskRecord> = match &grid {
+        Some(g) => generate_tiled(&generator, &img, g, &mut progress, &never)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.record)
+            .collect(),
+        None => generator.generate(&img, &mut progress),
+    };
     pb.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     println!(
         "{} masks from {} points in {secs:.1} s",
         records.len(),
-        a.amg.points_per_side * a.amg.points_per_side
+        a.amg.points_per_side * a.amg.points_per_side * grid.as_ref().map_or(1, |g| g.len())
     );
 
     let mut written = Vec::new();
@@ -141,7 +173,7 @@ pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
         match output {
             EverythingOutput::Labels => {
                 let path = a.out.join(format!("{stem}_labels.png"));
-                let masks: Vec<Vec<bool>> = records.iter().map(|r| r.mask()).collect();
+                let masks: Vec<&Rle> = records.iter().map(|r| &r.rle).collect();
                 write_label_png(&path, &label_image(&masks, h, w)?, w, h)?;
                 written.push(path);
             }

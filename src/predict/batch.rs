@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Result, bail};
 use image::RgbImage;
 
-use super::tiling::{Placement, Rect, TileConfig, TiledPredictor, place_prompt};
+use super::tiled_everything::generate_tiled;
+use super::tiling::{Placement, Rect, TileConfig, TiledPredictor, place_prompt, tile_grid};
 use super::{Predictor, PromptInput};
-use crate::sam::automatic_mask_generator::{AmgParams, SamAutomaticMaskGenerator};
+use crate::sam::amg::Rle;
+use crate::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMaskGenerator};
 
 /// What to segment in one image.
 #[derive(Clone, Debug)]
@@ -23,8 +25,9 @@ pub enum ImagePrompts<'a> {
 /// One object found in an image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PredictedObject {
-    /// Row-major `h·w`, true = object (may be empty: a prompt can give no pixel).
-    pub mask: Vec<bool>,
+    /// The mask in the image frame, run-length encoded so that many objects of a huge image
+    /// fit in memory (may be empty: a prompt can give no pixel).
+    pub rle: Rle,
     /// The model's predicted IoU of the mask.
     pub predicted_iou: f32,
     /// Stability score (segment-everything masks only).
@@ -48,7 +51,12 @@ pub enum MaskSource {
 
 impl PredictedObject {
     pub fn area(&self) -> u64 {
-        self.mask.iter().filter(|&&m| m).count() as u64
+        self.rle.area()
+    }
+
+    /// The mask as a row-major `h·w` image, true = object.
+    pub fn mask(&self) -> Vec<bool> {
+        self.rle.to_mask()
     }
 }
 
@@ -72,8 +80,8 @@ pub fn check_prompt_inside(p: &PromptInput, w: usize, h: usize) -> Result<()> {
 /// Segments one image. Prompted objects are decoded as `segadapt segment` does (one
 /// embedding, then each prompt; with `multimask` the best of SAM's three candidates); an
 /// image whose longer side exceeds `tiles.tile_above` is tiled (see [`super::tiling`]) and
-/// only the tiles the prompts need are embedded. Segment everything does not tile: such an
-/// image is refused.
+/// only the tiles the prompts need are embedded; segment everything then runs tile by tile
+/// (see [`super::tiled_everything`]).
 /// `progress(done, total)` counts decoded prompts (segment everything: its steps). Returns
 /// `None` once `cancel` is set (checked between prompts / point batches).
 pub fn predict_image(
@@ -111,15 +119,16 @@ pub fn predict_image(
                 if cancel.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
-                let mut pred = tiled.predict(p, multimask);
+                let pred = tiled.predict(p, multimask);
                 let best = pred.best();
                 let source = match (tiled.is_tiled(), pred.placement) {
                     (false, _) => MaskSource::Image,
                     (true, Placement::Tile(_)) => MaskSource::Tile(pred.region),
                     (true, Placement::Whole) => MaskSource::SqueezedFallback,
                 };
+                let [rw, rh] = [image.width() as usize, image.height() as usize];
                 out[i] = Some(PredictedObject {
-                    mask: std::mem::take(&mut pred.masks[best]),
+                    rle: Rle::from_mask(&pred.masks[best], rh, rw),
                     predicted_iou: pred.iou[best],
                     stability_score: None,
                     prompt: p.clone(),
@@ -130,24 +139,30 @@ pub fn predict_image(
             Ok(Some(out.into_iter().flatten().collect()))
         }
         ImagePrompts::Everything(params) => {
-            if tiles.applies(w, h) {
-                bail!(
-                    "segment everything does not tile images yet: this one is {w}×{h}, larger \
-                     than --tile-above {}; pass --tile-above 0 to segment it squeezed whole \
-                     into the model input (small objects may be lost)",
-                    tiles.tile_above
-                );
-            }
             let generator = SamAutomaticMaskGenerator::new(predictor, (*params).clone())
                 .map_err(|e| anyhow::anyhow!("segment everything: {e}"))?;
-            let Some(records) = generator.generate_cancellable(image, progress, cancel) else {
-                return Ok(None);
-            };
-            Ok(Some(
+            let found: Vec<(MaskRecord, MaskSource)> = if tiles.applies(w, h) {
+                let grid = tile_grid(w, h, tiles.tile, tiles.halo);
+                let Some(masks) = generate_tiled(&generator, image, &grid, progress, cancel) else {
+                    return Ok(None);
+                };
+                masks
+                    .into_iter()
+                    .map(|m| (m.record, MaskSource::Tile(m.tile)))
+                    .collect()
+            } else {
+                let Some(records) = generator.generate_cancellable(image, progress, cancel) else {
+                    return Ok(None);
+                };
                 records
                     .into_iter()
-                    .map(|r| PredictedObject {
-                        mask: r.mask(),
+                    .map(|r| (r, MaskSource::Image))
+                    .collect()
+            };
+            Ok(Some(
+                found
+                    .into_iter()
+                    .map(|(r, source)| PredictedObject {
                         predicted_iou: r.predicted_iou,
                         stability_score: Some(r.stability_score),
                         prompt: PromptInput {
@@ -158,7 +173,8 @@ pub fn predict_image(
                             }],
                             ..Default::default()
                         },
-                        source: MaskSource::Image,
+                        rle: r.rle,
+                        source,
                     })
                     .collect(),
             ))
@@ -166,10 +182,15 @@ pub fn predict_image(
     }
 }
 
-/// The 16-bit label image of overlapping masks: 0 background, k where mask k (1-based) is.
-/// Masks are painted largest first (equal areas in order), so every smaller mask stays
-/// visible on top of the larger ones it overlaps.
-pub fn label_image<M: AsRef<[bool]>>(masks: &[M], h: usize, w: usize) -> Result<Vec<u16>> {
+/// The 16-bit label image of overlapping masks (`h`×`w`, row-major): 0 background, k where
+/// mask k (1-based) is. Masks are painted largest first (equal areas in order), so every
+/// smaller mask stays visible on top of the larger ones it overlaps. Painted from the runs,
+/// so no mask is decoded.
+pub fn label_image<R: std::borrow::Borrow<Rle>>(
+    masks: &[R],
+    h: usize,
+    w: usize,
+) -> Result<Vec<u16>> {
     if masks.len() > u16::MAX as usize {
         bail!(
             "{} objects do not fit a 16-bit label image (at most {})",
@@ -177,18 +198,21 @@ pub fn label_image<M: AsRef<[bool]>>(masks: &[M], h: usize, w: usize) -> Result<
             u16::MAX
         );
     }
-    let area = |m: &M| m.as_ref().iter().filter(|&&v| v).count();
     let mut order: Vec<usize> = (0..masks.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(area(&masks[i])));
+    order.sort_by_key(|&i| std::cmp::Reverse(masks[i].borrow().area()));
     let mut labels = vec![0u16; h * w];
     for i in order {
-        let m = masks[i].as_ref();
-        if m.len() != h * w {
-            bail!("mask {} has {} pixels, the image {}", i + 1, m.len(), h * w);
+        let m = masks[i].borrow();
+        if m.size != [h, w] {
+            bail!(
+                "mask {} is {:?} (h, w), the image [{h}, {w}]",
+                i + 1,
+                m.size
+            );
         }
-        for (l, &v) in labels.iter_mut().zip(m) {
-            if v {
-                *l = i as u16 + 1;
+        for (start, len) in m.set_runs() {
+            for p in start..start + len {
+                labels[(p % h) * w + p / h] = i as u16 + 1;
             }
         }
     }
@@ -211,10 +235,18 @@ mod tests {
     #[test]
     fn labels_paint_smaller_on_top() {
         // 1×5 strip: mask 1 covers 0..4, mask 2 covers 1..2, mask 3 (same area as 2) 2..3.
-        let m = |r: std::ops::Range<usize>| (0..5).map(|i| r.contains(&i)).collect::<Vec<_>>();
+        let m = |r: std::ops::Range<usize>| {
+            Rle::from_mask(&(0..5).map(|i| r.contains(&i)).collect::<Vec<_>>(), 1, 5)
+        };
         let labels = label_image(&[m(0..4), m(1..3), m(2..4)], 1, 5).unwrap();
         assert_eq!(labels, vec![1, 2, 3, 3, 0]);
         assert!(label_image(&[m(0..4)], 2, 5).is_err());
+        // Column-major runs land row-major: a 2×3 mask set at (x=1, y=0) and (x=2, y=1).
+        let mut two = vec![false; 6];
+        two[1] = true;
+        two[3 + 2] = true;
+        let labels = label_image(&[Rle::from_mask(&two, 2, 3)], 2, 3).unwrap();
+        assert_eq!(labels, vec![0, 1, 0, 0, 0, 1]);
     }
 
     #[test]

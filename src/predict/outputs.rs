@@ -18,6 +18,7 @@ use super::batch::{MaskSource, PredictedObject, coco_bbox, label_image};
 use crate::fsutil::atomic_write;
 use crate::project::coco::{CocoSegmentation, segmentation};
 use crate::project::export::{write_label_png, write_label_tiff, write_mask_png};
+use crate::sam::amg::Rle;
 
 /// Which files to write, and where.
 #[derive(Clone, Debug)]
@@ -112,7 +113,7 @@ impl OutputSpec {
                 .with_context(|| format!("cannot remove {}", record_path.display()))?;
         }
         if self.labels_png || self.labels_tiff {
-            let masks: Vec<&[bool]> = objects.iter().map(|o| o.mask.as_slice()).collect();
+            let masks: Vec<&Rle> = objects.iter().map(|o| &o.rle).collect();
             let labels = label_image(&masks, h, w)?;
             if self.labels_png {
                 write_label_png(&self.labels_png_path(stem), &labels, w, h)?;
@@ -126,7 +127,7 @@ impl OutputSpec {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create folder {}", dir.display()))?;
             for (k, o) in objects.iter().enumerate() {
-                write_mask_png(&self.object_path(stem, k + 1), &o.mask, w, h)?;
+                write_mask_png(&self.object_path(stem, k + 1), &o.mask(), w, h)?;
             }
             remove_extra_objects(&dir, stem, objects.len());
             // Temp files of a run killed while writing this folder.
@@ -185,14 +186,16 @@ pub fn image_record(
         .iter()
         .enumerate()
         .map(|(i, o)| {
+            // One object decoded at a time: a huge image's masks stay run-length encoded.
+            let mask = o.mask();
             let mut a = json!({
                 "id": i + 1,
                 "image_id": 1,
                 "category_id": 1,
                 "iscrowd": 0,
-                "segmentation": segmentation(&o.mask, w, h, kind),
+                "segmentation": segmentation(&mask, w, h, kind),
                 "area": o.area(),
-                "bbox": coco_bbox(&o.mask, w),
+                "bbox": coco_bbox(&mask, w),
                 "label": i + 1,
                 "predicted_iou": o.predicted_iou,
                 "prompt": prompt_json(&o.prompt),

@@ -231,6 +231,51 @@ impl Rle {
         mask
     }
 
+    /// `(start, length)` of every run of set pixels, as column-major pixel indices.
+    pub fn set_runs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut idx = 0usize;
+        self.counts.iter().enumerate().filter_map(move |(k, &c)| {
+            let start = idx;
+            idx += c as usize;
+            (k % 2 == 1 && c > 0).then_some((start, c as usize))
+        })
+    }
+
+    /// This mask, of a region whose top-left pixel is (`x0`, `y0`), placed in an `h`×`w`
+    /// frame (0 outside the region), without decoding either: memory stays in the runs.
+    pub fn placed(&self, x0: usize, y0: usize, h: usize, w: usize) -> Rle {
+        let [rh, rw] = self.size;
+        assert!(x0 + rw <= w && y0 + rh <= h, "region outside the frame");
+        let mut counts: Vec<u32> = Vec::new();
+        // End (exclusive) of the last set run written, in the frame's index.
+        let mut end = 0usize;
+        for (start, len) in self.set_runs() {
+            let mut i = start;
+            while i < start + len {
+                // A run may span several region columns; each column piece is one frame run.
+                let (col, row) = (i / rh, i % rh);
+                let n = (rh - row).min(start + len - i);
+                let at = (x0 + col) * h + y0 + row;
+                match counts.last_mut() {
+                    Some(last) if at == end => *last += n as u32,
+                    _ => {
+                        counts.push((at - end) as u32);
+                        counts.push(n as u32);
+                    }
+                }
+                end = at + n;
+                i += n;
+            }
+        }
+        if counts.is_empty() || end < h * w {
+            counts.push((h * w - end) as u32);
+        }
+        Rle {
+            size: [h, w],
+            counts,
+        }
+    }
+
     /// `area_from_rle`: the number of set pixels.
     pub fn area(&self) -> u64 {
         self.counts

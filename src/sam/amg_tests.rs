@@ -211,3 +211,40 @@ fn small_holes_and_islands() {
     assert!(!changed);
     assert_eq!(same, m);
 }
+
+/// Placing a region's RLE in a larger frame equals pasting the decoded region into an empty
+/// frame and encoding that (the oracle: plain pixel copies), for masks that touch the region's
+/// edges, fill whole columns, are empty or full, at the frame's corners and inside it.
+#[test]
+fn placed_rle_equals_pasted_mask() {
+    let (h, w) = (7usize, 9usize);
+    let mut seed = 12345u64;
+    let mut rand = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    for case in 0..300 {
+        let (rh, rw) = (1 + rand() % h, 1 + rand() % w);
+        let (x0, y0) = (rand() % (w - rw + 1), rand() % (h - rh + 1));
+        let region: Vec<bool> = match case {
+            0 => vec![false; rh * rw],
+            1 => vec![true; rh * rw],
+            _ => (0..rh * rw).map(|_| rand() % 3 == 0).collect(),
+        };
+        let mut frame = vec![false; h * w];
+        for y in 0..rh {
+            for x in 0..rw {
+                frame[(y0 + y) * w + x0 + x] = region[y * rw + x];
+            }
+        }
+        let placed = Rle::from_mask(&region, rh, rw).placed(x0, y0, h, w);
+        assert_eq!(placed, Rle::from_mask(&frame, h, w), "case {case}");
+        let runs: usize = placed.set_runs().map(|(_, n)| n).sum();
+        assert_eq!(runs as u64, placed.area());
+    }
+    // A region the size of the frame is the same mask.
+    let full = Rle::from_mask(&[true, false, true, true], 2, 2);
+    assert_eq!(full.placed(0, 0, 2, 2), full);
+}

@@ -60,13 +60,15 @@ pub enum Job {
     /// reusing the image's embedding. Answered with [`Event::ProposeProgress`] after each
     /// point batch, then one of [`Event::Proposed`], [`Event::ProposeCancelled`] (once
     /// `cancel` is set, checked between batches) or [`Event::ProposeError`], all with `run`.
-    /// Runs after prompts and embeddings; a newer one replaces one still queued.
+    /// Runs after prompts and embeddings; a newer one replaces one still queued. An image
+    /// larger than `tiles.tile_above` is segmented tile by tile (no whole-image embedding).
     Propose {
         slot: Slot,
         key: ImageKey,
         image: Arc<RgbImage>,
         cache_dir: Option<PathBuf>,
         params: AmgParams,
+        tiles: TileConfig,
         run: u64,
         cancel: Arc<AtomicBool>,
     },

@@ -1,7 +1,8 @@
 //! "Propose all objects" on the worker: the official automatic mask generator
 //! ([`SamAutomaticMaskGenerator`]) on the open image's cached embedding, with progress per
 //! point batch and cancellation between batches; its masks become [`Proposal`]s with their
-//! outlines traced here, off the UI thread.
+//! outlines traced here, off the UI thread. Large images go tile by tile
+//! ([`crate::predict::tiled_everything`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use std::time::Instant;
 
 use image::RgbImage;
 
+use crate::predict::tiled_everything::generate_tiled;
+use crate::predict::tiling::{TileConfig, tile_grid};
 use crate::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMaskGenerator};
 use crate::service::thread::guarded;
 
@@ -22,6 +25,7 @@ pub(super) struct PendingPropose {
     pub key: ImageKey,
     pub image: Arc<RgbImage>,
     pub params: AmgParams,
+    pub tiles: TileConfig,
     pub run: u64,
     pub cancel: Arc<AtomicBool>,
 }
@@ -35,6 +39,7 @@ impl Worker {
             image,
             cache_dir,
             params,
+            tiles,
             run,
             cancel,
         } = job
@@ -50,6 +55,7 @@ impl Worker {
             key,
             image,
             params,
+            tiles,
             run,
             cancel,
         };
@@ -64,6 +70,7 @@ impl Worker {
             key,
             image,
             params,
+            tiles,
             run,
             cancel,
         } = p;
@@ -78,13 +85,20 @@ impl Worker {
             });
             return;
         }
-        // The embedding the clicks use (memory, disk, else the encoder with its own events).
-        let emb = match self.embedding(slot, &key, true) {
-            Ok(e) => e,
-            Err(error) => {
-                self.emit(Event::ProposeError { run, error });
-                return;
-            }
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let grid = (tiles.validate().is_ok() && tiles.applies(w, h))
+            .then(|| tile_grid(w, h, tiles.tile, tiles.halo));
+        // The embedding the clicks use (memory, disk, else the encoder with its own events);
+        // a tiled image embeds its tiles inside the generator instead.
+        let emb = match grid {
+            Some(_) => None,
+            None => match self.embedding(slot, &key, true) {
+                Ok(e) => Some(e),
+                Err(error) => {
+                    self.emit(Event::ProposeError { run, error });
+                    return;
+                }
+            },
         };
         let t = Instant::now();
         let (tx, waker) = (self.tx.clone(), self.waker.clone());
@@ -96,11 +110,16 @@ impl Worker {
                 let _ = tx.send(Event::ProposeProgress { run, done, total });
                 waker.wake();
             };
-            Ok(generator.generate_with_embedding(&image, Some(&emb), &mut progress, &cancel))
+            Ok(match &grid {
+                Some(g) => generate_tiled(&generator, &image, g, &mut progress, &cancel)
+                    .map(|masks| masks.into_iter().map(|m| m.record).collect()),
+                None => {
+                    generator.generate_with_embedding(&image, emb.as_ref(), &mut progress, &cancel)
+                }
+            })
         });
         match res {
             Ok(Some(records)) => {
-                let (w, h) = (image.width() as usize, image.height() as usize);
                 let proposals = to_proposals(records, w, h);
                 self.emit(Event::Proposed {
                     run,
