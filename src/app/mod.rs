@@ -213,6 +213,8 @@ impl SegApp {
 /// progress text and [`ui::spinner`]; worker events and input repaint at once. Frames are
 /// not free without a GPU (the renderer then takes CPU from the work being waited for).
 pub const BUSY_REPAINT: Duration = Duration::from_millis(250);
+/// Frame interval while only training runs (its events repaint at every step).
+pub const TRAIN_REPAINT: Duration = Duration::from_secs(1);
 
 impl SegApp {
     /// The whole UI for one frame (the eframe `App::ui` and the test harness call this).
@@ -236,12 +238,21 @@ impl SegApp {
         }
         self.windows(&ctx);
         self.toasts_ui(&ctx);
-        if self.busy()
-            || !self.service.tasks.is_empty()
-            || !self.toasts.is_empty()
-            || self.autopilot.is_some()
-        {
+        // Training alone: every step's event repaints, so frames in between only tick the
+        // clock (a step takes seconds; frames on a software renderer take the trainer's cores).
+        let other_tasks = self
+            .service
+            .tasks
+            .iter()
+            .any(|t| t.kind != crate::service::tasks::JobKind::Train);
+        let other_work = !self.sam.embedding.is_empty()
+            || self.base.loading.is_some()
+            || other_tasks
+            || !self.toasts.is_empty();
+        if other_work || (self.autopilot.is_some() && !self.train.running()) {
             ctx.request_repaint_after(BUSY_REPAINT);
+        } else if self.train.running() {
+            ctx.request_repaint_after(TRAIN_REPAINT);
         } else if self.proposals.running.is_some() {
             // Each batch's event repaints; this only ticks the seconds shown. Frames are not
             // free with a software renderer, and the generator needs the cores.
