@@ -1,6 +1,7 @@
 //! The evaluation protocol of `segadapt eval`: every ground-truth object is prompted with its
 //! tight box, or one positive point at its most interior pixel (best-scoring of 3 masks);
-//! masks are logits > 0 at the original size.
+//! masks are logits > 0 at the original size. Images above the tile threshold are decoded in
+//! tiles as `segadapt segment` decodes them ([`crate::predict::tiling`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{bbox, dice, interior_point, iou};
+use crate::predict::tiling::{Placement, TileConfig, TiledPredictor, place_prompt};
 use crate::predict::{Point, Predictor, PromptInput};
 use crate::project::import::{is_dicom_file, load_labels, load_rgb};
 
@@ -80,6 +82,13 @@ pub struct ImageRow {
     pub object_iou: Vec<f64>,
     #[serde(default)]
     pub object_dice: Vec<f64>,
+    /// Tiles the image was cut into (1: decoded whole).
+    #[serde(default = "one")]
+    pub tiles: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -132,8 +141,10 @@ pub fn evaluate(
     pairs: &[(PathBuf, PathBuf)],
     prompt: EvalPrompt,
     min_area: usize,
+    tiles: &TileConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<EvalReport> {
+    tiles.validate()?;
     let mut loaded = Vec::new();
     let mut total = 0;
     for (img_p, mask_p) in pairs {
@@ -164,23 +175,30 @@ pub fn evaluate(
     let (mut sum_iou, mut sum_dice) = (0.0, 0.0);
     for (img_p, img, objects) in loaded {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let emb = predictor.set_image(&img);
-        let (mut si, mut sd) = (0.0, 0.0);
-        let (mut object_iou, mut object_dice) = (Vec::new(), Vec::new());
-        for gt in &objects {
-            let Some((p, multimask)) = protocol_prompt(gt, w, h, prompt) else {
-                continue;
-            };
-            let pred = predictor.predict(&emb, &p, multimask);
-            let m = pred.binary(pred.best());
-            let (i, d) = (iou(&m, gt), dice(&m, gt));
-            object_iou.push(i);
-            object_dice.push(d);
-            si += i;
-            sd += d;
+        let mut tiled = TiledPredictor::new(predictor, &img, tiles)?;
+        // Prompts decoded tile by tile (each tile embedded once); scores kept in label order.
+        let mut prompts: Vec<(usize, PromptInput, bool)> = objects
+            .iter()
+            .enumerate()
+            .filter_map(|(k, gt)| protocol_prompt(gt, w, h, prompt).map(|(p, mm)| (k, p, mm)))
+            .collect();
+        prompts.sort_by_key(|(k, p, _)| match place_prompt(tiled.grid(), p) {
+            Placement::Tile(t) => (t, *k),
+            Placement::Whole => (usize::MAX, *k),
+        });
+        let mut scores: Vec<(usize, f64, f64)> = Vec::with_capacity(prompts.len());
+        for (k, p, multimask) in &prompts {
+            let pred = tiled.predict(p, *multimask);
+            let m = &pred.masks[pred.best()];
+            let gt = &objects[*k];
+            scores.push((*k, iou(m, gt), dice(m, gt)));
             done += 1;
             progress(done, total);
         }
+        scores.sort_by_key(|&(k, _, _)| k);
+        let object_iou: Vec<f64> = scores.iter().map(|s| s.1).collect();
+        let object_dice: Vec<f64> = scores.iter().map(|s| s.2).collect();
+        let (si, sd): (f64, f64) = (object_iou.iter().sum(), object_dice.iter().sum());
         let n = objects.len();
         sum_iou += si;
         sum_dice += sd;
@@ -195,6 +213,7 @@ pub fn evaluate(
             mean_dice: if n > 0 { sd / n as f64 } else { 0.0 },
             object_iou,
             object_dice,
+            tiles: tiled.grid().len(),
         });
     }
     let n = done.max(1) as f64;

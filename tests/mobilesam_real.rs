@@ -213,7 +213,15 @@ fn real_mobilesam_matches_official_on_nuclei() {
             .unwrap();
     let pairs = segadapt::eval::list_pairs(&data).unwrap();
     for (prompt, key) in [(EvalPrompt::Box, "box"), (EvalPrompt::Point, "point")] {
-        let r = evaluate(&predictor, &pairs, prompt, 60, |_, _| {}).unwrap();
+        let r = evaluate(
+            &predictor,
+            &pairs,
+            prompt,
+            60,
+            &segadapt::predict::tiling::TileConfig::default(),
+            |_, _| {},
+        )
+        .unwrap();
         let want_iou = reference[key]["mean_iou"].as_f64().unwrap();
         let want_dice = reference[key]["mean_dice"].as_f64().unwrap();
         println!(

@@ -245,6 +245,53 @@ fn tiled_masks_equal_the_tile_crop_and_beat_the_squeezed_image() {
     );
     assert!(lost_squeezed >= lost_tiled + 4);
 
+    // `segadapt eval` (and `train --test-data`) use the same tiles: its protocol (tight box
+    // per ground-truth object, label order) scores each nucleus exactly as the masks above.
+    let data = tempfile::tempdir().unwrap();
+    for d in ["images", "masks"] {
+        std::fs::create_dir_all(data.path().join(d)).unwrap();
+    }
+    canvas.save(data.path().join("images/canvas.png")).unwrap();
+    let mut labels = vec![0u16; SIDE * SIDE];
+    for (k, (m, _)) in objects.iter().enumerate() {
+        for (l, &v) in labels.iter_mut().zip(m) {
+            if v {
+                *l = k as u16 + 1;
+            }
+        }
+    }
+    segadapt::project::export::write_label_png(
+        &data.path().join("masks/canvas.png"),
+        &labels,
+        SIDE,
+        SIDE,
+    )
+    .unwrap();
+    let pairs = segadapt::eval::list_pairs(data.path()).unwrap();
+    for (cfg, masks, tiles) in [(cfg, &tiled, 9), (TileConfig::off(), &squeezed, 1)] {
+        let r = segadapt::eval::evaluate(
+            &predictor,
+            &pairs,
+            segadapt::eval::EvalPrompt::Box,
+            0,
+            &cfg,
+            |_, _| {},
+        )
+        .unwrap();
+        let row = &r.per_image[0];
+        assert_eq!(row.tiles, tiles);
+        assert_eq!(row.object_iou.len(), n);
+        for (i, (gt_mask, _)) in objects.iter().enumerate() {
+            let want = iou(&masks[i].mask(), gt_mask);
+            assert!(
+                (row.object_iou[i] - want).abs() < 1e-12,
+                "eval object {}: {} vs {want}",
+                i + 1,
+                row.object_iou[i]
+            );
+        }
+    }
+
     // Oracle 2: the plain predictor on the crop that is exactly the tile (the inner one,
     // with a halo on every side; one embedding of a 1536² crop costs seconds on 2 cores).
     let (tile, members) = by_tile

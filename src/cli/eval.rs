@@ -30,6 +30,8 @@ pub struct EvalArgs {
     pub min_area: usize,
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub tiles: super::TileArgs,
 }
 
 #[derive(clap::Args)]
@@ -54,7 +56,10 @@ pub fn run(a: EvalArgs, dev: ComputeDevice) -> Result<()> {
         prompt,
         min_area,
         json,
+        tiles,
     } = a;
+    let tiles = tiles.config();
+    tiles.validate()?;
     let pairs = list_pairs(&data)?;
     if let Some(j) = &json {
         ensure_output_folder(j)?;
@@ -63,18 +68,30 @@ pub fn run(a: EvalArgs, dev: ComputeDevice) -> Result<()> {
     let m = crate::engine::load_as(&model, adapter.as_deref(), None, family, dev)?;
     eprintln!("{}", super::describe_model(&m));
     let pb = bar(0, "eval");
-    let report = evaluate(&m.predictor, &pairs, prompt, min_area, |done, total| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    })?;
+    let report = evaluate(
+        &m.predictor,
+        &pairs,
+        prompt,
+        min_area,
+        &tiles,
+        |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
     pb.finish_and_clear();
     println!(
         "{:<30} {:>8} {:>9} {:>9}",
         "image", "objects", "mean IoU", "mean Dice"
     );
     for r in &report.per_image {
+        let tiled = if r.tiles > 1 {
+            format!("  ({} tiles)", r.tiles)
+        } else {
+            String::new()
+        };
         println!(
-            "{:<30} {:>8} {:>9.4} {:>9.4}",
+            "{:<30} {:>8} {:>9.4} {:>9.4}{tiled}",
             r.image, r.n_objects, r.mean_iou, r.mean_dice
         );
     }

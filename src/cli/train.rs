@@ -13,6 +13,7 @@ use crate::adapt::file::AdapterCard;
 use crate::adapt::{AdapterConfig, Method, OpInit, OpKind, Placement};
 use crate::device;
 use crate::eval::{EvalPrompt, list_pairs};
+use crate::predict::tiling::TileConfig;
 use crate::sam::{CheckpointInfo, Sam};
 use crate::train::loss::LossKind;
 use crate::train::prompts::PromptMix;
@@ -275,7 +276,7 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
     print_alpha_table(&o, file_card.as_ref(), &log);
     print_outcome(&o, &a.out, &log);
     let test = match &test_pairs {
-        Some(pairs) => held_out(&base, &info, &o, &dev, pairs, cfg.min_area)?,
+        Some(pairs) => held_out(&base, &info, &o, &dev, pairs, cfg.min_area, &tiles)?,
         None => HeldOutTest::default(),
     };
     if let Some(pairs_dir) = a.test_data.as_deref() {
@@ -498,6 +499,7 @@ fn held_out(
     dev: &device::ComputeDevice,
     pairs: &[(PathBuf, PathBuf)],
     min_area: usize,
+    tiles: &TileConfig,
 ) -> Result<HeldOutTest> {
     let mut progress = TestProgress::default();
     let adapter = o.adapter_path.as_deref();
@@ -508,6 +510,7 @@ fn held_out(
         dev,
         pairs,
         min_area,
+        tiles,
         &mut |m, p, done, total| progress.show(m, p, done, total),
     )
 }

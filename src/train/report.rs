@@ -16,6 +16,7 @@ use crate::adapt::file::{AdapterCard, CellCard};
 use crate::device::ComputeDevice;
 use crate::eval::{EvalPrompt, EvalReport, evaluate};
 use crate::fsutil::atomic_write;
+use crate::predict::tiling::TileConfig;
 use crate::sam::{CheckpointInfo, Sam};
 
 /// Per-step wall time from the trainer's cumulative `elapsed_s`: the first step (cold kernels)
@@ -153,7 +154,7 @@ impl HeldOutTest {
 }
 
 /// Evaluates `base`, and `base` with `adapter` when given, on `pairs` (image, label mask)
-/// with the `eval` protocol, box then point prompts. `progress(model, prompt, done, total)`
+/// with the `eval` protocol (large images by `tiles`), box then point prompts. `progress(model, prompt, done, total)`
 /// is called after each object.
 pub fn test_held_out(
     base: &Sam,
@@ -162,15 +163,21 @@ pub fn test_held_out(
     dev: &ComputeDevice,
     pairs: &[(PathBuf, PathBuf)],
     min_area: usize,
+    tiles: &TileConfig,
     progress: &mut dyn FnMut(&str, EvalPrompt, usize, usize),
 ) -> Result<HeldOutTest> {
     let mut scores = |name: &str, file: Option<&Path>| -> Result<PromptScores> {
         // The base checkpoint is already in memory: adapt a copy instead of reloading it.
         let m = crate::engine::with_adapter(base.clone(), info.clone(), file, dev.clone())?;
         let mut eval = |prompt| {
-            evaluate(&m.predictor, pairs, prompt, min_area, |done, total| {
-                progress(name, prompt, done, total)
-            })
+            evaluate(
+                &m.predictor,
+                pairs,
+                prompt,
+                min_area,
+                tiles,
+                |done, total| progress(name, prompt, done, total),
+            )
         };
         Ok(PromptScores {
             r#box: eval(EvalPrompt::Box)?,
