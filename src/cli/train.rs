@@ -17,7 +17,7 @@ use crate::predict::tiling::TileConfig;
 use crate::sam::{CheckpointInfo, Sam};
 use crate::train::loss::LossKind;
 use crate::train::prompts::PromptMix;
-use crate::train::report::{HeldOutTest, RunLog, TrainReport, test_held_out};
+use crate::train::report::{HeldOutTest, RunLog, TestSet, TrainReport, test_held_out};
 use crate::train::schedule::Schedule;
 use crate::train::{TrainConfig, TrainData, TrainEvent, TrainOutcome, train};
 
@@ -508,9 +508,11 @@ fn held_out(
         info,
         adapter,
         dev,
-        pairs,
-        min_area,
-        tiles,
+        &TestSet {
+            pairs,
+            min_area,
+            tiles: *tiles,
+        },
         &mut |m, p, done, total| progress.show(m, p, done, total),
     )
 }

@@ -153,17 +153,23 @@ impl HeldOutTest {
     }
 }
 
-/// Evaluates `base`, and `base` with `adapter` when given, on `pairs` (image, label mask)
-/// with the `eval` protocol (large images by `tiles`), box then point prompts. `progress(model, prompt, done, total)`
-/// is called after each object.
+/// A held-out test set: (image, label mask) pairs, the smallest object scored, and how large
+/// images are tiled.
+pub struct TestSet<'a> {
+    pub pairs: &'a [(PathBuf, PathBuf)],
+    pub min_area: usize,
+    pub tiles: TileConfig,
+}
+
+/// Evaluates `base`, and `base` with `adapter` when given, on `set` with the `eval`
+/// protocol, box then point prompts. `progress(model, prompt, done, total)` is called after
+/// each object.
 pub fn test_held_out(
     base: &Sam,
     info: &CheckpointInfo,
     adapter: Option<&Path>,
     dev: &ComputeDevice,
-    pairs: &[(PathBuf, PathBuf)],
-    min_area: usize,
-    tiles: &TileConfig,
+    set: &TestSet,
     progress: &mut dyn FnMut(&str, EvalPrompt, usize, usize),
 ) -> Result<HeldOutTest> {
     let mut scores = |name: &str, file: Option<&Path>| -> Result<PromptScores> {
@@ -172,10 +178,10 @@ pub fn test_held_out(
         let mut eval = |prompt| {
             evaluate(
                 &m.predictor,
-                pairs,
+                set.pairs,
                 prompt,
-                min_area,
-                tiles,
+                set.min_area,
+                &set.tiles,
                 |done, total| progress(name, prompt, done, total),
             )
         };
