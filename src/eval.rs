@@ -82,13 +82,17 @@ pub struct ImageRow {
     pub object_iou: Vec<f64>,
     #[serde(default)]
     pub object_dice: Vec<f64>,
-    /// Tiles the image was cut into (1: decoded whole).
-    #[serde(default = "one")]
+    /// Tiles the image was cut into (1: decoded whole, and then not written).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub tiles: usize,
 }
 
 fn one() -> usize {
     1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

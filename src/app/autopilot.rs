@@ -17,7 +17,8 @@ pub enum Scene {
     Ab,
     /// A new project under the cache with one large image (`SEGADAPT_AUTOPILOT_IMAGE`), boxes
     /// (`SEGADAPT_AUTOPILOT_BOXES`: `x0,y0,x1,y1;…`) decoded in their tiles, all but the
-    /// last accepted; 5 s after that `SEGADAPT_AUTOPILOT_ZOOM=x,y,zoom` centres the view on x, y.
+    /// last accepted; 5 s after that `SEGADAPT_AUTOPILOT_ZOOM=x,y,zoom` centres the view on x, y,
+/// then `SEGADAPT_AUTOPILOT_PROPOSE=n` proposes all objects with n points per side.
     Large,
 }
 
@@ -252,6 +253,15 @@ impl SegApp {
                     self.canvas.view_touched = true;
                 }
                 eprintln!("autopilot: large zoomed");
+                true
+            }
+            // `SEGADAPT_AUTOPILOT_PROPOSE=n`: Propose all objects with n points per side.
+            k if k == 5 + boxes.len() => {
+                if let Some(n) = env_numbers("PROPOSE").first().and_then(|g| g.first()) {
+                    self.proposals.params.points_per_side = *n as usize;
+                    self.propose_all();
+                    eprintln!("autopilot: large proposing");
+                }
                 true
             }
             _ => false,
