@@ -16,14 +16,10 @@ const OUTLINE: Color32 = Color32::from_rgb(0, 229, 255);
 const HIGHLIGHT: Color32 = Color32::WHITE;
 const FILL: [u8; 4] = [0, 229, 255, 80];
 
-/// "batch 3/16": the generator's first step is the (cached) embedding, then one per batch of
-/// points (the app runs no crop layers).
+/// "step 3/17": the generator's steps, one per image embedding (the cached one, or one per tile
+/// of a large image) and one per batch of points.
 fn batches(done: usize, total: usize) -> String {
-    format!(
-        "batch {}/{}",
-        done.saturating_sub(1),
-        total.saturating_sub(1)
-    )
+    format!("step {done}/{total}")
 }
 
 impl SegApp {
