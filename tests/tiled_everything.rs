@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -29,32 +28,6 @@ const TILES: TileConfig = TileConfig {
     halo: 128,
     tile_above: 768,
 };
-
-fn assets() -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let cache = std::env::var_os("SEGADAPT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/segadapt")
-        });
-    let model = cache.join("models/mobile_sam.pt");
-    let layouts = [
-        ("data/nuclei_eval", "images/img2d.tif", "masks/img2d.png"),
-        ("data/nuclei", "img2d.tif", "mask2d.tif"),
-    ];
-    for (dir, img, labels) in layouts {
-        let (img, labels) = (cache.join(dir).join(img), cache.join(dir).join(labels));
-        if model.exists() && img.exists() && labels.exists() {
-            return Some((model, img, labels));
-        }
-    }
-    assert_ne!(
-        std::env::var("SEGADAPT_REQUIRE_ASSETS").as_deref(),
-        Ok("1"),
-        "real assets missing: run tools/fetch_assets.sh"
-    );
-    eprintln!("SKIPPED: real MobileSAM assets not found (run tools/fetch_assets.sh)");
-    None
-}
 
 fn everything(p: &Predictor, img: &RgbImage, cfg: TileConfig) -> Vec<PredictedObject> {
     let params = AmgParams {
@@ -101,7 +74,7 @@ fn matches(found: &[PredictedObject], gt: &[Vec<bool>]) -> Vec<usize> {
 
 #[test]
 fn tiled_segment_everything_finds_each_nucleus_once() {
-    let Some((model, img, labels)) = assets() else {
+    let Some(common::Nuclei { model, img, labels }) = common::nuclei_assets() else {
         return;
     };
     let nuclei = load_rgb(&img).unwrap();

@@ -19,9 +19,8 @@
 
 mod common;
 
-use common::{s, segadapt, text};
+use common::{Nuclei, s, segadapt, text};
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -44,39 +43,6 @@ const PER_TILE: usize = 6;
 
 /// A ground-truth nucleus: its mask in canvas coordinates and its tight box.
 type Object = (Vec<bool>, [usize; 4]);
-
-struct Nuclei {
-    model: PathBuf,
-    img: PathBuf,
-    labels: PathBuf,
-}
-
-fn assets() -> Option<Nuclei> {
-    let cache = std::env::var_os("SEGADAPT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/segadapt")
-        });
-    let model = cache.join("models/mobile_sam.pt");
-    // tools/fetch_assets.sh's layout, or the raw download (the demo project's copy).
-    let layouts = [
-        ("data/nuclei_eval", "images/img2d.tif", "masks/img2d.png"),
-        ("data/nuclei", "img2d.tif", "mask2d.tif"),
-    ];
-    for (dir, img, labels) in layouts {
-        let (img, labels) = (cache.join(dir).join(img), cache.join(dir).join(labels));
-        if model.exists() && img.exists() && labels.exists() {
-            return Some(Nuclei { model, img, labels });
-        }
-    }
-    assert_ne!(
-        std::env::var("SEGADAPT_REQUIRE_ASSETS").as_deref(),
-        Ok("1"),
-        "real assets missing: run tools/fetch_assets.sh"
-    );
-    eprintln!("SKIPPED: real MobileSAM assets not found (run tools/fetch_assets.sh)");
-    None
-}
 
 /// The tile (x0, y0, x1, y1) a box goes to, from the rule itself.
 fn expected_tile(b: [usize; 4]) -> [usize; 4] {
@@ -185,7 +151,7 @@ fn run(
 
 #[test]
 fn tiled_masks_equal_the_tile_crop_and_beat_the_squeezed_image() {
-    let Some(assets) = assets() else {
+    let Some(assets) = common::nuclei_assets() else {
         return;
     };
     let device = common::cpu();

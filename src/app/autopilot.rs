@@ -18,7 +18,7 @@ pub enum Scene {
     /// A new project under the cache with one large image (`SEGADAPT_AUTOPILOT_IMAGE`), boxes
     /// (`SEGADAPT_AUTOPILOT_BOXES`: `x0,y0,x1,y1;…`) decoded in their tiles, all but the
     /// last accepted; 5 s after that `SEGADAPT_AUTOPILOT_ZOOM=x,y,zoom` centres the view on x, y,
-/// then `SEGADAPT_AUTOPILOT_PROPOSE=n` proposes all objects with n points per side.
+    /// then `SEGADAPT_AUTOPILOT_PROPOSE=n` proposes all objects with n points per side.
     Large,
 }
 

@@ -47,16 +47,8 @@ pub fn generate_tiled(
     let mut kept: Vec<TiledMask> = Vec::new();
     for t in grid {
         let r = t.outer;
-        let crop = image::imageops::crop_imm(
-            image,
-            r.x0 as u32,
-            r.y0 as u32,
-            r.width() as u32,
-            r.height() as u32,
-        )
-        .to_image();
         let records = generator.generate_cancellable(
-            &crop,
+            &r.crop(image),
             &mut |done, _| progress(done_before + done, total),
             cancel,
         )?;

@@ -85,6 +85,18 @@ impl Rect {
     pub fn to_array(&self) -> [usize; 4] {
         [self.x0, self.y0, self.x1, self.y1]
     }
+
+    /// The pixels of `image` inside this rectangle, as an image of their own.
+    pub fn crop(&self, image: &RgbImage) -> RgbImage {
+        image::imageops::crop_imm(
+            image,
+            self.x0 as u32,
+            self.y0 as u32,
+            self.width() as u32,
+            self.height() as u32,
+        )
+        .to_image()
+    }
 }
 
 /// One tile: the core it answers for and the region it is embedded from (core + halo).
@@ -293,15 +305,7 @@ impl<'a> TiledPredictor<'a> {
         let e = if r == self.full() {
             self.predictor.set_image(self.image)
         } else {
-            let crop = image::imageops::crop_imm(
-                self.image,
-                r.x0 as u32,
-                r.y0 as u32,
-                r.width() as u32,
-                r.height() as u32,
-            )
-            .to_image();
-            self.predictor.set_image(&crop)
+            self.predictor.set_image(&r.crop(self.image))
         };
         self.embed_time += t.elapsed();
         self.embeddings += 1;

@@ -91,14 +91,7 @@ pub fn into_tiles(data: TrainData, cfg: &TileConfig) -> (TrainData, TilingSummar
             let (im, name) = match region {
                 None => (img.clone(), image_names[o.image].clone()),
                 Some(_) => {
-                    let crop = image::imageops::crop_imm(
-                        img,
-                        r.x0 as u32,
-                        r.y0 as u32,
-                        r.width() as u32,
-                        r.height() as u32,
-                    )
-                    .to_image();
+                    let crop = r.crop(img);
                     let name = format!(
                         "{} [x {}..{}, y {}..{}]",
                         image_names[o.image], r.x0, r.x1, r.y0, r.y1

@@ -172,3 +172,39 @@ pub fn text(o: &Output) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The real MobileSAM checkpoint and the nuclei image with its labels (tools/fetch_assets.sh).
+pub struct Nuclei {
+    pub model: PathBuf,
+    pub img: PathBuf,
+    pub labels: PathBuf,
+}
+
+/// [`Nuclei`] from `SEGADAPT_CACHE` (default `~/.cache/segadapt`), or `None` with a skip
+/// message; with SEGADAPT_REQUIRE_ASSETS=1 missing assets fail the test instead.
+pub fn nuclei_assets() -> Option<Nuclei> {
+    let cache = std::env::var_os("SEGADAPT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/segadapt")
+        });
+    let model = cache.join("models/mobile_sam.pt");
+    // tools/fetch_assets.sh's layout, or the raw download (the demo project's copy).
+    let layouts = [
+        ("data/nuclei_eval", "images/img2d.tif", "masks/img2d.png"),
+        ("data/nuclei", "img2d.tif", "mask2d.tif"),
+    ];
+    for (dir, img, labels) in layouts {
+        let (img, labels) = (cache.join(dir).join(img), cache.join(dir).join(labels));
+        if model.exists() && img.exists() && labels.exists() {
+            return Some(Nuclei { model, img, labels });
+        }
+    }
+    assert_ne!(
+        std::env::var("SEGADAPT_REQUIRE_ASSETS").as_deref(),
+        Ok("1"),
+        "real assets missing: run tools/fetch_assets.sh"
+    );
+    eprintln!("SKIPPED: real MobileSAM assets not found (run tools/fetch_assets.sh)");
+    None
+}

@@ -155,14 +155,7 @@ impl Worker {
             expected_ms: self.last_embed_ms.get(&slot).copied(),
         });
         let t = Instant::now();
-        let crop = image::imageops::crop_imm(
-            img.as_ref(),
-            r.x0 as u32,
-            r.y0 as u32,
-            r.width() as u32,
-            r.height() as u32,
-        )
-        .to_image();
+        let crop = r.crop(img.as_ref());
         let ls = self.slot(slot).expect("checked");
         let res = guarded(|| Ok(ls.predictor.set_image(&crop)));
         let ms = t.elapsed().as_secs_f64() * 1e3;
