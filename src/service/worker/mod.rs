@@ -499,24 +499,41 @@ impl Worker {
         let Some(img) = self.images.get(&key.id).cloned() else {
             return Err("the image is not loaded".into());
         };
+        self.encode(slot, key, &img, |w, e| {
+            if let Some(f) = &file
+                && let Err(err) = write_embedding(f, e)
+            {
+                tracing::warn!("embedding cache: {err:#}");
+            }
+            w.cache.put(ident, key.sha256.clone(), e.clone());
+        })
+    }
+
+    /// `slot`'s encoder on `image` (all of `key`'s image or a tile of it), announced by
+    /// [`Event::EmbedStarted`] and answered by [`Event::EmbedDone`] once `keep` has stored the
+    /// result, or by [`Event::EmbedError`].
+    fn encode(
+        &mut self,
+        slot: Slot,
+        key: &ImageKey,
+        image: &RgbImage,
+        keep: impl FnOnce(&mut Self, &ImageEmbedding),
+    ) -> Result<ImageEmbedding, String> {
+        let Some(ls) = self.slot(slot) else {
+            return Err("no model loaded".into());
+        };
         self.emit(Event::EmbedStarted {
             slot,
             key: key.clone(),
             expected_ms: self.last_embed_ms.get(&slot).copied(),
         });
         let t = Instant::now();
-        let ls = self.slot(slot).expect("checked");
-        let res = guarded(|| Ok(ls.predictor.set_image(&img)));
+        let res = guarded(|| Ok(ls.predictor.set_image(image)));
+        let ms = t.elapsed().as_secs_f64() * 1e3;
         match res {
             Ok(e) => {
-                let ms = t.elapsed().as_secs_f64() * 1e3;
                 self.last_embed_ms.insert(slot, ms);
-                if let Some(f) = &file
-                    && let Err(err) = write_embedding(f, &e)
-                {
-                    tracing::warn!("embedding cache: {err:#}");
-                }
-                self.cache.put(ident, key.sha256.clone(), e.clone());
+                keep(self, &e);
                 self.emit(Event::EmbedDone {
                     slot,
                     key: key.clone(),

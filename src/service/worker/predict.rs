@@ -149,36 +149,8 @@ impl Worker {
         let Some(img) = self.images.get(&key.id).cloned() else {
             return Err("the image is not loaded".into());
         };
-        self.emit(Event::EmbedStarted {
-            slot,
-            key: key.clone(),
-            expected_ms: self.last_embed_ms.get(&slot).copied(),
-        });
-        let t = Instant::now();
-        let crop = r.crop(img.as_ref());
-        let ls = self.slot(slot).expect("checked");
-        let res = guarded(|| Ok(ls.predictor.set_image(&crop)));
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        match res {
-            Ok(e) => {
-                self.last_embed_ms.insert(slot, ms);
-                self.cache.put(ident, sha, e.clone());
-                self.emit(Event::EmbedDone {
-                    slot,
-                    key: key.clone(),
-                    ms,
-                    from_cache: false,
-                });
-                Ok(e)
-            }
-            Err(error) => {
-                self.emit(Event::EmbedError {
-                    slot,
-                    key: key.clone(),
-                    error: error.clone(),
-                });
-                Err(error)
-            }
-        }
+        self.encode(slot, key, &r.crop(img.as_ref()), |w, e| {
+            w.cache.put(ident, sha, e.clone())
+        })
     }
 }
