@@ -583,3 +583,51 @@ fn worker_warm_up_runs_last_and_changes_nothing() {
         assert_eq!(a, b);
     }
 }
+
+/// The Model tab's tile settings: read from the settings file at start, shown with what they
+/// do to the open image, and "Default tiles" puts the defaults back into memory and the file.
+#[test]
+fn ui_tile_settings_round_trip_through_the_settings_file() {
+    use segadapt::predict::tiling::TileConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("app-settings.json");
+    std::fs::write(
+        &settings,
+        r#"{"tiles": {"tile": 128, "halo": 32, "tile_above": 200}}"#,
+    )
+    .unwrap();
+    let mut cfg = AppConfig::new(segadapt::device::cpu());
+    cfg.model = Some(ModelSpec {
+        path: common::fixture("sam_vit_tiny.pth"),
+        config: Some(common::fixture_config("sam_vit_tiny.json")),
+    });
+    cfg.settings_file = Some(settings.clone());
+    cfg.model_dir = dir.path().join("models");
+    cfg.demo_dir = dir.path().join("demo");
+    let mut h = harness(SegApp::new(cfg, None));
+    let read = TileConfig {
+        tile: 128,
+        halo: 32,
+        tile_above: 200,
+    };
+    assert_eq!(h.state().settings.tiles, read);
+    open_demo(&mut h);
+    h.get_by_label("Model").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label_contains("Large images (tiles)").is_some());
+    // The demo's 256² images exceed 200 px: 2×2 cores of 128 px.
+    assert!(
+        h.query_by_label_contains("(256×256): 4 tiles").is_some(),
+        "the open image's tiling is shown"
+    );
+    h.get_by_label("Default tiles").click();
+    run_until(&mut h, "the settings file", 10, |_| {
+        std::fs::read(&settings)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["tiles"]["tile"] == 1024)
+    });
+    assert_eq!(h.state().settings.tiles, TileConfig::default());
+    assert!(h.query_by_label_contains("(256×256): not tiled").is_some());
+}

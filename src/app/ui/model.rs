@@ -1,8 +1,10 @@
-//! The Model tab: the base checkpoint, its download, and the project's adapters.
+//! The Model tab: the base checkpoint, its download, the project's adapters, and how large
+//! images are tiled.
 
 use egui::{Color32, RichText};
 
 use crate::app::SegApp;
+use crate::predict::tiling::{MIN_TILE, TileConfig, tile_grid};
 use crate::project::project::AdapterEntry;
 
 use super::short_hash;
@@ -157,6 +159,58 @@ impl SegApp {
             .changed()
         {
             self.toggle_ab();
+        }
+        ui.separator();
+        self.tiles_section(ui);
+    }
+
+    /// Large images by tiles: the settings clicks, Propose and Predict all images use, saved
+    /// in the app's settings file.
+    fn tiles_section(&mut self, ui: &mut egui::Ui) {
+        ui.label(RichText::new("Large images (tiles)").strong());
+        ui.label(
+            RichText::new(
+                "Images whose longer side exceeds the threshold are embedded tile by tile \
+                 (core + halo), so small objects keep their pixels.",
+            )
+            .weak(),
+        );
+        let mut t = self.settings.tiles;
+        egui::Grid::new("tiles").num_columns(2).show(ui, |ui| {
+            ui.label("tile above (px, 0 = never)");
+            ui.add(
+                egui::DragValue::new(&mut t.tile_above)
+                    .range(0..=65536)
+                    .speed(16),
+            );
+            ui.end_row();
+            ui.label("tile core (px)");
+            ui.add(
+                egui::DragValue::new(&mut t.tile)
+                    .range(MIN_TILE..=16384)
+                    .speed(16),
+            );
+            ui.end_row();
+            ui.label("halo (px)");
+            ui.add(egui::DragValue::new(&mut t.halo).range(0..=4096).speed(8));
+            ui.end_row();
+        });
+        if let Some(cur) = &self.current {
+            let (w, h) = (cur.width, cur.height);
+            let text = if t.applies(w, h) {
+                let n = tile_grid(w, h, t.tile, t.halo).len();
+                format!("this image ({w}×{h}): {n} tiles")
+            } else {
+                format!("this image ({w}×{h}): not tiled")
+            };
+            ui.label(text);
+        }
+        if ui.button("Default tiles").clicked() {
+            t = TileConfig::default();
+        }
+        if t != self.settings.tiles {
+            self.settings.tiles = t;
+            self.save_settings();
         }
     }
 
