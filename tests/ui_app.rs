@@ -631,3 +631,43 @@ fn ui_tile_settings_round_trip_through_the_settings_file() {
     assert_eq!(h.state().settings.tiles, TileConfig::default());
     assert!(h.query_by_label_contains("(256×256): not tiled").is_some());
 }
+
+/// A tiled image is not embedded whole when it is opened: its first click embeds the tile
+/// the click falls in, and the answer names that tile.
+#[test]
+fn ui_tiled_image_embeds_only_the_clicked_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("app-settings.json");
+    std::fs::write(
+        &settings,
+        r#"{"tiles": {"tile": 128, "halo": 32, "tile_above": 200}}"#,
+    )
+    .unwrap();
+    let mut cfg = AppConfig::new(segadapt::device::cpu());
+    cfg.model = Some(ModelSpec {
+        path: common::fixture("sam_vit_tiny.pth"),
+        config: Some(common::fixture_config("sam_vit_tiny.json")),
+    });
+    cfg.settings_file = Some(settings);
+    cfg.model_dir = dir.path().join("models");
+    cfg.demo_dir = dir.path().join("demo");
+    let mut h = harness(SegApp::new(cfg, None));
+    open_demo(&mut h);
+    run_until(&mut h, "the model and the image", 30, |a| {
+        a.current_embedded()
+    });
+    for _ in 0..20 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let id = h.state().current.as_ref().unwrap().id;
+    assert!(
+        !h.state().sam.embedded.iter().any(|(_, i)| *i == id),
+        "the whole image was embedded"
+    );
+    // (200, 40): core column 1 (128..256), row 0 → outer region x 96..256, y 0..160.
+    h.state_mut().add_point(200.0, 40.0, true);
+    run_until(&mut h, "the answer", 30, |a| a.draft.pred.is_some());
+    let pred = h.state().draft.pred.clone().unwrap();
+    assert_eq!(pred.tile, Some([96, 0, 256, 160]));
+}

@@ -181,6 +181,16 @@ impl SegApp {
         let Some(rgb) = cur.rgb.clone() else { return };
         let key = cur.key.clone();
         let cache = self.project.as_ref().map(|p| p.cache_dir());
+        if self.settings.tiles.applies(cur.width, cur.height) {
+            // Prompts on a tiled image embed their tile; the whole image squeezed is embedded
+            // only for a prompt larger than a tile.
+            self.service.worker.send(Job::Image {
+                key,
+                image: rgb,
+                cache_dir: cache,
+            });
+            return;
+        }
         for slot in self.slots() {
             if slot == Slot::Adapted && self.adapted.summary.is_none() {
                 continue;
@@ -195,17 +205,20 @@ impl SegApp {
         }
     }
 
-    /// The current image's embedding is ready on every model slot in use.
+    /// The current image's embedding is ready on every model slot in use (a tiled image needs
+    /// none before its first prompt).
     pub fn current_embedded(&self) -> bool {
         let Some(cur) = &self.current else {
             return false;
         };
+        let tiled = self.settings.tiles.applies(cur.width, cur.height);
         cur.rgb.is_some()
             && self.model_ready()
-            && self
-                .slots()
-                .iter()
-                .all(|s| self.sam.embedded.contains(&(*s, cur.id)))
+            && (tiled
+                || self
+                    .slots()
+                    .iter()
+                    .all(|s| self.sam.embedded.contains(&(*s, cur.id))))
     }
 
     pub(crate) fn on_worker(&mut self, e: Event) {

@@ -250,7 +250,10 @@ impl SegApp {
                     self.overlay.labels_dirty = true;
                     self.canvas.fit_pending = true;
                     self.ensure_embedded();
-                } else if self.sam.prefetched.contains(&id) && self.model_ready() {
+                } else if self.sam.prefetched.contains(&id)
+                    && self.model_ready()
+                    && !(self.settings.tiles).applies(rgb.width() as usize, rgb.height() as usize)
+                {
                     let Some(p) = &self.project else { return };
                     let Some(img) = p.project.image(id) else {
                         return;

@@ -47,6 +47,13 @@ pub enum Job {
         prefetch: bool,
         cache_dir: Option<PathBuf>,
     },
+    /// The image of `key` for the prompts to come, not embedded now: a tiled image embeds
+    /// the tiles its prompts need.
+    Image {
+        key: ImageKey,
+        image: Arc<RgbImage>,
+        cache_dir: Option<PathBuf>,
+    },
     Predict {
         slot: Slot,
         key: ImageKey,

@@ -154,6 +154,16 @@ impl Worker {
                     self.embeds.push_front((slot, key, false));
                 }
             }
+            Job::Image {
+                key,
+                image,
+                cache_dir,
+            } => {
+                self.images.insert(key.id, image);
+                if let Some(d) = cache_dir {
+                    self.cache_dirs.insert(key.id, d);
+                }
+            }
             Job::Predict {
                 slot,
                 key,
