@@ -168,6 +168,19 @@ impl SegApp {
         }
         let to_screen =
             |x: f64, y: f64| img_rect.min + vec2(x as f32, y as f32) * self.canvas.view.zoom;
+        // On a tiled image, the tile cores' edges: where a click moves to another tile.
+        let t = self.settings.tiles;
+        if t.validate().is_ok() && t.applies(w as usize, h as usize) {
+            let stroke = EStroke::new(1.0, Color32::from_white_alpha(60));
+            for x in (t.tile..w as usize).step_by(t.tile) {
+                let x = x as f64;
+                painter.line_segment([to_screen(x, 0.0), to_screen(x, h as f64)], stroke);
+            }
+            for y in (t.tile..h as usize).step_by(t.tile) {
+                let y = y as f64;
+                painter.line_segment([to_screen(0.0, y), to_screen(w as f64, y)], stroke);
+            }
+        }
         // prompts
         if let Some(b) = self.draft.bbox {
             let r = Rect::from_two_pos(to_screen(b[0], b[1]), to_screen(b[2], b[3]));
