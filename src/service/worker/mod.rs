@@ -128,6 +128,14 @@ impl Worker {
         self.waker.wake();
     }
 
+    /// The image of `key` (and where its embeddings are cached) for the jobs that follow.
+    fn remember_image(&mut self, key: &ImageKey, image: Arc<RgbImage>, cache_dir: Option<PathBuf>) {
+        self.images.insert(key.id, image);
+        if let Some(d) = cache_dir {
+            self.cache_dirs.insert(key.id, d);
+        }
+    }
+
     /// Takes a job into the pending state. Returns false on shutdown.
     fn accept(&mut self, job: Job) -> bool {
         match job {
@@ -143,10 +151,7 @@ impl Worker {
                 prefetch,
                 cache_dir,
             } => {
-                self.images.insert(key.id, image);
-                if let Some(d) = cache_dir {
-                    self.cache_dirs.insert(key.id, d);
-                }
+                self.remember_image(&key, image, cache_dir);
                 self.embeds.retain(|(s, k, _)| !(*s == slot && k == &key));
                 if prefetch {
                     self.embeds.push_back((slot, key, true));
@@ -158,12 +163,7 @@ impl Worker {
                 key,
                 image,
                 cache_dir,
-            } => {
-                self.images.insert(key.id, image);
-                if let Some(d) = cache_dir {
-                    self.cache_dirs.insert(key.id, d);
-                }
-            }
+            } => self.remember_image(&key, image, cache_dir),
             Job::Predict {
                 slot,
                 key,

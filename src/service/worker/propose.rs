@@ -46,10 +46,7 @@ impl Worker {
         else {
             return;
         };
-        self.images.insert(key.id, image.clone());
-        if let Some(d) = cache_dir {
-            self.cache_dirs.insert(key.id, d);
-        }
+        self.remember_image(&key, image.clone(), cache_dir);
         let newer = PendingPropose {
             slot,
             key,
