@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{bbox, dice, interior_point, iou};
-use crate::predict::tiling::{Placement, TileConfig, TiledPredictor, place_prompt};
+use crate::predict::tiling::{TileConfig, TiledPredictor, tile_order};
 use crate::predict::{Point, Predictor, PromptInput};
 use crate::project::import::{is_dicom_file, load_labels, load_rgb};
 
@@ -181,21 +181,17 @@ pub fn evaluate(
         let (w, h) = (img.width() as usize, img.height() as usize);
         let mut tiled = TiledPredictor::new(predictor, &img, tiles)?;
         // Prompts decoded tile by tile (each tile embedded once); scores kept in label order.
-        let mut prompts: Vec<(usize, PromptInput, bool)> = objects
+        let (index, prompts): (Vec<(usize, bool)>, Vec<PromptInput>) = objects
             .iter()
             .enumerate()
-            .filter_map(|(k, gt)| protocol_prompt(gt, w, h, prompt).map(|(p, mm)| (k, p, mm)))
-            .collect();
-        prompts.sort_by_key(|(k, p, _)| match place_prompt(tiled.grid(), p) {
-            Placement::Tile(t) => (t, *k),
-            Placement::Whole => (usize::MAX, *k),
-        });
+            .filter_map(|(k, gt)| protocol_prompt(gt, w, h, prompt).map(|(p, mm)| ((k, mm), p)))
+            .unzip();
         let mut scores: Vec<(usize, f64, f64)> = Vec::with_capacity(prompts.len());
-        for (k, p, multimask) in &prompts {
-            let pred = tiled.predict(p, *multimask);
+        for i in tile_order(tiled.grid(), &prompts) {
+            let (k, multimask) = index[i];
+            let pred = tiled.predict(&prompts[i], multimask);
             let m = &pred.masks[pred.best()];
-            let gt = &objects[*k];
-            scores.push((*k, iou(m, gt), dice(m, gt)));
+            scores.push((k, iou(m, &objects[k]), dice(m, &objects[k])));
             done += 1;
             progress(done, total);
         }

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use image::RgbImage;
 
 use super::tiled_everything::generate_tiled;
-use super::tiling::{Placement, Rect, TileConfig, TiledPredictor, place_prompt, tile_grid};
+use super::tiling::{Placement, Rect, TileConfig, TiledPredictor, tile_grid, tile_order};
 use super::{Predictor, PromptInput};
 use crate::sam::amg::Rle;
 use crate::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMaskGenerator};
@@ -108,11 +108,7 @@ pub fn predict_image(
             let mut tiled = TiledPredictor::new(predictor, image, tiles)?;
             // Decoded tile by tile, so that each tile is embedded once however many tiles
             // the image has (the predictor keeps only a few); results keep the list's order.
-            let mut order: Vec<usize> = (0..list.len()).collect();
-            order.sort_by_key(|&i| match place_prompt(tiled.grid(), &list[i]) {
-                Placement::Tile(t) => t,
-                Placement::Whole => usize::MAX,
-            });
+            let order = tile_order(tiled.grid(), list);
             let mut out: Vec<Option<PredictedObject>> = vec![None; list.len()];
             for (done, &i) in order.iter().enumerate() {
                 let p = &list[i];

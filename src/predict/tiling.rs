@@ -200,6 +200,17 @@ pub fn place_prompt(grid: &[Tile], p: &PromptInput) -> Placement {
     }
 }
 
+/// The order to decode `prompts` in so that each tile is embedded once: tile by tile (in
+/// grid order), prompts larger than a tile last, the given order kept within each group.
+pub fn tile_order(grid: &[Tile], prompts: &[PromptInput]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| match place_prompt(grid, &prompts[i]) {
+        Placement::Tile(t) => t,
+        Placement::Whole => usize::MAX,
+    });
+    order
+}
+
 /// The prompt in the pixel frame of region `r` (its top-left corner becomes 0, 0).
 pub fn prompt_in(p: &PromptInput, r: Rect) -> PromptInput {
     let (dx, dy) = (r.x0 as f64, r.y0 as f64);
