@@ -29,6 +29,21 @@ fn tiny_app(dir: &Path) -> SegApp {
     SegApp::new(cfg, None)
 }
 
+/// The tiny-model app reading `settings_json` from its settings file (returned).
+fn app_with_settings(dir: &Path, settings_json: &str) -> (SegApp, std::path::PathBuf) {
+    let settings = dir.join("app-settings.json");
+    std::fs::write(&settings, settings_json).unwrap();
+    let mut cfg = AppConfig::new(segadapt::device::cpu());
+    cfg.model = Some(ModelSpec {
+        path: common::fixture("sam_vit_tiny.pth"),
+        config: Some(common::fixture_config("sam_vit_tiny.json")),
+    });
+    cfg.settings_file = Some(settings.clone());
+    cfg.model_dir = dir.join("models");
+    cfg.demo_dir = dir.join("demo");
+    (SegApp::new(cfg, None), settings)
+}
+
 fn harness(app: SegApp) -> Harness<'static, SegApp> {
     Harness::builder()
         .with_size([1400.0, 900.0])
@@ -590,21 +605,11 @@ fn worker_warm_up_runs_last_and_changes_nothing() {
 fn ui_tile_settings_round_trip_through_the_settings_file() {
     use segadapt::predict::tiling::TileConfig;
     let dir = tempfile::tempdir().unwrap();
-    let settings = dir.path().join("app-settings.json");
-    std::fs::write(
-        &settings,
+    let (app, settings) = app_with_settings(
+        dir.path(),
         r#"{"tiles": {"tile": 128, "halo": 32, "tile_above": 200}}"#,
-    )
-    .unwrap();
-    let mut cfg = AppConfig::new(segadapt::device::cpu());
-    cfg.model = Some(ModelSpec {
-        path: common::fixture("sam_vit_tiny.pth"),
-        config: Some(common::fixture_config("sam_vit_tiny.json")),
-    });
-    cfg.settings_file = Some(settings.clone());
-    cfg.model_dir = dir.path().join("models");
-    cfg.demo_dir = dir.path().join("demo");
-    let mut h = harness(SegApp::new(cfg, None));
+    );
+    let mut h = harness(app);
     let read = TileConfig {
         tile: 128,
         halo: 32,
@@ -630,6 +635,11 @@ fn ui_tile_settings_round_trip_through_the_settings_file() {
     });
     assert_eq!(h.state().settings.tiles, TileConfig::default());
     assert!(h.query_by_label_contains("(256×256): not tiled").is_some());
+
+    // A tile too small to use (hand-edited file) is not taken: the defaults are.
+    let bad = tempfile::tempdir().unwrap();
+    let (app, _) = app_with_settings(bad.path(), r#"{"tiles": {"tile": 4, "halo": 0}}"#);
+    assert_eq!(app.settings.tiles, TileConfig::default());
 }
 
 /// A tiled image is not embedded whole when it is opened: its first click embeds the tile
@@ -637,21 +647,11 @@ fn ui_tile_settings_round_trip_through_the_settings_file() {
 #[test]
 fn ui_tiled_image_embeds_only_the_clicked_tile() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = dir.path().join("app-settings.json");
-    std::fs::write(
-        &settings,
+    let (app, _) = app_with_settings(
+        dir.path(),
         r#"{"tiles": {"tile": 128, "halo": 32, "tile_above": 200}}"#,
-    )
-    .unwrap();
-    let mut cfg = AppConfig::new(segadapt::device::cpu());
-    cfg.model = Some(ModelSpec {
-        path: common::fixture("sam_vit_tiny.pth"),
-        config: Some(common::fixture_config("sam_vit_tiny.json")),
-    });
-    cfg.settings_file = Some(settings);
-    cfg.model_dir = dir.path().join("models");
-    cfg.demo_dir = dir.path().join("demo");
-    let mut h = harness(SegApp::new(cfg, None));
+    );
+    let mut h = harness(app);
     open_demo(&mut h);
     run_until(&mut h, "the model and the image", 30, |a| {
         a.current_embedded()

@@ -170,7 +170,7 @@ impl SegApp {
             |x: f64, y: f64| img_rect.min + vec2(x as f32, y as f32) * self.canvas.view.zoom;
         // On a tiled image, the tile cores' edges: where a click moves to another tile.
         let t = self.settings.tiles;
-        if t.validate().is_ok() && t.applies(w as usize, h as usize) {
+        if t.applies(w as usize, h as usize) {
             let stroke = EStroke::new(1.0, Color32::from_white_alpha(60));
             for x in (t.tile..w as usize).step_by(t.tile) {
                 let x = x as f64;
