@@ -215,6 +215,7 @@ fn discrete_cell_is_its_chosen_op_and_sharp_alpha_matches() {
         1,
         1.0,
         segadapt::adapt::OpInit::Random,
+        segadapt::adapt::CellForm::Plain,
         &mut rng,
         &cpu(),
     );
@@ -264,6 +265,86 @@ fn discrete_cell_is_its_chosen_op_and_sharp_alpha_matches() {
     }
 }
 
+/// The residual cell on the 3×3 map of the test above, by hand: with α = (0, ln 2, 0) over
+/// (zero, avg_pool, max_pool) the weights are (¼, ½, ¼), so the mix is z + ½·avg + ¼·max;
+/// cut to an op it keeps that op's weight; cut to `zero` it is z (plain LoRA).
+#[test]
+fn residual_cell_adds_its_weighted_ops_to_the_input() {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let ops = [OpKind::Zero, OpKind::AvgPool3x3, OpKind::MaxPool3x3];
+    let mut cell = segadapt::adapt::NasCell::new(
+        &ops,
+        1,
+        1,
+        1.0,
+        segadapt::adapt::OpInit::Random,
+        segadapt::adapt::CellForm::Residual,
+        &mut rng,
+        &cpu(),
+    );
+    cell.alpha = Param::from_tensor(Tensor::from_data(
+        TensorData::new(vec![0f32, 2f32.ln(), 0.0], [3]),
+        &cpu(),
+    ));
+    let z = Tensor::<4>::from_data(
+        TensorData::new((1..=9).map(|v| v as f32).collect::<Vec<_>>(), [1, 3, 3, 1]),
+        &cpu(),
+    );
+    let zv: [f32; 9] = [1., 2., 3., 4., 5., 6., 7., 8., 9.];
+    let avg: [f32; 9] = [3., 3.5, 4., 4.5, 5., 5.5, 6., 6.5, 7.];
+    let max: [f32; 9] = [5., 6., 6., 8., 9., 9., 8., 9., 9.];
+    let mix: Vec<f32> = (0..9)
+        .map(|i| zv[i] + 0.5 * avg[i] + 0.25 * max[i])
+        .collect();
+    let got = to_vec(cell.forward(z.clone()));
+    assert!(max_abs(&got, &mix) < 1e-5, "mixed residual: {got:?}");
+    cell.state = CellState::Discrete(1);
+    let cut_avg: Vec<f32> = (0..9).map(|i| zv[i] + 0.5 * avg[i]).collect();
+    let got = to_vec(cell.forward(z.clone()));
+    assert!(
+        max_abs(&got, &cut_avg) < 1e-5,
+        "residual cut to avg: {got:?}"
+    );
+    cell.state = CellState::Discrete(0);
+    let got = to_vec(cell.forward(z.clone()));
+    assert!(max_abs(&got, &zv) < 1e-6, "residual cut to zero: {got:?}");
+    assert_eq!(cell.macs_per_token(), 0);
+}
+
+/// Residual cells cut to a per-token op fold into W0 exactly: `zero` (z) and `identity`
+/// ((1 + w)·z); cut to a pooling op they stay side branches.
+#[test]
+fn residual_cells_fold_when_their_op_is_linear() {
+    let (base, _) = tiny("tinyvit");
+    let x = input(&base, 4);
+    let ops = vec![OpKind::Zero, OpKind::Identity, OpKind::MaxPool3x3];
+    for (op, folds) in [(0usize, true), (1, true), (2, false)] {
+        let mut model = base.clone();
+        let c = AdapterConfig {
+            cell: segadapt::adapt::CellForm::Residual,
+            ops: ops.clone(),
+            ..cfg(Method::NasLora, Placement::Qkv)
+        };
+        apply_adapters(&mut model, &c, &cpu());
+        randomise_b(&mut model, 12);
+        for_each_branch(&mut model, |b| {
+            let cell = b.cell.as_mut().unwrap();
+            // Unequal weights, so that identity's 1 + w is not a round number.
+            cell.alpha = Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![0.3f32, -0.2, 0.1], [3]),
+                &cpu(),
+            ));
+            cell.state = CellState::Discrete(op);
+        });
+        let before = to_vec(model.embed_image(x.clone()));
+        assert!(max_abs(&before, &to_vec(base.embed_image(x.clone()))) > 1e-3);
+        let report = merge(&mut model);
+        let after = to_vec(model.embed_image(x.clone()));
+        assert_close(&format!("residual op {op} merged"), &after, &before, 1e-4);
+        assert_eq!(report.side_branches.is_empty(), folds, "op {op}");
+    }
+}
+
 /// PC-DARTS with r = 4, K = 2: the mixed op sees channels 0, 1; 2, 3 pass through; then
 /// `channel_shuffle(x, 2)` (view (2, 2), transpose, flatten) orders channels [0, 2, 1, 3].
 #[test]
@@ -277,6 +358,7 @@ fn partial_channel_cell_touches_only_its_subset() {
         k,
         1.0,
         segadapt::adapt::OpInit::Random,
+        segadapt::adapt::CellForm::Plain,
         &mut rng,
         &cpu(),
     );
@@ -287,6 +369,7 @@ fn partial_channel_cell_touches_only_its_subset() {
         k,
         1.0,
         segadapt::adapt::OpInit::Random,
+        segadapt::adapt::CellForm::Plain,
         &mut rng,
         &cpu(),
     );

@@ -15,8 +15,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use crate::nn::{
-    AdaptTarget, Adapter, AdapterConfig, Branch, CellGrid, CellState, Method, NasCell, OpInit,
-    OpKind, Placement,
+    AdaptTarget, Adapter, AdapterConfig, Branch, CellForm, CellGrid, CellState, Method, NasCell,
+    OpInit, OpKind, Placement,
 };
 
 use crate::sam::Sam;

@@ -100,7 +100,8 @@ pub fn perturbation_scores(
     })
 }
 
-/// The op whose removal raises the loss most; `identity` instead when its removed loss is
+/// The op whose removal raises the loss most; the linear op (`identity`, or `zero` in a
+/// residual cell: both fold into W0) instead when its removed loss is
 /// within [`IDENTITY_TOLERANCE`] × the cell's spread of that maximum.
 pub fn choose(ops: &[OpKind], removed_loss: &[f64]) -> usize {
     let (mut best, mut worst) = (0, 0);
@@ -113,7 +114,7 @@ pub fn choose(ops: &[OpKind], removed_loss: &[f64]) -> usize {
         }
     }
     let tolerance = IDENTITY_TOLERANCE * (removed_loss[best] - removed_loss[worst]);
-    match ops.iter().position(|o| *o == OpKind::Identity) {
+    match ops.iter().position(|o| o.is_linear()) {
         Some(id) if removed_loss[id] >= removed_loss[best] - tolerance => id,
         _ => best,
     }

@@ -93,6 +93,10 @@ pub struct TrainArgs {
     /// interval includes zero (for method comparisons on a separate test set).
     #[arg(long)]
     keep_any_gain: bool,
+    /// How the NAS cell combines its ops: plain `Σ w·op(z)` or residual `z + Σ w·op(z)`
+    /// (whose default candidates are zero and the spatial ops) [default: plain].
+    #[arg(long, value_enum)]
+    cell: Option<crate::adapt::CellForm>,
     /// Grid the qkv cell sees in windowed blocks.
     #[arg(long, value_enum)]
     grid: Option<crate::adapt::CellGrid>,
@@ -149,8 +153,9 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     if a.steps == 0 {
         anyhow::bail!("--steps must be ≥ 1");
     }
+    let cell = a.cell.unwrap_or(d_adapter.cell);
     let ops = if a.ops.is_empty() {
-        OpKind::ALL.to_vec()
+        OpKind::defaults(cell)
     } else {
         a.ops
             .iter()
@@ -167,6 +172,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         alpha_temperature: a.temperature.unwrap_or(d_adapter.alpha_temperature),
         op_init: a.op_init.unwrap_or(d_adapter.op_init),
         grid: a.grid.unwrap_or(d_adapter.grid),
+        cell,
         blocks: a.blocks.clone(),
         seed: a.seed,
         ..d_adapter.clone()

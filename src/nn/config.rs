@@ -54,6 +54,8 @@ pub enum OpKind {
     DilConv3x3,
     AvgPool3x3,
     MaxPool3x3,
+    /// Outputs zeros: in a residual cell it leaves plain LoRA (DARTS' `none`).
+    Zero,
 }
 
 impl OpKind {
@@ -65,9 +67,40 @@ impl OpKind {
         OpKind::AvgPool3x3,
         OpKind::MaxPool3x3,
     ];
+    /// The residual cell's default candidates: `zero` (plain LoRA) and the spatial ops.
+    pub const RESIDUAL: [OpKind; 6] = [
+        OpKind::Zero,
+        OpKind::Conv3x3,
+        OpKind::Conv5x5,
+        OpKind::DilConv3x3,
+        OpKind::AvgPool3x3,
+        OpKind::MaxPool3x3,
+    ];
+    /// Every op a config may name.
+    pub const KNOWN: [OpKind; 7] = [
+        OpKind::Identity,
+        OpKind::Conv3x3,
+        OpKind::Conv5x5,
+        OpKind::DilConv3x3,
+        OpKind::AvgPool3x3,
+        OpKind::MaxPool3x3,
+        OpKind::Zero,
+    ];
+    /// The default candidates of a cell of this form.
+    pub fn defaults(form: CellForm) -> Vec<OpKind> {
+        match form {
+            CellForm::Plain => OpKind::ALL.to_vec(),
+            CellForm::Residual => OpKind::RESIDUAL.to_vec(),
+        }
+    }
+    /// Linear per token (no spatial mixing), so a cell discretised to it folds into W0.
+    pub fn is_linear(&self) -> bool {
+        matches!(self, OpKind::Identity | OpKind::Zero)
+    }
     pub fn name(&self) -> &'static str {
         match self {
             OpKind::Identity => "identity",
+            OpKind::Zero => "zero",
             OpKind::Conv3x3 => "conv3x3",
             OpKind::Conv5x5 => "conv5x5",
             OpKind::DilConv3x3 => "dil_conv3x3",
@@ -76,18 +109,18 @@ impl OpKind {
         }
     }
     pub fn parse(s: &str) -> Result<OpKind, String> {
-        OpKind::ALL
+        OpKind::KNOWN
             .into_iter()
             .find(|o| o.name() == s.trim())
             .ok_or_else(|| {
-                let names: Vec<&str> = OpKind::ALL.iter().map(|o| o.name()).collect();
+                let names: Vec<&str> = OpKind::KNOWN.iter().map(|o| o.name()).collect();
                 format!("unknown op '{s}' (known: {})", names.join(", "))
             })
     }
     /// Multiply-accumulates per output element of an r-channel map (for overhead reports).
     pub fn macs_per_elem(&self, r: usize) -> usize {
         match self {
-            OpKind::Identity => 0,
+            OpKind::Identity | OpKind::Zero => 0,
             OpKind::Conv3x3 | OpKind::DilConv3x3 => 9 * r,
             OpKind::Conv5x5 => 25 * r,
             OpKind::AvgPool3x3 | OpKind::MaxPool3x3 => 9,
@@ -111,6 +144,25 @@ impl CellGrid {
     /// Cards written before the grid existed computed the cell per window.
     pub fn legacy() -> Self {
         CellGrid::Window
+    }
+}
+
+/// How the NAS cell combines its ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellForm {
+    /// `Σ w_i op_i(z)`: identity is one candidate among the spatial ops (the paper's cell).
+    Plain,
+    /// `z + Σ w_i op_i(z)`: the LoRA path always passes, the ops add spatial context on top
+    /// (`zero` among them leaves plain LoRA); a discretised cell keeps its op's weight
+    /// `w_k`, so the switch drops only the other ops' shares.
+    Residual,
+}
+
+impl CellForm {
+    /// Cards written before the form existed had plain cells.
+    pub fn legacy() -> Self {
+        CellForm::Plain
     }
 }
 
@@ -146,6 +198,8 @@ pub struct AdapterConfig {
     /// Grid of the qkv adapter's bottleneck in windowed blocks.
     #[serde(default = "CellGrid::legacy")]
     pub grid: CellGrid,
+    #[serde(default = "CellForm::legacy")]
+    pub cell: CellForm,
 }
 
 impl Default for AdapterConfig {
@@ -164,6 +218,7 @@ impl Default for AdapterConfig {
             blocks: Vec::new(),
             seed: 0,
             grid: CellGrid::Full,
+            cell: CellForm::Plain,
         }
     }
 }

@@ -58,6 +58,7 @@ impl Branch {
                 k,
                 cfg.alpha_temperature,
                 cfg.op_init,
+                cfg.cell,
                 rng,
                 device,
             )
@@ -96,7 +97,7 @@ impl Branch {
             && self
                 .cell
                 .as_ref()
-                .is_none_or(|c| c.chosen() == Some(super::config::OpKind::Identity))
+                .is_none_or(|c| c.chosen().is_some_and(|o| o.is_linear()))
     }
 
     pub fn rank(&self) -> usize {

@@ -8,6 +8,6 @@ pub mod conv_lora;
 pub mod lora;
 pub mod nas_cell;
 
-pub use config::{AdapterConfig, CellGrid, Method, OpInit, OpKind, Placement};
+pub use config::{AdapterConfig, CellForm, CellGrid, Method, OpInit, OpKind, Placement};
 pub use lora::{AdaptTarget, Adapter, Branch};
 pub use nas_cell::{CellState, NasCell};

@@ -10,7 +10,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::config::{OpInit, OpKind};
+use super::config::{CellForm, OpInit, OpKind};
 
 /// Search state of a cell (stage-wise schedule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,9 @@ pub struct NasCell {
     #[module(skip)]
     pub shuffle: Vec<i64>,
     pub temperature: f64,
+    /// `true`: the cell is `z + Σ w_i op_i(z)` ([`CellForm::Residual`]).
+    #[module(skip)]
+    pub residual: bool,
 }
 
 /// PC-DARTS channel shuffle with `groups` groups of `r / groups` channels.
@@ -65,12 +68,14 @@ pub fn kaiming_uniform(rng: &mut StdRng, n: usize, fan_in: usize) -> Vec<f32> {
 }
 
 impl NasCell {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ops: &[OpKind],
         rank: usize,
         pc_k: usize,
         temperature: f64,
         init: OpInit,
+        form: CellForm,
         rng: &mut StdRng,
         device: &Device,
     ) -> Self {
@@ -109,6 +114,7 @@ impl NasCell {
                 Vec::new()
             },
             temperature,
+            residual: form == CellForm::Residual,
         }
     }
 
@@ -155,6 +161,7 @@ impl NasCell {
         };
         match self.ops[i] {
             OpKind::Identity => x,
+            OpKind::Zero => x.zeros_like(),
             OpKind::Conv3x3 => conv(x, 1, 1),
             OpKind::Conv5x5 => conv(x, 2, 1),
             OpKind::DilConv3x3 => conv(x, 2, 2),
@@ -187,6 +194,13 @@ impl NasCell {
             (zc, None)
         };
         let mixed = match self.state {
+            CellState::Discrete(i) if self.residual => {
+                // The op keeps the share it had when the cell was cut (α is frozen by then).
+                let w = softmax(self.alpha.val().detach() / self.temperature, 0)
+                    .narrow(0, i, 1)
+                    .reshape([1, 1, 1, 1]);
+                head.clone() + self.apply_op(i, head) * w
+            }
             CellState::Discrete(i) => self.apply_op(i, head),
             CellState::Mixed | CellState::FrozenAlpha => {
                 let mut a = self.alpha.val();
@@ -203,7 +217,8 @@ impl NasCell {
                         None => y,
                     });
                 }
-                acc.expect("a cell has at least one op")
+                let acc = acc.expect("a cell has at least one op");
+                if self.residual { head + acc } else { acc }
             }
         };
         let mut out = match tail {

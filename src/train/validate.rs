@@ -57,6 +57,14 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&s.alpha_beta1) {
             bail!("α Adam β1 must be in [0, 1) (got {})", s.alpha_beta1);
         }
+        if self.adapter.cell == crate::adapt::CellForm::Residual
+            && s.discretize == crate::adapt::Discretize::KeepWeight
+        {
+            bail!(
+                "keep-weight discretisation is for the plain cell: a residual cell keeps its \
+                 op's weight by itself (use --discretize argmax)"
+            );
+        }
         if self.adapter.method == crate::adapt::Method::DecoderOnly && !self.train_decoder {
             bail!("decoder-only training with a frozen decoder has nothing to train");
         }
