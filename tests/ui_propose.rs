@@ -95,7 +95,7 @@ fn pixel_of_a_proposal(a: &SegApp, not: &[usize]) -> ([f32; 2], usize) {
             if let Some(i) = a.proposal_at(p)
                 && !not.contains(&i)
             {
-                assert!(s.items[i].mask[y * w + x]);
+                assert!(s.items[i].mask.get(x, y));
                 return (p, i);
             }
         }
@@ -169,7 +169,7 @@ fn ui_propose_all_objects_accept_reject_undo() {
         .unwrap()
         .clone();
     assert_eq!(obj.source, "sam-auto");
-    assert_eq!(obj.area, mask_i.iter().filter(|&&v| v).count() as u64);
+    assert_eq!(obj.area, mask_i.bits.iter().filter(|&&v| v).count() as u64);
 
     // Right click on another: rejected, the object list unchanged.
     let (p, j) = pixel_of_a_proposal(h.state(), &[i]);
@@ -232,7 +232,9 @@ fn ui_propose_all_objects_accept_reject_undo() {
     for o in &img.objects[objects0..] {
         let m = disk.read_mask(o, 256, 256).unwrap();
         assert!(
-            accepted.iter().any(|&k| *s.items[k].mask == m),
+            accepted
+                .iter()
+                .any(|&k| s.items[k].mask.to_full(256, 256) == m),
             "{} is one accepted proposal's mask",
             o.label
         );
@@ -350,9 +352,10 @@ fn worker_proposals_equal_the_generator_run_directly() {
     assert_eq!(proposals.len(), direct.len());
     for r in &direct {
         let mask = r.mask();
+        let [mh, mw] = r.rle.size;
         let p = proposals
             .iter()
-            .find(|p| *p.mask == mask)
+            .find(|p| p.mask.to_full(mw, mh) == mask)
             .expect("every mask of the direct run is proposed");
         assert_eq!(p.area, r.area);
         assert_eq!(p.predicted_iou, r.predicted_iou);
@@ -408,8 +411,9 @@ fn worker_proposals_equal_the_generator_run_directly() {
     assert_eq!(proposals.len(), direct.len());
     for t in &direct {
         let mask = t.record.mask();
+        let [mh, mw] = t.record.rle.size;
         assert!(
-            proposals.iter().any(|p| *p.mask == mask),
+            proposals.iter().any(|p| p.mask.to_full(mw, mh) == mask),
             "tiled mask proposed"
         );
     }

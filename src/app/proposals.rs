@@ -274,6 +274,9 @@ impl SegApp {
             return;
         };
         let (set, model) = (s.id, s.model.clone());
+        let Some((w, h)) = self.current.as_ref().map(|c| (c.width, c.height)) else {
+            return;
+        };
         let picked: Vec<(usize, Proposal)> = idx
             .iter()
             .filter(|&&i| s.decided.get(i) == Some(&Decision::Pending))
@@ -292,14 +295,14 @@ impl SegApp {
                 painted: false,
                 model: model.clone(),
             };
-            if let Some((index, object)) =
-                self.new_object(&p.mask, prompts, "sam-auto", taken.len())
+            let mask = Arc::new(p.mask.to_full(w, h));
+            if let Some((index, object)) = self.new_object(&mask, prompts, "sam-auto", taken.len())
             {
-                self.write_mask(&object.mask, p.mask.clone());
+                self.write_mask(&object.mask, mask.clone());
                 taken.push(TakenProposal {
                     proposal: i,
                     object,
-                    mask: p.mask.clone(),
+                    mask,
                     index,
                 });
             }
@@ -392,7 +395,7 @@ impl SegApp {
         img.objects.iter().any(|o| {
             cur.masks
                 .get(&o.id)
-                .is_some_and(|m| mask_iou(&p.mask, p.bbox, m, o.bbox, cur.width) >= DUPLICATE_IOU)
+                .is_some_and(|m| p.mask.iou_with(m, o.bbox, cur.width) >= DUPLICATE_IOU)
         })
     }
 
@@ -405,57 +408,11 @@ impl SegApp {
         if x < 0.0 || y < 0.0 || x >= cur.width as f32 || y >= cur.height as f32 {
             return None;
         }
-        let at = y as usize * cur.width + x as usize;
         s.pending()
-            .filter(|&i| s.items[i].mask.get(at).copied().unwrap_or(false))
+            .filter(|&i| s.items[i].mask.get(x as usize, y as usize))
             .min_by_key(|&i| s.items[i].area)
     }
 }
 
 /// A proposal this close to an existing object is that object again.
 const DUPLICATE_IOU: f32 = 0.8;
-
-/// IoU of two row-major masks of width `w`, each empty outside its box (x0, y0, x1, y1
-/// inclusive); only the union of the boxes is visited.
-pub fn mask_iou(a: &[bool], abox: [u32; 4], b: &[bool], bbox: [u32; 4], w: usize) -> f32 {
-    let disjoint = abox[2] < bbox[0] || bbox[2] < abox[0] || abox[3] < bbox[1] || bbox[3] < abox[1];
-    if disjoint || a.len() != b.len() {
-        return 0.0;
-    }
-    let (x0, y0) = (abox[0].min(bbox[0]) as usize, abox[1].min(bbox[1]) as usize);
-    let (x1, y1) = (abox[2].max(bbox[2]) as usize, abox[3].max(bbox[3]) as usize);
-    let (mut inter, mut union) = (0u64, 0u64);
-    for y in y0..=y1 {
-        for i in y * w + x0..=y * w + x1 {
-            let (p, q) = (a.get(i) == Some(&true), b.get(i) == Some(&true));
-            inter += (p && q) as u64;
-            union += (p || q) as u64;
-        }
-    }
-    if union == 0 {
-        0.0
-    } else {
-        inter as f32 / union as f32
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mask_iou_counts_the_union_of_the_boxes() {
-        // 4×3 image; a = columns 0-1 of row 1, b = columns 1-2 of row 1.
-        let w = 4;
-        let mut a = vec![false; 12];
-        let mut b = vec![false; 12];
-        (a[4], a[5]) = (true, true);
-        (b[5], b[6]) = (true, true);
-        assert!((mask_iou(&a, [0, 1, 1, 1], &b, [1, 1, 2, 1], w) - 1.0 / 3.0).abs() < 1e-6);
-        assert_eq!(mask_iou(&a, [0, 1, 1, 1], &a, [0, 1, 1, 1], w), 1.0);
-        // Disjoint boxes.
-        let mut c = vec![false; 12];
-        c[11] = true;
-        assert_eq!(mask_iou(&a, [0, 1, 1, 1], &c, [3, 2, 3, 2], w), 0.0);
-    }
-}

@@ -166,14 +166,15 @@ impl SegApp {
         if self.proposals.fill.as_ref().is_some_and(|f| f.0 == key) {
             return;
         }
-        let Some(cur) = &self.current else { return };
         let on = Color32::from_rgba_unmultiplied(FILL[0], FILL[1], FILL[2], FILL[3]);
-        let px = s.items[i]
-            .mask
+        // Only the proposal's box: a texture of the whole image would not fit a large one.
+        let m = &s.items[i].mask;
+        let px = m
+            .bits
             .iter()
             .map(|&v| if v { on } else { Color32::TRANSPARENT })
             .collect();
-        let img = ColorImage::new([cur.width, cur.height], px);
+        let img = ColorImage::new([m.width(), m.height()], px);
         let t = ctx.load_texture("proposal-fill", img, TextureOptions::NEAREST);
         self.proposals.fill = Some((key, t));
     }
@@ -188,9 +189,15 @@ impl SegApp {
             && *set == s.id
             && Some(*i) == highlight
         {
+            let b = s.items[*i].mask.bbox.map(|v| v as f32);
+            let zoom = self.canvas.view.zoom;
+            let at = Rect::from_min_max(
+                img_rect.min + vec2(b[0], b[1]) * zoom,
+                img_rect.min + vec2(b[2] + 1.0, b[3] + 1.0) * zoom,
+            );
             painter.image(
                 t.id(),
-                img_rect,
+                at,
                 Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
                 Color32::WHITE,
             );

@@ -131,8 +131,8 @@ impl PredView {
 /// One mask of "Propose all objects", ready to draw and to accept.
 #[derive(Clone, Debug)]
 pub struct Proposal {
-    /// Row-major, at the image size.
-    pub mask: Arc<Vec<bool>>,
+    /// Over its box only (memory grows with the object, not the image).
+    pub mask: Arc<super::BoxMask>,
     pub area: u64,
     /// x0, y0, x1, y1 (inclusive pixel bounds, as an object's).
     pub bbox: [u32; 4],

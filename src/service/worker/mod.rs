@@ -8,11 +8,13 @@
 //! Embeddings are cached in memory (a few images per slot) and on disk in the project's
 //! `cache/` folder, keyed by image hash + model hash + adapter hash.
 
+mod box_mask;
 mod embeddings;
 mod messages;
 mod predict;
 mod propose;
 
+pub use box_mask::BoxMask;
 pub use messages::{
     AmgParams, Event, ImageKey, Job, ModelSpec, ModelSummary, Point, PredView, PromptInput,
     Proposal, Slot, TileConfig,

@@ -16,6 +16,7 @@ use crate::predict::tiling::{TileConfig, tile_grid};
 use crate::sam::automatic_mask_generator::{AmgParams, MaskRecord, SamAutomaticMaskGenerator};
 use crate::service::thread::guarded;
 
+use super::BoxMask;
 use super::Worker;
 use super::messages::{Event, ImageKey, Job, Proposal, Slot};
 
@@ -117,7 +118,7 @@ impl Worker {
         });
         match res {
             Ok(Some(records)) => {
-                let proposals = to_proposals(records, w, h);
+                let proposals = to_proposals(records, h);
                 self.emit(Event::Proposed {
                     run,
                     key,
@@ -133,16 +134,24 @@ impl Worker {
 
 /// The generator's masks as proposals, in reading order (bands of an eighth of the image
 /// height, left to right) so that stepping through them sweeps the image.
-pub(super) fn to_proposals(records: Vec<MaskRecord>, w: usize, h: usize) -> Vec<Proposal> {
+pub(super) fn to_proposals(records: Vec<MaskRecord>, h: usize) -> Vec<Proposal> {
     let mut out: Vec<Proposal> = records
         .into_iter()
         .filter(|r| r.area > 0)
         .map(|r| {
-            let mask = r.mask();
             // The record's box is x, y, w, h with w = last column − first column.
             let [x, y, bw, bh] = r.bbox;
             let bbox = [x as u32, y as u32, (x + bw) as u32, (y + bh) as u32];
-            let outline = outline(&mask, w, h, bbox);
+            let mask = BoxMask::from_rle(&r.rle, bbox);
+            let bbox = mask.bbox;
+            // Traced in the box's frame, then moved to the image's.
+            let (mw, mh) = (mask.width(), mask.height());
+            let local = [0, 0, mw as u32 - 1, mh as u32 - 1];
+            let (dx, dy) = (bbox[0] as f32, bbox[1] as f32);
+            let outline = outline(&mask.bits, mw, mh, local)
+                .into_iter()
+                .map(|l| l.into_iter().map(|[px, py]| [px + dx, py + dy]).collect())
+                .collect();
             Proposal {
                 mask: Arc::new(mask),
                 area: r.area,
@@ -306,10 +315,19 @@ mod tests {
             point_coords: [3.0, 1.5],
             crop_box: [0.0, 0.0, w as f32, h as f32],
         };
-        let p = to_proposals(vec![rec], w, h);
+        let p = to_proposals(vec![rec], h);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].bbox, [2, 1, 4, 2]);
-        assert_eq!(p[0].mask.as_ref(), &m);
+        assert_eq!(p[0].mask.to_full(w, h), m);
+        assert_eq!(p[0].mask.bits.len(), 6, "kept over its box only");
+        // The outline, traced in the box, is in image pixel corners: the rectangle
+        // (2, 1)–(5, 3).
         assert_eq!(p[0].outline.len(), 1);
+        let l = &p[0].outline[0];
+        assert!(l.contains(&[2.0, 1.0]) && l.contains(&[5.0, 3.0]), "{l:?}");
+        assert!(
+            l.iter()
+                .all(|q| (2.0..=5.0).contains(&q[0]) && (1.0..=3.0).contains(&q[1]))
+        );
     }
 }
