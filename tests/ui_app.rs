@@ -636,10 +636,30 @@ fn ui_tile_settings_round_trip_through_the_settings_file() {
     assert_eq!(h.state().settings.tiles, TileConfig::default());
     assert!(h.query_by_label_contains("(256×256): not tiled").is_some());
 
-    // A tile too small to use (hand-edited file) is not taken: the defaults are.
+    // A tile too small to use (hand-edited file) is not taken: the defaults are, and the
+    // user is told.
     let bad = tempfile::tempdir().unwrap();
     let (app, _) = app_with_settings(bad.path(), r#"{"tiles": {"tile": 4, "halo": 0}}"#);
     assert_eq!(app.settings.tiles, TileConfig::default());
+    let mut h = harness(app);
+    h.step();
+    assert!(
+        h.query_by_label_contains("default tile settings are used")
+            .is_some()
+    );
+
+    // A file that is not JSON: defaults, a message, and the file kept for the user (the next
+    // save rewrites app-settings.json).
+    let broken = tempfile::tempdir().unwrap();
+    let text = r#"{"recent": ["/data/p1"], "tiles": {"tile": 512,"#;
+    let (app, file) = app_with_settings(broken.path(), text);
+    assert_eq!(app.settings.tiles, TileConfig::default());
+    let kept = broken.path().join("app-settings.json.unreadable");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), text);
+    let mut h = harness(app);
+    h.step();
+    assert!(h.query_by_label_contains("is not valid").is_some());
+    assert!(file.exists());
 }
 
 /// A tiled image is not embedded whole when it is opened: its first click embeds the tile

@@ -1,6 +1,6 @@
 //! How the app starts and what it remembers between runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::device::ComputeDevice;
 use crate::service::io::WriteJob;
@@ -43,6 +43,56 @@ pub struct Settings {
     /// decoded in their tile (as `segadapt segment --tile-above`).
     #[serde(default)]
     pub tiles: crate::predict::tiling::TileConfig,
+}
+
+/// Reads the settings file: missing means defaults, silently. A file that does not parse is
+/// kept beside as `<name>.unreadable` (the next save would replace it) and unusable tile
+/// values fall back to the defaults; either way the message says so, for the user to see.
+/// Checked once here, so every use of the tile settings can trust them.
+pub fn load_settings(file: Option<&Path>) -> (Settings, Option<String>) {
+    let Some(file) = file else {
+        return (Settings::default(), None);
+    };
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Settings::default(), None),
+        Err(e) => {
+            let msg = format!(
+                "Settings file {} unreadable ({e}); defaults used",
+                file.display()
+            );
+            return (Settings::default(), Some(msg));
+        }
+    };
+    let mut settings: Settings = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut keep = file.as_os_str().to_owned();
+            keep.push(".unreadable");
+            let kept = std::fs::copy(file, &keep).is_ok();
+            let msg = format!(
+                "Settings file {} is not valid ({e}); defaults used{}",
+                file.display(),
+                if kept {
+                    format!(", the file kept as {}", Path::new(&keep).display())
+                } else {
+                    String::new()
+                }
+            );
+            return (Settings::default(), Some(msg));
+        }
+    };
+    if let Err(e) = settings.tiles.validate() {
+        settings.tiles = Default::default();
+        return (
+            settings,
+            Some(format!(
+                "Settings file {}: {e:#}; the default tile settings are used",
+                file.display()
+            )),
+        );
+    }
+    (settings, None)
 }
 
 impl SegApp {

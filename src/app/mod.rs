@@ -137,17 +137,7 @@ impl SegApp {
         let writer = Writer::spawn(waker.clone());
         let tasks = Tasks::new(waker.clone());
         let loader = Loader::spawn(waker.clone());
-        let mut settings: Settings = config
-            .settings_file
-            .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        // Checked once where they come in, so every use of the tile settings can trust them.
-        if let Err(e) = settings.tiles.validate() {
-            tracing::warn!("settings file: {e:#}; the default tile settings are used");
-            settings.tiles = Default::default();
-        }
+        let (settings, settings_problem) = config::load_settings(config.settings_file.as_deref());
         let wgpu_overlay = render_state.map(overlay::init_wgpu).unwrap_or(false);
         let train_cfg = TrainConfig {
             save_final: true,
@@ -209,6 +199,9 @@ impl SegApp {
         });
         if let Some(spec) = start_model {
             app.load_model(spec);
+        }
+        if let Some(problem) = settings_problem {
+            app.error(problem);
         }
         app
     }
