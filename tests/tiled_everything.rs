@@ -29,9 +29,9 @@ const TILES: TileConfig = TileConfig {
     tile_above: 768,
 };
 
-fn everything(p: &Predictor, img: &RgbImage, cfg: TileConfig) -> Vec<PredictedObject> {
+fn everything(p: &Predictor, img: &RgbImage, cfg: TileConfig, side: usize) -> Vec<PredictedObject> {
     let params = AmgParams {
-        points_per_side: 12,
+        points_per_side: side,
         ..AmgParams::default()
     };
     let t = Instant::now();
@@ -112,13 +112,29 @@ fn tiled_segment_everything_finds_each_nucleus_once() {
     let device = common::cpu();
     let (sam, _) = load_sam(&model, None, &device).unwrap();
     let predictor = Predictor::new(sam, device);
-    let tiled = everything(&predictor, &canvas, TILES);
-    let whole = everything(&predictor, &canvas, TileConfig::off());
+    let tiled = everything(&predictor, &canvas, TILES, 12);
+    let whole = everything(&predictor, &canvas, TileConfig::off(), 12);
 
-    // The tile rule: each mask inside the tile it names, its box centre in that tile's core.
+    // The tile rule: each mask inside the tile it names, its box centre in that tile's core;
+    // the whole-image pass adds only objects larger than a tile can be sure to hold
+    // (2·(halo − 20) = 216 px).
     for (k, o) in tiled.iter().enumerate() {
-        let MaskSource::Tile(r) = o.source else {
-            panic!("mask {k}: not from a tile: {:?}", o.source);
+        let r = match o.source {
+            MaskSource::Tile(r) => r,
+            MaskSource::WholePass => {
+                let m = o.mask();
+                let on = || m.iter().enumerate().filter(|(_, v)| **v).map(|(p, _)| p);
+                let bw =
+                    on().map(|p| p % SIDE).max().unwrap() - on().map(|p| p % SIDE).min().unwrap();
+                let bh =
+                    on().map(|p| p / SIDE).max().unwrap() - on().map(|p| p / SIDE).min().unwrap();
+                assert!(
+                    bw.max(bh) > 216,
+                    "mask {k}: small object from the whole pass"
+                );
+                continue;
+            }
+            _ => panic!("mask {k}: not from a tile: {:?}", o.source),
         };
         let m = o.mask();
         let (mut x0, mut x1, mut y0, mut y1) = (SIDE, 0, SIDE, 0);
@@ -168,4 +184,47 @@ fn tiled_segment_everything_finds_each_nucleus_once() {
         found(&m_tiled),
         found(&m_whole)
     );
+}
+
+/// An object larger than any tile can hold (a 760×560 ellipse across all four cores, on a
+/// 1024² canvas of four 512 px cores + 128 px halo) is cut in every tile, so the tiles drop
+/// it; the whole-image pass finds it, once. Oracle: the drawn ellipse.
+#[test]
+fn tiled_segment_everything_keeps_an_object_larger_than_a_tile() {
+    let Some(common::Nuclei { model, .. }) = common::nuclei_assets() else {
+        return;
+    };
+    let (cx, cy, ax, ay) = (512.0f64, 512.0f64, 380.0f64, 280.0f64);
+    let inside = |x: usize, y: usize| {
+        let (dx, dy) = ((x as f64 + 0.5 - cx) / ax, (y as f64 + 0.5 - cy) / ay);
+        dx * dx + dy * dy <= 1.0
+    };
+    let canvas = RgbImage::from_fn(SIDE as u32, SIDE as u32, |x, y| {
+        if inside(x as usize, y as usize) {
+            image::Rgb([210, 190, 120])
+        } else {
+            image::Rgb([25, 30, 60])
+        }
+    });
+    let ellipse: Vec<bool> = (0..SIDE * SIDE)
+        .map(|p| inside(p % SIDE, p / SIDE))
+        .collect();
+    segadapt::device::tune_allocator();
+    let device = common::cpu();
+    let (sam, _) = load_sam(&model, None, &device).unwrap();
+    let predictor = Predictor::new(sam, device);
+    let found = everything(&predictor, &canvas, TILES, 4);
+    let ious: Vec<(f64, MaskSource)> = found
+        .iter()
+        .map(|o| {
+            let m = o.mask();
+            let inter = m.iter().zip(&ellipse).filter(|(a, b)| **a && **b).count();
+            let union = m.iter().zip(&ellipse).filter(|(a, b)| **a || **b).count();
+            (inter as f64 / union.max(1) as f64, o.source)
+        })
+        .collect();
+    eprintln!("masks (IoU with the ellipse, source): {ious:?}");
+    let hits: Vec<&(f64, MaskSource)> = ious.iter().filter(|(iou, _)| *iou >= 0.9).collect();
+    assert_eq!(hits.len(), 1, "the ellipse found exactly once");
+    assert!(matches!(hits[0].1, MaskSource::WholePass));
 }

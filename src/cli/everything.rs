@@ -165,7 +165,7 @@ pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
     println!(
         "{} masks from {} points in {secs:.1} s",
         records.len(),
-        a.amg.points_per_side * a.amg.points_per_side * grid.as_ref().map_or(1, |g| g.len())
+        a.amg.points_per_side * a.amg.points_per_side * grid.as_ref().map_or(1, |g| g.len() + 1)
     );
 
     let mut written = Vec::new();

@@ -47,6 +47,9 @@ pub enum MaskSource {
     Tile(Rect),
     /// A tiled image squeezed whole, because the prompt is larger than a tile.
     SqueezedFallback,
+    /// Segment everything's pass over a tiled image shrunk to a tile's size: an object larger
+    /// than a tile can be sure to hold.
+    WholePass,
 }
 
 impl PredictedObject {
@@ -144,7 +147,10 @@ pub fn predict_image(
                 };
                 masks
                     .into_iter()
-                    .map(|m| (m.record, MaskSource::Tile(m.tile)))
+                    .map(|m| {
+                        let source = m.tile.map_or(MaskSource::WholePass, MaskSource::Tile);
+                        (m.record, source)
+                    })
                     .collect()
             } else {
                 let Some(records) = generator.generate_cancellable(image, progress, cancel) else {

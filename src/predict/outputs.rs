@@ -210,6 +210,9 @@ pub fn image_record(
                 MaskSource::SqueezedFallback => {
                     a["tile"] = json!("whole image (prompt larger than a tile)")
                 }
+                MaskSource::WholePass => {
+                    a["tile"] = json!("whole image shrunk (object larger than a tile)")
+                }
             }
             a
         })

@@ -4,32 +4,75 @@
 //! lies in the tile's core and the box keeps clear of the tile's inner edges (edges that are
 //! not image edges): an object smaller than the halo is then seen whole by the tile that
 //! keeps it, and cut copies in the neighbours are dropped. Masks of neighbouring tiles that
-//! still overlap go through one more box NMS on their predicted IoU. Masks stay run-length
-//! encoded throughout, so memory grows with the objects' outlines, not with the image area.
+//! still overlap go through one more box NMS on their predicted IoU. An object too large for
+//! any tile to see whole is cut in every tile; one more pass over the whole image, shrunk to a
+//! tile's size, finds those (coarsely, as the official generator's first crop layer) and
+//! keeps only masks larger than a tile can guarantee. Masks stay run-length encoded
+//! throughout, so memory grows with the objects' outlines, not with the image area.
 
 use std::sync::atomic::AtomicBool;
 
 use image::RgbImage;
 
 use super::tiling::{Rect, Tile};
-use crate::sam::amg::{box_nms, is_box_near_crop_edge};
+use crate::sam::amg::{Rle, box_nms, is_box_near_crop_edge};
 use crate::sam::automatic_mask_generator::{MaskRecord, SamAutomaticMaskGenerator};
 
 /// Distance (px) from a tile's inner edge within which a mask counts as cut by it: the
 /// official generator's rule for crops.
 pub const EDGE_TOLERANCE: f32 = 20.0;
 
-/// A mask of the whole image, with the tile it was decoded in.
+/// A mask of the whole image, with the tile it was decoded in (`None`: the whole-image
+/// pass).
 pub struct TiledMask {
     pub record: MaskRecord,
-    pub tile: Rect,
+    pub tile: Option<Rect>,
 }
 
-/// Steps [`generate_tiled`] reports over `grid` (one per tile embedding and point batch).
+/// Steps [`generate_tiled`] reports over `grid` (one per tile embedding and point batch,
+/// the whole-image pass included).
 pub fn total_steps(generator: &SamAutomaticMaskGenerator, grid: &[Tile]) -> usize {
-    grid.iter()
+    let tiles: usize = grid
+        .iter()
         .map(|t| generator.total_steps([t.outer.height(), t.outer.width()]))
-        .sum()
+        .sum();
+    tiles + whole_pass_size(grid).map_or(0, |(_, s)| generator.total_steps(s))
+}
+
+/// The shrunk whole image's [h, w] (longest side = the largest tile's), with the image's.
+fn whole_pass_size(grid: &[Tile]) -> Option<([usize; 2], [usize; 2])> {
+    let (w, h) = grid
+        .iter()
+        .fold((0, 0), |(w, h), t| (w.max(t.outer.x1), h.max(t.outer.y1)));
+    let side = grid
+        .iter()
+        .map(|t| t.outer.width().max(t.outer.height()))
+        .max()?;
+    if grid.len() < 2 || w.max(h) <= side {
+        return None;
+    }
+    let scale = side as f64 / w.max(h) as f64;
+    let shrunk = [
+        ((h as f64 * scale).round() as usize).max(1),
+        ((w as f64 * scale).round() as usize).max(1),
+    ];
+    Some(([h, w], shrunk))
+}
+
+/// The side above which a tile may not see an object whole: an object centred on its core's
+/// edge reaches `halo` past it, less the edge tolerance, on either side.
+fn tile_safe_side(grid: &[Tile]) -> f32 {
+    let halo = grid
+        .iter()
+        .map(|t| {
+            (t.core.x0 - t.outer.x0)
+                .max(t.outer.x1 - t.core.x1)
+                .max(t.core.y0 - t.outer.y0)
+                .max(t.outer.y1 - t.core.y1)
+        })
+        .max()
+        .unwrap_or(0);
+    2.0 * (halo as f32 - EDGE_TOLERANCE)
 }
 
 /// Every mask of `image` tile by tile (see the module). `progress(done, total)` counts the
@@ -45,6 +88,27 @@ pub fn generate_tiled(
     let total = total_steps(generator, grid);
     let mut done_before = 0;
     let mut kept: Vec<TiledMask> = Vec::new();
+    if let Some((_, [sh, sw])) = whole_pass_size(grid) {
+        let small = image::imageops::resize(
+            image,
+            sw as u32,
+            sh as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        let records =
+            generator.generate_cancellable(&small, &mut |done, _| progress(done, total), cancel)?;
+        done_before += generator.total_steps([sh, sw]);
+        let safe = tile_safe_side(grid);
+        for rec in records {
+            let rec = upscaled(rec, [h, w]);
+            if rec.bbox[2].max(rec.bbox[3]) > safe {
+                kept.push(TiledMask {
+                    record: rec,
+                    tile: None,
+                });
+            }
+        }
+    }
     for t in grid {
         let r = t.outer;
         let records = generator.generate_cancellable(
@@ -57,7 +121,7 @@ pub fn generate_tiled(
             if keeps(t, &rec, [w, h]) {
                 kept.push(TiledMask {
                     record: in_image_frame(rec, r, [w, h]),
-                    tile: r,
+                    tile: Some(r),
                 });
             }
         }
@@ -93,6 +157,80 @@ fn keeps(t: &Tile, rec: &MaskRecord, [w, h]: [usize; 2]) -> bool {
             [0, 0, w, h],
             EDGE_TOLERANCE,
         )
+}
+
+/// `rec` of a shrunk image brought to the image's `[h, w]`: mask by nearest neighbour, box,
+/// point and crop scaled.
+fn upscaled(rec: MaskRecord, [h, w]: [usize; 2]) -> MaskRecord {
+    let [sh, sw] = rec.rle.size;
+    let (fx, fy) = (w as f32 / sw as f32, h as f32 / sh as f32);
+    let rle = upscale_nearest(&rec.rle, h, w);
+    let [x, y, bw, bh] = rec.bbox;
+    MaskRecord {
+        area: rle.area(),
+        rle,
+        // Inclusive pixel bounds: the last pixel (x + bw) ends at (x + bw + 1)·f.
+        bbox: [x * fx, y * fy, (bw + 1.0) * fx - 1.0, (bh + 1.0) * fy - 1.0],
+        point_coords: [
+            rec.point_coords[0] * fx as f64,
+            rec.point_coords[1] * fy as f64,
+        ],
+        crop_box: [0.0, 0.0, w as f32, h as f32],
+        ..rec
+    }
+}
+
+/// Nearest-neighbour resize of a mask to `h`×`w` (target pixel centres sampled), run by run:
+/// the full-size mask is never materialised.
+pub fn upscale_nearest(rle: &Rle, h: usize, w: usize) -> Rle {
+    let [sh, sw] = rle.size;
+    // Source runs per column (column-major runs split at column ends).
+    let mut cols: Vec<Vec<(usize, usize)>> = vec![Vec::new(); sw];
+    for (start, len) in rle.set_runs() {
+        let (mut i, end) = (start, (start + len).min(sh * sw));
+        while i < end {
+            let (c, r) = (i / sh, i % sh);
+            let stop = end.min((c + 1) * sh);
+            cols[c].push((r, r + stop - i));
+            i = stop;
+        }
+    }
+    // first[r]: the first target row sampling source row ≥ r (first[sh] = h).
+    let src_of = |t: usize, n: usize, sn: usize| ((2 * t + 1) * sn) / (2 * n);
+    let mut first = vec![h; sh + 1];
+    for t in (0..h).rev() {
+        first[src_of(t, h, sh)] = t;
+    }
+    for r in (0..sh).rev() {
+        first[r] = first[r].min(first[r + 1]);
+    }
+    let mut counts: Vec<u32> = Vec::new();
+    let mut last_end = 0usize;
+    for x in 0..w {
+        for &(a, b) in &cols[src_of(x, w, sw)] {
+            let (ya, yb) = (first[a], first[b]);
+            if ya >= yb {
+                continue;
+            }
+            let (s, e) = (x * h + ya, x * h + yb);
+            if s == last_end && !counts.is_empty() {
+                *counts.last_mut().expect("a run") += (e - s) as u32;
+            } else {
+                counts.push((s - last_end) as u32);
+                counts.push((e - s) as u32);
+            }
+            last_end = e;
+        }
+    }
+    // As `mask_to_rle_pytorch`: a trailing background run only when there is one (an empty
+    // mask is one background run).
+    if last_end < h * w || counts.is_empty() {
+        counts.push((h * w - last_end) as u32);
+    }
+    Rle {
+        size: [h, w],
+        counts,
+    }
 }
 
 /// `rec` moved from the frame of region `r` to the image's.
@@ -178,6 +316,46 @@ mod tests {
             },
         };
         assert!(keeps(&corner, &record([0.0, 0.0, 30.0, 30.0]), size));
+    }
+
+    /// Against upscaling the decoded mask pixel by pixel (the same centre sampling).
+    #[test]
+    fn nearest_upscale_of_runs_matches_pixels() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..300 {
+            let (sh, sw) = (rng.random_range(1..7), rng.random_range(1..7));
+            let (h, w) = (
+                rng.random_range(sh..4 * sh + 2),
+                rng.random_range(sw..4 * sw + 2),
+            );
+            let m: Vec<bool> = (0..sh * sw).map(|_| rng.random_bool(0.5)).collect();
+            let got = upscale_nearest(&Rle::from_mask(&m, sh, sw), h, w);
+            let mut want = vec![false; h * w];
+            for y in 0..h {
+                for x in 0..w {
+                    // Pixel centre (x + ½)·sw/w in source pixels.
+                    let (sx, sy) = ((2 * x + 1) * sw / (2 * w), (2 * y + 1) * sh / (2 * h));
+                    want[y * w + x] = m[sy * sw + sx];
+                }
+            }
+            assert_eq!(got, Rle::from_mask(&want, h, w), "{sh}×{sw} → {h}×{w}");
+        }
+    }
+
+    /// Four 100 px cores with a 40 px halo on a 200² image: a tile is sure to see whole only
+    /// objects up to 2·(40 − 20) = 40 px; the whole pass runs on the image shrunk to 140 px.
+    #[test]
+    fn the_whole_pass_is_sized_by_the_grid() {
+        let grid = crate::predict::tiling::tile_grid(200, 200, 100, 40);
+        assert_eq!(grid.len(), 4);
+        assert_eq!(tile_safe_side(&grid), 40.0);
+        assert_eq!(whole_pass_size(&grid), Some(([200, 200], [140, 140])));
+        assert_eq!(
+            whole_pass_size(&grid[..1]),
+            None,
+            "one tile: nothing to add"
+        );
     }
 
     #[test]
