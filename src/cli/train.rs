@@ -307,12 +307,7 @@ pub fn run(a: TrainArgs, dev: device::ComputeDevice) -> Result<()> {
 
 /// The planner's estimate for this run (compute, time, memory) and its suggestions.
 fn print_plan(base: &Sam, info: &CheckpointInfo, cfg: &TrainConfig, dev: &device::ComputeDevice) {
-    let mut probe = base.clone();
-    crate::adapt::apply_adapters(&mut probe, &cfg.adapter, &dev.device);
-    let first =
-        crate::adapt::first_adapted_stage(&probe).unwrap_or(base.image_encoder.num_stages());
-    let budget = 8192.0; // MiB: the target for a batch-1 ViT-B step
-    let plan = crate::train::planner::plan(&info.config, cfg, first, &dev.device, budget);
+    let plan = crate::engine::plan_training(base, info, cfg, dev);
     eprintln!(
         "plan: ~{:.1} GMAC/step, ~{:.2} s/step (device ≈ {:.0} GFLOP/s), ~{:.0} MiB activations, ~{:.0} min for {} steps",
         plan.gmacs_per_step,
