@@ -311,6 +311,50 @@ fn residual_cell_adds_its_weighted_ops_to_the_input() {
     assert_eq!(cell.macs_per_token(), 0);
 }
 
+/// The gated cell on the same map: with its gate at 0 (its start) it is exactly plain LoRA's
+/// z whatever α and the ops are; with the gate at ½ it is z + ½·(¼·zero + ½·avg + ¼·max);
+/// cut to avg it keeps g·w = ¼.
+#[test]
+fn gated_cell_starts_as_lora_and_scales_its_ops_by_the_gate() {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let ops = [OpKind::Zero, OpKind::AvgPool3x3, OpKind::MaxPool3x3];
+    let mut cell = segadapt::adapt::NasCell::new(
+        &ops,
+        1,
+        1,
+        1.0,
+        segadapt::adapt::OpInit::Random,
+        segadapt::adapt::CellForm::Gated,
+        &mut rng,
+        &cpu(),
+    );
+    cell.alpha = Param::from_tensor(Tensor::from_data(
+        TensorData::new(vec![0f32, 2f32.ln(), 0.0], [3]),
+        &cpu(),
+    ));
+    let z = Tensor::<4>::from_data(
+        TensorData::new((1..=9).map(|v| v as f32).collect::<Vec<_>>(), [1, 3, 3, 1]),
+        &cpu(),
+    );
+    let zv: [f32; 9] = [1., 2., 3., 4., 5., 6., 7., 8., 9.];
+    let avg: [f32; 9] = [3., 3.5, 4., 4.5, 5., 5.5, 6., 6.5, 7.];
+    let max: [f32; 9] = [5., 6., 6., 8., 9., 9., 8., 9., 9.];
+    assert_eq!(to_vec(cell.forward(z.clone())), zv.to_vec(), "gate 0: plain LoRA");
+    cell.gate = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(vec![0.5f32], [1]),
+        &cpu(),
+    )));
+    let mix: Vec<f32> = (0..9)
+        .map(|i| zv[i] + 0.5 * (0.5 * avg[i] + 0.25 * max[i]))
+        .collect();
+    let got = to_vec(cell.forward(z.clone()));
+    assert!(max_abs(&got, &mix) < 1e-5, "gated mix: {got:?}");
+    cell.state = CellState::Discrete(1);
+    let cut: Vec<f32> = (0..9).map(|i| zv[i] + 0.25 * avg[i]).collect();
+    let got = to_vec(cell.forward(z));
+    assert!(max_abs(&got, &cut) < 1e-5, "gated cut to avg: {got:?}");
+}
+
 /// Residual cells cut to a per-token op fold into W0 exactly: `zero` (z) and `identity`
 /// ((1 + w)·z); cut to a pooling op they stay side branches.
 #[test]

@@ -93,8 +93,9 @@ pub struct TrainArgs {
     /// interval includes zero (for method comparisons on a separate test set).
     #[arg(long)]
     keep_any_gain: bool,
-    /// How the NAS cell combines its ops: plain `Σ w·op(z)` or residual `z + Σ w·op(z)`
-    /// (whose default candidates are zero and the spatial ops) [default: plain].
+    /// How the NAS cell combines its ops: plain `Σ w·op(z)`, residual `z + Σ w·op(z)` or gated
+    /// `z + g·Σ w·op(z)` (g from 0; both with candidates zero and the spatial ops)
+    /// [default: plain].
     #[arg(long, value_enum)]
     cell: Option<crate::adapt::CellForm>,
     /// Grid the qkv cell sees in windowed blocks.

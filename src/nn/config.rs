@@ -90,7 +90,7 @@ impl OpKind {
     pub fn defaults(form: CellForm) -> Vec<OpKind> {
         match form {
             CellForm::Plain => OpKind::ALL.to_vec(),
-            CellForm::Residual => OpKind::RESIDUAL.to_vec(),
+            CellForm::Residual | CellForm::Gated => OpKind::RESIDUAL.to_vec(),
         }
     }
     /// Linear per token (no spatial mixing), so a cell discretised to it folds into W0.
@@ -157,6 +157,10 @@ pub enum CellForm {
     /// (`zero` among them leaves plain LoRA); a discretised cell keeps its op's weight
     /// `w_k`, so the switch drops only the other ops' shares.
     Residual,
+    /// `z + g · Σ w_i op_i(z)` with a learned scalar gate `g` starting at 0: the adapter
+    /// starts exactly as plain LoRA and the ops enter as far as the gate opens (it trains at
+    /// α's learning rate in every stage); a cut cell keeps `g · w_k`.
+    Gated,
 }
 
 impl CellForm {

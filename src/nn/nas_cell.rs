@@ -40,9 +40,12 @@ pub struct NasCell {
     #[module(skip)]
     pub shuffle: Vec<i64>,
     pub temperature: f64,
-    /// `true`: the cell is `z + Σ w_i op_i(z)` ([`CellForm::Residual`]).
+    /// `true`: the cell is `z + Σ w_i op_i(z)` ([`CellForm::Residual`]), times the gate
+    /// when there is one ([`CellForm::Gated`]).
     #[module(skip)]
     pub residual: bool,
+    /// The gated cell's scalar gate on its ops (starts at 0).
+    pub gate: Option<Param<Tensor<1>>>,
 }
 
 /// PC-DARTS channel shuffle with `groups` groups of `r / groups` channels.
@@ -114,7 +117,9 @@ impl NasCell {
                 Vec::new()
             },
             temperature,
-            residual: form == CellForm::Residual,
+            residual: form != CellForm::Plain,
+            gate: (form == CellForm::Gated)
+                .then(|| Param::from_tensor(Tensor::zeros([1], device))),
         }
     }
 
@@ -199,7 +204,7 @@ impl NasCell {
                 let w = softmax(self.alpha.val().detach() / self.temperature, 0)
                     .narrow(0, i, 1)
                     .reshape([1, 1, 1, 1]);
-                head.clone() + self.apply_op(i, head) * w
+                head.clone() + self.gated(self.apply_op(i, head) * w)
             }
             CellState::Discrete(i) => self.apply_op(i, head),
             CellState::Mixed | CellState::FrozenAlpha => {
@@ -218,7 +223,11 @@ impl NasCell {
                     });
                 }
                 let acc = acc.expect("a cell has at least one op");
-                if self.residual { head + acc } else { acc }
+                if self.residual {
+                    head + self.gated(acc)
+                } else {
+                    acc
+                }
             }
         };
         let mut out = match tail {
@@ -232,6 +241,14 @@ impl NasCell {
             out = out.select(1, idx);
         }
         out.permute([0, 2, 3, 1])
+    }
+
+    /// `ops` scaled by the gate, if the cell has one.
+    fn gated(&self, ops: Tensor<4>) -> Tensor<4> {
+        match &self.gate {
+            Some(g) => ops * g.val().reshape([1, 1, 1, 1]),
+            None => ops,
+        }
     }
 
     /// Multiply-accumulates of the cell per spatial position in its current state.

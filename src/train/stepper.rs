@@ -236,7 +236,9 @@ fn accumulate(model: &Sam, acc: Option<GradientsParams>, g: GradientsParams) -> 
 /// kernels at `op_lr` following the same decay.
 fn lr_policy(sched: &Schedule, lr: f64) -> ModuleLearningRate {
     let mut s = ModuleLrScheduler::new(lr)
-        .with_group(ParamGroup::from_predicate("cell.alpha"), sched.alpha_lr);
+        .with_group(ParamGroup::from_predicate("cell.alpha"), sched.alpha_lr)
+        // The gated cell's gate moves like α (at the weights' rate it would stay shut).
+        .with_group(ParamGroup::from_predicate("cell.gate"), sched.alpha_lr);
     if let Some(op_lr) = sched.op_lr {
         s = s.with_group(
             ParamGroup::from_predicate("cell.op_weights"),

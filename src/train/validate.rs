@@ -57,7 +57,7 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&s.alpha_beta1) {
             bail!("α Adam β1 must be in [0, 1) (got {})", s.alpha_beta1);
         }
-        if self.adapter.cell == crate::adapt::CellForm::Residual
+        if self.adapter.cell != crate::adapt::CellForm::Plain
             && s.discretize == crate::adapt::Discretize::KeepWeight
         {
             bail!(
