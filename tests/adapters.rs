@@ -265,11 +265,19 @@ fn discrete_cell_is_its_chosen_op_and_sharp_alpha_matches() {
     }
 }
 
-/// The residual cell on the 3×3 map of the test above, by hand: with α = (0, ln 2, 0) over
-/// (zero, avg_pool, max_pool) the weights are (¼, ½, ¼), so the mix is z + ½·avg + ¼·max;
-/// cut to an op it keeps that op's weight; cut to `zero` it is z (plain LoRA).
-#[test]
-fn residual_cell_adds_its_weighted_ops_to_the_input() {
+/// A cell of `form` over (zero, avg_pool, max_pool) with α = (0, ln 2, 0), i.e. weights
+/// (¼, ½, ¼), and the 3×3 map 1..9 of the test above with its pools worked out by hand:
+/// (cell, map, z, avg, max).
+#[allow(clippy::type_complexity)]
+fn three_op_cell(
+    form: segadapt::adapt::CellForm,
+) -> (
+    segadapt::adapt::NasCell,
+    Tensor<4>,
+    [f32; 9],
+    [f32; 9],
+    [f32; 9],
+) {
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
     let ops = [OpKind::Zero, OpKind::AvgPool3x3, OpKind::MaxPool3x3];
     let mut cell = segadapt::adapt::NasCell::new(
@@ -278,7 +286,7 @@ fn residual_cell_adds_its_weighted_ops_to_the_input() {
         1,
         1.0,
         segadapt::adapt::OpInit::Random,
-        segadapt::adapt::CellForm::Residual,
+        form,
         &mut rng,
         &cpu(),
     );
@@ -290,9 +298,20 @@ fn residual_cell_adds_its_weighted_ops_to_the_input() {
         TensorData::new((1..=9).map(|v| v as f32).collect::<Vec<_>>(), [1, 3, 3, 1]),
         &cpu(),
     );
-    let zv: [f32; 9] = [1., 2., 3., 4., 5., 6., 7., 8., 9.];
-    let avg: [f32; 9] = [3., 3.5, 4., 4.5, 5., 5.5, 6., 6.5, 7.];
-    let max: [f32; 9] = [5., 6., 6., 8., 9., 9., 8., 9., 9.];
+    (
+        cell,
+        z,
+        [1., 2., 3., 4., 5., 6., 7., 8., 9.],
+        [3., 3.5, 4., 4.5, 5., 5.5, 6., 6.5, 7.],
+        [5., 6., 6., 8., 9., 9., 8., 9., 9.],
+    )
+}
+
+/// The residual cell: the mix is z + ½·avg + ¼·max; cut to an op it keeps that op's weight;
+/// cut to `zero` it is z (plain LoRA).
+#[test]
+fn residual_cell_adds_its_weighted_ops_to_the_input() {
+    let (mut cell, z, zv, avg, max) = three_op_cell(segadapt::adapt::CellForm::Residual);
     let mix: Vec<f32> = (0..9)
         .map(|i| zv[i] + 0.5 * avg[i] + 0.25 * max[i])
         .collect();
@@ -311,35 +330,16 @@ fn residual_cell_adds_its_weighted_ops_to_the_input() {
     assert_eq!(cell.macs_per_token(), 0);
 }
 
-/// The gated cell on the same map: with its gate at 0 (its start) it is exactly plain LoRA's
-/// z whatever α and the ops are; with the gate at ½ it is z + ½·(¼·zero + ½·avg + ¼·max);
-/// cut to avg it keeps g·w = ¼.
+/// The gated cell: with its gate at 0 (its start) it is exactly plain LoRA's z whatever α and
+/// the ops are; with the gate at ½ it is z + ½·(½·avg + ¼·max); cut to avg it keeps g·w = ¼.
 #[test]
 fn gated_cell_starts_as_lora_and_scales_its_ops_by_the_gate() {
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-    let ops = [OpKind::Zero, OpKind::AvgPool3x3, OpKind::MaxPool3x3];
-    let mut cell = segadapt::adapt::NasCell::new(
-        &ops,
-        1,
-        1,
-        1.0,
-        segadapt::adapt::OpInit::Random,
-        segadapt::adapt::CellForm::Gated,
-        &mut rng,
-        &cpu(),
+    let (mut cell, z, zv, avg, max) = three_op_cell(segadapt::adapt::CellForm::Gated);
+    assert_eq!(
+        to_vec(cell.forward(z.clone())),
+        zv.to_vec(),
+        "gate 0: plain LoRA"
     );
-    cell.alpha = Param::from_tensor(Tensor::from_data(
-        TensorData::new(vec![0f32, 2f32.ln(), 0.0], [3]),
-        &cpu(),
-    ));
-    let z = Tensor::<4>::from_data(
-        TensorData::new((1..=9).map(|v| v as f32).collect::<Vec<_>>(), [1, 3, 3, 1]),
-        &cpu(),
-    );
-    let zv: [f32; 9] = [1., 2., 3., 4., 5., 6., 7., 8., 9.];
-    let avg: [f32; 9] = [3., 3.5, 4., 4.5, 5., 5.5, 6., 6.5, 7.];
-    let max: [f32; 9] = [5., 6., 6., 8., 9., 9., 8., 9., 9.];
-    assert_eq!(to_vec(cell.forward(z.clone())), zv.to_vec(), "gate 0: plain LoRA");
     cell.gate = Some(Param::from_tensor(Tensor::from_data(
         TensorData::new(vec![0.5f32], [1]),
         &cpu(),

@@ -118,8 +118,7 @@ impl NasCell {
             },
             temperature,
             residual: form != CellForm::Plain,
-            gate: (form == CellForm::Gated)
-                .then(|| Param::from_tensor(Tensor::zeros([1], device))),
+            gate: (form == CellForm::Gated).then(|| Param::from_tensor(Tensor::zeros([1], device))),
         }
     }
 
