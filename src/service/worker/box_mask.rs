@@ -1,6 +1,7 @@
 //! A mask kept over its bounding box only, so what the app holds per proposal grows with the
 //! object, not with the image (a large tiled image may carry hundreds of proposals).
 
+use crate::metrics;
 use crate::sam::amg::Rle;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +71,8 @@ impl BoxMask {
         full
     }
 
-    /// IoU with a row-major image mask of width `w` that is empty outside `obox`; only the
-    /// union of the two boxes is visited.
+    /// IoU with a row-major image mask of width `w` that is empty outside `obox`: both read
+    /// over the union of the two boxes only, then [`metrics::iou`]. 0 for disjoint boxes.
     pub fn iou_with(&self, other: &[bool], obox: [u32; 4], w: usize) -> f32 {
         let a = self.bbox;
         if a[2] < obox[0] || obox[2] < a[0] || a[3] < obox[1] || obox[3] < a[1] {
@@ -79,20 +80,12 @@ impl BoxMask {
         }
         let (x0, y0) = (a[0].min(obox[0]) as usize, a[1].min(obox[1]) as usize);
         let (x1, y1) = (a[2].max(obox[2]) as usize, a[3].max(obox[3]) as usize);
-        let (mut inter, mut union) = (0u64, 0u64);
-        for y in y0..=y1 {
-            for x in x0..=x1.min(w.saturating_sub(1)) {
-                let p = self.get(x, y);
-                let q = other.get(y * w + x) == Some(&true);
-                inter += (p && q) as u64;
-                union += (p || q) as u64;
-            }
-        }
-        if union == 0 {
-            0.0
-        } else {
-            inter as f32 / union as f32
-        }
+        let pixels =
+            (y0..=y1).flat_map(|y| (x0..=x1.min(w.saturating_sub(1))).map(move |x| (x, y)));
+        let (mine, theirs): (Vec<bool>, Vec<bool>) = pixels
+            .map(|(x, y)| (self.get(x, y), other.get(y * w + x) == Some(&true)))
+            .unzip();
+        metrics::iou(&mine, &theirs) as f32
     }
 }
 

@@ -131,11 +131,10 @@ impl PredView {
 /// One mask of "Propose all objects", ready to draw and to accept.
 #[derive(Clone, Debug)]
 pub struct Proposal {
-    /// Over its box only (memory grows with the object, not the image).
+    /// Over its box only (memory grows with the object, not the image); the box is
+    /// `mask.bbox` (inclusive pixel bounds, as an object's).
     pub mask: Arc<super::BoxMask>,
     pub area: u64,
-    /// x0, y0, x1, y1 (inclusive pixel bounds, as an object's).
-    pub bbox: [u32; 4],
     pub predicted_iou: f32,
     pub stability_score: f32,
     /// The grid point that produced it (image pixels).

@@ -143,11 +143,10 @@ pub(super) fn to_proposals(records: Vec<MaskRecord>, h: usize) -> Vec<Proposal> 
             let [x, y, bw, bh] = r.bbox;
             let bbox = [x as u32, y as u32, (x + bw) as u32, (y + bh) as u32];
             let mask = BoxMask::from_rle(&r.rle, bbox);
-            let bbox = mask.bbox;
             // Traced in the box's frame, then moved to the image's.
             let (mw, mh) = (mask.width(), mask.height());
             let local = [0, 0, mw as u32 - 1, mh as u32 - 1];
-            let (dx, dy) = (bbox[0] as f32, bbox[1] as f32);
+            let (dx, dy) = (mask.bbox[0] as f32, mask.bbox[1] as f32);
             let outline = outline(&mask.bits, mw, mh, local)
                 .into_iter()
                 .map(|l| l.into_iter().map(|[px, py]| [px + dx, py + dy]).collect())
@@ -155,7 +154,6 @@ pub(super) fn to_proposals(records: Vec<MaskRecord>, h: usize) -> Vec<Proposal> 
             Proposal {
                 mask: Arc::new(mask),
                 area: r.area,
-                bbox,
                 predicted_iou: r.predicted_iou,
                 stability_score: r.stability_score,
                 point: r.point_coords,
@@ -165,7 +163,8 @@ pub(super) fn to_proposals(records: Vec<MaskRecord>, h: usize) -> Vec<Proposal> 
         .collect();
     let band = (h / 8).max(1) as u32;
     out.sort_by_key(|p| {
-        let (cx, cy) = ((p.bbox[0] + p.bbox[2]) / 2, (p.bbox[1] + p.bbox[3]) / 2);
+        let b = p.mask.bbox;
+        let (cx, cy) = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2);
         (cy / band, cx)
     });
     out
@@ -317,7 +316,7 @@ mod tests {
         };
         let p = to_proposals(vec![rec], h);
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].bbox, [2, 1, 4, 2]);
+        assert_eq!(p[0].mask.bbox, [2, 1, 4, 2]);
         assert_eq!(p[0].mask.to_full(w, h), m);
         assert_eq!(p[0].mask.bits.len(), 6, "kept over its box only");
         // The outline, traced in the box, is in image pixel corners: the rectangle
