@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::device::ComputeDevice;
 use crate::fsutil::{atomic_write, check_writable_dir};
 use crate::predict::batch::label_image;
-use crate::predict::tiled_everything::{generate_tiled, total_steps};
+use crate::predict::tiled_everything::{generate_tiled, passes, total_steps};
 use crate::predict::tiling::tile_grid;
 use crate::project::export::{write_label_png, write_mask_png};
 use crate::project::import::load_rgb;
@@ -165,7 +165,7 @@ pub fn run(a: EverythingArgs, dev: ComputeDevice) -> Result<()> {
     println!(
         "{} masks from {} points in {secs:.1} s",
         records.len(),
-        a.amg.points_per_side * a.amg.points_per_side * grid.as_ref().map_or(1, |g| g.len() + 1)
+        a.amg.points_per_side * a.amg.points_per_side * grid.as_ref().map_or(1, |g| passes(g))
     );
 
     let mut written = Vec::new();

@@ -36,11 +36,17 @@ pub fn total_steps(generator: &SamAutomaticMaskGenerator, grid: &[Tile]) -> usiz
         .iter()
         .map(|t| generator.total_steps([t.outer.height(), t.outer.width()]))
         .sum();
-    tiles + whole_pass_size(grid).map_or(0, |(_, s)| generator.total_steps(s))
+    tiles + whole_pass_size(grid).map_or(0, |s| generator.total_steps(s))
 }
 
-/// The shrunk whole image's [h, w] (longest side = the largest tile's), with the image's.
-fn whole_pass_size(grid: &[Tile]) -> Option<([usize; 2], [usize; 2])> {
+/// Generator runs [`generate_tiled`] makes over `grid`: one per tile, and the whole pass.
+pub fn passes(grid: &[Tile]) -> usize {
+    grid.len() + whole_pass_size(grid).is_some() as usize
+}
+
+/// The whole image's [h, w] shrunk so that its longest side is the largest tile's; `None`
+/// when there is no pass to make (one tile, or no tile smaller than the image).
+fn whole_pass_size(grid: &[Tile]) -> Option<[usize; 2]> {
     let (w, h) = grid
         .iter()
         .fold((0, 0), |(w, h), t| (w.max(t.outer.x1), h.max(t.outer.y1)));
@@ -56,7 +62,7 @@ fn whole_pass_size(grid: &[Tile]) -> Option<([usize; 2], [usize; 2])> {
         ((h as f64 * scale).round() as usize).max(1),
         ((w as f64 * scale).round() as usize).max(1),
     ];
-    Some(([h, w], shrunk))
+    Some(shrunk)
 }
 
 /// The side above which a tile may not see an object whole: an object centred on its core's
@@ -88,7 +94,7 @@ pub fn generate_tiled(
     let total = total_steps(generator, grid);
     let mut done_before = 0;
     let mut kept: Vec<TiledMask> = Vec::new();
-    if let Some((_, [sh, sw])) = whole_pass_size(grid) {
+    if let Some([sh, sw]) = whole_pass_size(grid) {
         let small = image::imageops::resize(
             image,
             sw as u32,
@@ -99,11 +105,13 @@ pub fn generate_tiled(
             generator.generate_cancellable(&small, &mut |done, _| progress(done, total), cancel)?;
         done_before += generator.total_steps([sh, sw]);
         let safe = tile_safe_side(grid);
+        let scale = (w as f32 / sw as f32, h as f32 / sh as f32);
         for rec in records {
-            let rec = upscaled(rec, [h, w]);
-            if rec.bbox[2].max(rec.bbox[3]) > safe {
+            // Judged by the box before the mask is scaled: most masks of the pass are not kept.
+            let b = scaled_box(rec.bbox, scale);
+            if b[2].max(b[3]) > safe {
                 kept.push(TiledMask {
-                    record: rec,
+                    record: upscaled(rec, [h, w]),
                     tile: None,
                 });
             }
@@ -165,12 +173,10 @@ fn upscaled(rec: MaskRecord, [h, w]: [usize; 2]) -> MaskRecord {
     let [sh, sw] = rec.rle.size;
     let (fx, fy) = (w as f32 / sw as f32, h as f32 / sh as f32);
     let rle = upscale_nearest(&rec.rle, h, w);
-    let [x, y, bw, bh] = rec.bbox;
     MaskRecord {
         area: rle.area(),
         rle,
-        // Inclusive pixel bounds: the last pixel (x + bw) ends at (x + bw + 1)·f.
-        bbox: [x * fx, y * fy, (bw + 1.0) * fx - 1.0, (bh + 1.0) * fy - 1.0],
+        bbox: scaled_box(rec.bbox, (fx, fy)),
         point_coords: [
             rec.point_coords[0] * fx as f64,
             rec.point_coords[1] * fy as f64,
@@ -178,6 +184,12 @@ fn upscaled(rec: MaskRecord, [h, w]: [usize; 2]) -> MaskRecord {
         crop_box: [0.0, 0.0, w as f32, h as f32],
         ..rec
     }
+}
+
+/// A record's box (x, y, w, h; w = last − first column) scaled by (`fx`, `fy`): the last
+/// pixel (x + w) ends at (x + w + 1)·f.
+fn scaled_box([x, y, bw, bh]: [f32; 4], (fx, fy): (f32, f32)) -> [f32; 4] {
+    [x * fx, y * fy, (bw + 1.0) * fx - 1.0, (bh + 1.0) * fy - 1.0]
 }
 
 /// Nearest-neighbour resize of a mask to `h`×`w` (target pixel centres sampled), run by run:
@@ -350,12 +362,13 @@ mod tests {
         let grid = crate::predict::tiling::tile_grid(200, 200, 100, 40);
         assert_eq!(grid.len(), 4);
         assert_eq!(tile_safe_side(&grid), 40.0);
-        assert_eq!(whole_pass_size(&grid), Some(([200, 200], [140, 140])));
+        assert_eq!(whole_pass_size(&grid), Some([140, 140]));
         assert_eq!(
             whole_pass_size(&grid[..1]),
             None,
             "one tile: nothing to add"
         );
+        assert_eq!((passes(&grid), passes(&grid[..1])), (5, 1));
     }
 
     #[test]
