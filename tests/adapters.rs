@@ -210,7 +210,7 @@ fn rand_map(seed: u64, shape: [usize; 4]) -> Tensor<4> {
 fn discrete_cell_is_its_chosen_op_and_sharp_alpha_matches() {
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
     let mut cell = segadapt::adapt::NasCell::new(
-        &OpKind::ALL,
+        OpKind::ALL,
         1,
         1,
         1.0,
@@ -408,7 +408,7 @@ fn partial_channel_cell_touches_only_its_subset() {
     );
     identity.state = CellState::Mixed;
     let full = segadapt::adapt::NasCell::new(
-        &OpKind::ALL,
+        OpKind::ALL,
         r,
         k,
         1.0,

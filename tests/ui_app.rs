@@ -599,16 +599,16 @@ fn worker_warm_up_runs_last_and_changes_nothing() {
     }
 }
 
+/// Tiles that split the demo's 256² images: 2×2 cores of 128 px with a 32 px halo.
+const SMALL_TILES: &str = r#"{"tiles": {"tile": 128, "halo": 32, "tile_above": 200}}"#;
+
 /// The Model tab's tile settings: read from the settings file at start, shown with what they
 /// do to the open image, and "Default tiles" puts the defaults back into memory and the file.
 #[test]
 fn ui_tile_settings_round_trip_through_the_settings_file() {
     use segadapt::predict::tiling::TileConfig;
     let dir = tempfile::tempdir().unwrap();
-    let (app, settings) = app_with_settings(
-        dir.path(),
-        r#"{"tiles": {"tile": 128, "halo": 32, "tile_above": 200}}"#,
-    );
+    let (app, settings) = app_with_settings(dir.path(), SMALL_TILES);
     let mut h = harness(app);
     let read = TileConfig {
         tile: 128,
@@ -636,29 +636,26 @@ fn ui_tile_settings_round_trip_through_the_settings_file() {
     assert_eq!(h.state().settings.tiles, TileConfig::default());
     assert!(h.query_by_label_contains("(256×256): not tiled").is_some());
 
-    // A tile too small to use (hand-edited file) is not taken: the defaults are, and the
-    // user is told.
+    // Settings the app cannot use: the default tiles, and a message on screen.
+    let starts_with_defaults_saying = |dir: &Path, json: &str, message: &str| {
+        let (app, file) = app_with_settings(dir, json);
+        assert_eq!(app.settings.tiles, TileConfig::default());
+        let mut h = harness(app);
+        h.step();
+        assert!(h.query_by_label_contains(message).is_some(), "{message}");
+        file
+    };
+    // A tile too small to use (hand-edited file).
     let bad = tempfile::tempdir().unwrap();
-    let (app, _) = app_with_settings(bad.path(), r#"{"tiles": {"tile": 4, "halo": 0}}"#);
-    assert_eq!(app.settings.tiles, TileConfig::default());
-    let mut h = harness(app);
-    h.step();
-    assert!(
-        h.query_by_label_contains("default tile settings are used")
-            .is_some()
-    );
-
-    // A file that is not JSON: defaults, a message, and the file kept for the user (the next
-    // save rewrites app-settings.json).
+    let json = r#"{"tiles": {"tile": 4, "halo": 0}}"#;
+    starts_with_defaults_saying(bad.path(), json, "default tile settings are used");
+    // A file that is not JSON: also kept for the user (the next save rewrites
+    // app-settings.json).
     let broken = tempfile::tempdir().unwrap();
     let text = r#"{"recent": ["/data/p1"], "tiles": {"tile": 512,"#;
-    let (app, file) = app_with_settings(broken.path(), text);
-    assert_eq!(app.settings.tiles, TileConfig::default());
+    let file = starts_with_defaults_saying(broken.path(), text, "is not valid");
     let kept = broken.path().join("app-settings.json.unreadable");
     assert_eq!(std::fs::read_to_string(&kept).unwrap(), text);
-    let mut h = harness(app);
-    h.step();
-    assert!(h.query_by_label_contains("is not valid").is_some());
     assert!(file.exists());
 }
 
@@ -667,10 +664,7 @@ fn ui_tile_settings_round_trip_through_the_settings_file() {
 #[test]
 fn ui_tiled_image_embeds_only_the_clicked_tile() {
     let dir = tempfile::tempdir().unwrap();
-    let (app, _) = app_with_settings(
-        dir.path(),
-        r#"{"tiles": {"tile": 128, "halo": 32, "tile_above": 200}}"#,
-    );
+    let (app, _) = app_with_settings(dir.path(), SMALL_TILES);
     let mut h = harness(app);
     open_demo(&mut h);
     run_until(&mut h, "the model and the image", 30, |a| {

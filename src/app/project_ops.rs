@@ -252,7 +252,10 @@ impl SegApp {
                     self.ensure_embedded();
                 } else if self.sam.prefetched.contains(&id)
                     && self.model_ready()
-                    && !(self.settings.tiles).applies(rgb.width() as usize, rgb.height() as usize)
+                    && !self
+                        .settings
+                        .tiles
+                        .applies(rgb.width() as usize, rgb.height() as usize)
                 {
                     let Some(p) = &self.project else { return };
                     let Some(img) = p.project.image(id) else {

@@ -59,14 +59,8 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 6] = [
-        OpKind::Identity,
-        OpKind::Conv3x3,
-        OpKind::Conv5x5,
-        OpKind::DilConv3x3,
-        OpKind::AvgPool3x3,
-        OpKind::MaxPool3x3,
-    ];
+    /// The plain cell's default candidates: every known op but `zero`.
+    pub const ALL: &[OpKind] = Self::KNOWN.split_at(6).0;
     /// The residual cell's default candidates: `zero` (plain LoRA) and the spatial ops.
     pub const RESIDUAL: [OpKind; 6] = [
         OpKind::Zero,
@@ -76,7 +70,7 @@ impl OpKind {
         OpKind::AvgPool3x3,
         OpKind::MaxPool3x3,
     ];
-    /// Every op a config may name.
+    /// Every op a config may name (`zero` last, so that the plain defaults are a prefix).
     pub const KNOWN: [OpKind; 7] = [
         OpKind::Identity,
         OpKind::Conv3x3,

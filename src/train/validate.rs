@@ -61,8 +61,8 @@ impl TrainConfig {
             && s.discretize == crate::adapt::Discretize::KeepWeight
         {
             bail!(
-                "keep-weight discretisation is for the plain cell: a residual cell keeps its \
-                 op's weight by itself (use --discretize argmax)"
+                "keep-weight discretisation is for the plain cell: a residual or gated cell \
+                 keeps its op's weight by itself (use --discretize argmax)"
             );
         }
         if self.adapter.method == crate::adapt::Method::DecoderOnly && !self.train_decoder {
