@@ -53,6 +53,9 @@ fn enabled_features() -> Vec<String> {
     if cfg!(feature = "vulkan-spirv") {
         f.push("vulkan-spirv".to_string());
     }
+    if !cfg!(feature = "autotune") {
+        f.push("no-autotune".to_string());
+    }
     if cfg!(debug_assertions) {
         f.push("debug-build".to_string());
     }

@@ -14,6 +14,10 @@
 #   tools/device/nas_compare.sh wait SECONDS     wait for started jobs, pack $CMP into $OUT
 #   tools/device/nas_compare.sh prep             device only: unpack the carried Vulkan
 #                                                loaders, model and .devdata into /tmp
+#   tools/device/nas_compare.sh prewarm ARGS...  one short training run (6 steps, test set
+#                                                evaluated) that fills a kernel cache; `run`
+#                                                then gives every job a copy of it, so no job
+#                                                autotunes on a GPU shared with the others
 # JOBFILE lines: NAME TRAIN_DIR TEST_DIR ARGS... (ARGS go to `segadapt train` as they are);
 # NAME is <set>_<method>_s<seed>, which the report script reads; '#' starts a comment.
 # Environment: SEGADAPT_BIN (default /tmp/segadapt, else target/release or target/debug),
@@ -53,6 +57,9 @@ job() {
   # One kernel cache per job: jobs start together, so a shared one would not be warm for any
   # of them, and the job's export then reuses what its training tuned.
   export SEGADAPT_KERNEL_CACHE="$CMP/kernels/$name"
+  if [ -d "$CMP/kernels/_warm" ] && [ ! -e "$SEGADAPT_KERNEL_CACHE" ]; then
+    cp -r "$CMP/kernels/_warm" "$SEGADAPT_KERNEL_CACHE"
+  fi
   {
     $TIME "$BIN" --device "$DEVICE" train --model "$MODEL" --data "$train" \
       --test-data "$test" --min-area 60 --out "$CMP/$name.safetensors" \
@@ -94,6 +101,17 @@ collect() {
 
 case "${1:-}" in
 prep) prep ;;
+prewarm)
+  shift
+  [ -d /usr/local/nvidia ] && { ldconfig -p | grep -q libvulkan || prep; }
+  if [ -f .devbin/segadapt.xz ]; then xz -dc .devbin/segadapt.xz > /tmp/segadapt && chmod +x /tmp/segadapt; BIN=/tmp/segadapt; fi
+  start=$(date +%s)
+  SEGADAPT_KERNEL_CACHE="$CMP/kernels/_warm" $TIME "$BIN" --device "$DEVICE" train \
+    --model "$MODEL" --data assets/nuclei_halves/top --test-data assets/nuclei_halves/bottom \
+    --min-area 60 --steps 6 --val-every 3 --out /tmp/prewarm.safetensors \
+    --report "$CMP/_prewarm.json" "$@" > "$CMP/_prewarm.log" 2>&1 < /dev/null
+  echo "prewarm: exit $?, $(( $(date +%s) - start )) s"; tail -5 "$CMP/_prewarm.log"
+  ;;
 plan) plan ;;
 run)
   [ -d /usr/local/nvidia ] && { ldconfig -p | grep -q libvulkan || prep; }
@@ -129,5 +147,5 @@ wait)
   collect
   ;;
 *)
-  echo "usage: $0 all [PAR] | plan | run JOBFILE | wait SECONDS | prep" >&2; exit 2 ;;
+  echo "usage: $0 all [PAR] | plan | run JOBFILE | wait SECONDS | prep | prewarm ARGS..." >&2; exit 2 ;;
 esac
