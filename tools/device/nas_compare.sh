@@ -5,9 +5,10 @@
 # encoder). Results: $CMP/<job>.json (train report), <job>.merged.json (export + timing), .log.
 # Tables: python3 tools/nas_compare_report.py $CMP
 #
-#   tools/device/nas_compare.sh all [PAR]        the whole comparison in one command: every
-#                                                method × seeds 0-2 × every data set, at most
-#                                                PAR jobs at once (default 4), waits for all
+#   tools/device/nas_compare.sh all [PAR]        the whole comparison in one command: a
+#                                                prewarm, then every method × seeds 0-2 ×
+#                                                every data set, at most PAR jobs at once
+#                                                (default 4), waits for all
 #   tools/device/nas_compare.sh plan             print that job list
 #   tools/device/nas_compare.sh run JOBFILE      start every job of JOBFILE at once, each in
 #                                                its own session, and return (device calls)
@@ -54,8 +55,9 @@ prep() {
 # job NAME TRAIN TEST ARGS...: train, then time the written adapter against the base encoder.
 job() {
   local name=$1 train=$2 test=$3; shift 3
-  # One kernel cache per job: jobs start together, so a shared one would not be warm for any
-  # of them, and the job's export then reuses what its training tuned.
+  # One kernel cache per job, started as a copy of the pre-warmed one where `prewarm` ran:
+  # concurrent jobs writing one cache would each still tune what the others had not finished,
+  # and the job's export then reuses what its training tuned.
   export SEGADAPT_KERNEL_CACHE="$CMP/kernels/$name"
   if [ -d "$CMP/kernels/_warm" ] && [ ! -e "$SEGADAPT_KERNEL_CACHE" ]; then
     cp -r "$CMP/kernels/_warm" "$SEGADAPT_KERNEL_CACHE"
@@ -70,6 +72,25 @@ job() {
       rm -f "$CMP/$name.merged.safetensors"
     fi
   } > "$CMP/$name.log" 2>&1 < /dev/null
+}
+
+# On the device: Vulkan loaders present, and the carried binary (if any) unpacked as BIN.
+device_bin() {
+  [ -d /usr/local/nvidia ] && { ldconfig -p | grep -q libvulkan || prep; }
+  if [ -f .devbin/segadapt.xz ]; then
+    xz -dc .devbin/segadapt.xz > /tmp/segadapt && chmod +x /tmp/segadapt; BIN=/tmp/segadapt
+  fi
+}
+
+# prewarm ARGS...: a 6-step run on the nuclei halves (test set evaluated, so the inference
+# kernels are tuned too) into $CMP/kernels/_warm, which every later job copies.
+prewarm() {
+  local start; start=$(date +%s)
+  SEGADAPT_KERNEL_CACHE="$CMP/kernels/_warm" $TIME "$BIN" --device "$DEVICE" train \
+    --model "$MODEL" --data assets/nuclei_halves/top --test-data assets/nuclei_halves/bottom \
+    --min-area 60 --steps 6 --val-every 3 --out "$CMP/_prewarm.safetensors" \
+    --report "$CMP/_prewarm.json" "$@" > "$CMP/_prewarm.log" 2>&1 < /dev/null
+  echo "prewarm: exit $?, $(( $(date +%s) - start )) s"; tail -5 "$CMP/_prewarm.log"
 }
 
 plan() {
@@ -101,21 +122,10 @@ collect() {
 
 case "${1:-}" in
 prep) prep ;;
-prewarm)
-  shift
-  [ -d /usr/local/nvidia ] && { ldconfig -p | grep -q libvulkan || prep; }
-  if [ -f .devbin/segadapt.xz ]; then xz -dc .devbin/segadapt.xz > /tmp/segadapt && chmod +x /tmp/segadapt; BIN=/tmp/segadapt; fi
-  start=$(date +%s)
-  SEGADAPT_KERNEL_CACHE="$CMP/kernels/_warm" $TIME "$BIN" --device "$DEVICE" train \
-    --model "$MODEL" --data assets/nuclei_halves/top --test-data assets/nuclei_halves/bottom \
-    --min-area 60 --steps 6 --val-every 3 --out /tmp/prewarm.safetensors \
-    --report "$CMP/_prewarm.json" "$@" > "$CMP/_prewarm.log" 2>&1 < /dev/null
-  echo "prewarm: exit $?, $(( $(date +%s) - start )) s"; tail -5 "$CMP/_prewarm.log"
-  ;;
+prewarm) shift; device_bin; prewarm "$@" ;;
 plan) plan ;;
 run)
-  [ -d /usr/local/nvidia ] && { ldconfig -p | grep -q libvulkan || prep; }
-  if [ -f .devbin/segadapt.xz ]; then xz -dc .devbin/segadapt.xz > /tmp/segadapt && chmod +x /tmp/segadapt; BIN=/tmp/segadapt; fi
+  device_bin
   nvidia-smi -L 2>/dev/null
   while read -r name train test args; do
     [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
@@ -127,6 +137,7 @@ run)
   ;;
 all)
   par=${2:-4}
+  prewarm
   plan | {
     while read -r name train test args; do
       while [ "$(jobs -rp | wc -l)" -ge "$par" ]; do sleep 5; done
