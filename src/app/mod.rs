@@ -304,6 +304,7 @@ pub fn run(device: AppDevice) -> anyhow::Result<()> {
             "segadapt",
             native,
             Box::new(move |cc| {
+                ui::fonts::install(&cc.egui_ctx);
                 let cfg = AppConfig::new(compute);
                 let mut app = SegApp::new(cfg, cc.wgpu_render_state.as_ref());
                 app.autopilot = std::env::var("SEGADAPT_AUTOPILOT")

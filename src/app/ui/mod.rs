@@ -6,6 +6,7 @@ pub mod alpha;
 pub mod annotate;
 pub mod canvas;
 pub mod export;
+pub mod fonts;
 pub mod images;
 pub mod menu;
 pub mod model;
