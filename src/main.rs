@@ -82,7 +82,19 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Log records go to stderr only when `RUST_LOG` asks for them (e.g. `RUST_LOG=segadapt=info`
+/// prints the app's embedding and click-to-mask times), so default output stays the program's.
+fn init_logging() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 fn main() -> ExitCode {
+    init_logging();
     device::keep_shader_cache();
     device::tune_allocator();
     segadapt::kernels::configure_from_env();

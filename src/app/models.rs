@@ -346,7 +346,9 @@ impl SegApp {
                     && s == seq
                     && slot == self.active_slot()
                 {
-                    self.click_latency_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    tracing::info!("click to mask shown: {ms:.0} ms (decode {:.0} ms)", pred.ms);
+                    self.click_latency_ms = Some(ms);
                     self.sam.click_at = None;
                 }
                 self.store_prediction(key.id, slot, seq, pred);
