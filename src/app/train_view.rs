@@ -124,6 +124,7 @@ impl TrainView {
                 self.stage = Some(stage);
                 self.elapsed_s = elapsed_s;
                 self.eta_s = eta_s;
+                tracing::info!("training step {step}: loss {loss:.4}, {elapsed_s:.1} s elapsed");
             }
             TrainEvent::Alpha { step, weights } => {
                 if !weights.is_empty() {

@@ -27,7 +27,7 @@ pub enum Act {
 /// about 137 M values per 1024² image. Elsewhere (GPU, training) Burn's own op runs, so
 /// autodiff and fusion see it.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.is_autodiff() || x.dtype() != DType::F32 || x.device() != Device::flex() {
+    if !host_inference(&x) {
         return burn::tensor::activation::gelu(x);
     }
     let (device, shape) = (x.device(), x.shape());
@@ -38,6 +38,12 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         }
         Err(_) => burn::tensor::activation::gelu(x),
     }
+}
+
+/// Inference on the CPU backend (f32, no autodiff): where the model takes CPU-only fast paths
+/// that neither autodiff nor the GPU's fusion should see.
+pub fn host_inference<const D: usize>(x: &Tensor<D>) -> bool {
+    !x.is_autodiff() && x.dtype() == DType::F32 && x.device() == Device::flex()
 }
 
 /// Exact-form GELU in place, on all cores. erf is Eigen's rational approximation
