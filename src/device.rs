@@ -53,14 +53,18 @@ pub fn keep_shader_cache() {
 /// MobileSAM encoder's 256×256×256 activations); with glibc's defaults each one is trimmed or
 /// unmapped on free and page-faulted and zeroed again on the next allocation, about a quarter
 /// of the encoder's time on the reference machine (perf: clear_page, page faults). A 2 GiB trim
-/// threshold and 1 GiB top pad let the heap be reused (encoder 6.1 → 4.6 s, back to back). The cost
-/// is that RSS stays at its peak. Call once at start, before other threads allocate.
+/// threshold and 1 GiB top pad let the heap be reused (encoder 6.1 → 4.6 s, back to back). Setting
+/// them also freezes glibc's mmap threshold at 128 KiB, so every larger buffer would still be
+/// mapped fresh and unmapped on free: mmap is off for the heap, and big buffers are reused like
+/// the rest (training step 6.9–7.3 → 5.6–5.8 s on the reference machine). The cost is that RSS
+/// stays at its peak. Call once at start, before other threads allocate.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any other thread runs.
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 1 << 30);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
 
