@@ -56,7 +56,7 @@ pub fn keep_shader_cache() {
 /// threshold and 1 GiB top pad let the heap be reused (encoder 6.1 → 4.6 s, back to back). Setting
 /// them also freezes glibc's mmap threshold at 128 KiB, so every larger buffer would still be
 /// mapped fresh and unmapped on free: mmap is off for the heap, and big buffers are reused like
-/// the rest (training step 6.9–7.3 → 5.6–5.8 s on the reference machine). The cost is that RSS
+/// the rest (training step 6.2–7.7 → 4.6–5.1 s on the reference machine). The cost is that RSS
 /// stays at its peak. Call once at start, before other threads allocate.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

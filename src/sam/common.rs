@@ -22,8 +22,8 @@ pub enum Act {
 /// GELU in its exact form, `0.5·x·(1 + erf(x/√2))`, as `torch.nn.GELU()` computes it.
 ///
 /// On the CPU backend outside autodiff (inference) the values go through [`gelu_host`]:
-/// flex evaluates libm's scalar `erff` on one core (16.4 ms per million values on the reference
-/// machine, 7.0 ms this way; `bench --sections ops`), and the MobileSAM encoder applies GELU to
+/// flex evaluates libm's scalar `erff` on one core (9–12 ms per million values on the reference
+/// machine, 1.1–1.3 ms this way; `bench --sections ops`), and the MobileSAM encoder applies GELU to
 /// about 137 M values per 1024² image. Elsewhere (GPU, training) Burn's own op runs, so
 /// autodiff and fusion see it.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
