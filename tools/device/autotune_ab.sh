@@ -17,7 +17,7 @@ export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d
 xz -dc .devbin/both.tar.xz | tar x -C /tmp
 nvidia-smi -L
 ARGS=(--device gpu bench --sections encoder,prompt,train --models vit_t --prompt-models vit_t
-  --train-models vit_t --methods nas-lora,lora)
+  --train-models vit_t --methods "${METHODS:-nas-lora,lora}")
 cd /tmp
 for b in default noat; do
   bin=/tmp/segadapt; [ "$b" = noat ] && bin=/tmp/segadapt-noat
