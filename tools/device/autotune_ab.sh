@@ -10,6 +10,9 @@
 # First each build fills its own kernel cache with one bench process (the autotune build's
 # tuning happens there), then the timed processes alternate A B A B on the warm caches.
 # Results: $OUT/ab_{default,noat}_{1,2}.json and .log, $OUT/warmup_*.log.
+# The autotune build's warm-up takes about 5 min on a fresh H100 (mask 2 min, training step 3
+# min), more than fits one call beside the rounds: PHASE=warmup in one call, PHASE=rounds in the
+# next, back to back while the machine is still warm (the caches stay in /tmp); default both.
 set -u
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -19,11 +22,14 @@ nvidia-smi -L
 ARGS=(--device gpu bench --sections encoder,prompt,train --models vit_t --prompt-models vit_t
   --train-models vit_t --methods "${METHODS:-nas-lora,lora}")
 cd /tmp
+PHASE=${PHASE:-all}
 for b in default noat; do
+  [ "$PHASE" = rounds ] && break
   bin=/tmp/segadapt; [ "$b" = noat ] && bin=/tmp/segadapt-noat
-  SEGADAPT_KERNEL_CACHE=/tmp/kc_$b timeout 300 "$bin" "${ARGS[@]}" > "$OUT/warmup_$b.log" 2>&1
+  SEGADAPT_KERNEL_CACHE=/tmp/kc_$b timeout 500 "$bin" "${ARGS[@]}" > "$OUT/warmup_$b.log" 2>&1
   echo "warm-up $b: exit $?, $SECONDS s"
 done
+[ "$PHASE" = warmup ] && exit 0
 for round in 1 2; do
   for b in default noat; do
     bin=/tmp/segadapt; [ "$b" = noat ] && bin=/tmp/segadapt-noat
