@@ -30,7 +30,7 @@ for b in default noat; do
   echo "warm-up $b: exit $?, $SECONDS s"
 done
 [ "$PHASE" = warmup ] && exit 0
-for round in 1 2; do
+for round in $(seq 1 "${ROUNDS:-2}"); do
   for b in default noat; do
     bin=/tmp/segadapt; [ "$b" = noat ] && bin=/tmp/segadapt-noat
     SEGADAPT_KERNEL_CACHE=/tmp/kc_$b timeout 200 "$bin" "${ARGS[@]}" \
