@@ -42,7 +42,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// Inference on the CPU backend (f32, no autodiff): where the model takes CPU-only fast paths
 /// that neither autodiff nor the GPU's fusion should see.
-pub fn host_inference<const D: usize>(x: &Tensor<D>) -> bool {
+fn host_inference<const D: usize>(x: &Tensor<D>) -> bool {
     !x.is_autodiff() && x.dtype() == DType::F32 && x.device() == Device::flex()
 }
 

@@ -21,20 +21,23 @@ xz -dc .devbin/both.tar.xz | tar x -C /tmp
 nvidia-smi -L
 ARGS=(--device gpu bench --sections encoder,prompt,train --models vit_t --prompt-models vit_t
   --train-models vit_t --methods "${METHODS:-nas-lora,lora}")
+# bench BUILD SECONDS ARGS...: one bench process of that build on its own kernel cache.
+bench() {
+  local b=$1 limit=$2 bin=/tmp/segadapt; shift 2
+  [ "$b" = noat ] && bin=/tmp/segadapt-noat
+  SEGADAPT_KERNEL_CACHE=/tmp/kc_$b timeout "$limit" "$bin" "${ARGS[@]}" "$@"
+}
 cd /tmp
 PHASE=${PHASE:-all}
 for b in default noat; do
   [ "$PHASE" = rounds ] && break
-  bin=/tmp/segadapt; [ "$b" = noat ] && bin=/tmp/segadapt-noat
-  SEGADAPT_KERNEL_CACHE=/tmp/kc_$b timeout 500 "$bin" "${ARGS[@]}" > "$OUT/warmup_$b.log" 2>&1
+  bench $b 500 > "$OUT/warmup_$b.log" 2>&1
   echo "warm-up $b: exit $?, $SECONDS s"
 done
 [ "$PHASE" = warmup ] && exit 0
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for b in default noat; do
-    bin=/tmp/segadapt; [ "$b" = noat ] && bin=/tmp/segadapt-noat
-    SEGADAPT_KERNEL_CACHE=/tmp/kc_$b timeout 200 "$bin" "${ARGS[@]}" \
-      --json "$OUT/ab_${b}_$round.json" > "$OUT/ab_${b}_$round.log" 2>&1
+    bench $b 200 --json "$OUT/ab_${b}_$round.json" > "$OUT/ab_${b}_$round.log" 2>&1
     echo "round $round $b: exit $?, $SECONDS s"
     grep -E '^(encoder|prompt|train)/' "$OUT/ab_${b}_$round.log" | grep -v '/decode/'
   done
